@@ -1,0 +1,241 @@
+//! Ack tokens: how a sink's durable write travels back to the source.
+//!
+//! Every batch a source dispatches carries an [`AckToken`]. Whoever splits the
+//! batch (a shard routing events to several sinks, a lane splitting by key)
+//! calls [`AckToken::share`] for each part. Each holder settles its share with
+//! [`AckToken::ack`] once its part is durable (or filtered out), or with
+//! [`AckToken::fail`]. When the last share settles, the batch is complete: acked
+//! if every share acked, failed otherwise. A share dropped without being
+//! settled counts as a failure, so a lost batch can never be committed.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::latency::LatencyHistogram;
+
+const PENDING: u8 = 0;
+const ACKED: u8 = 1;
+const FAILED: u8 = 2;
+
+/// Final state of a dispatched batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckStatus {
+    /// Some share is still in flight.
+    Pending,
+    /// Every share was written durably or filtered out.
+    Acked,
+    /// Some share failed or was dropped: the position must not be committed.
+    Failed,
+}
+
+/// State shared by all shares of one batch and the source's ledger.
+#[derive(Debug)]
+pub struct AckState {
+    shares: AtomicUsize,
+    failed: AtomicU8,
+    status: AtomicU8,
+    created: Instant,
+    notify: Arc<Notify>,
+    latency: Option<Arc<LatencyHistogram>>,
+}
+
+impl AckState {
+    /// Status of the batch.
+    pub fn status(&self) -> AckStatus {
+        match self.status.load(Ordering::Acquire) {
+            PENDING => AckStatus::Pending,
+            ACKED => AckStatus::Acked,
+            _ => AckStatus::Failed,
+        }
+    }
+
+    /// When the batch was dispatched.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    fn settle(&self, failed: bool) {
+        if failed {
+            self.failed.store(1, Ordering::Release);
+        }
+        if self.shares.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let status = if self.failed.load(Ordering::Acquire) == 1 { FAILED } else { ACKED };
+            self.status.store(status, Ordering::Release);
+            if let Some(latency) = &self.latency {
+                latency.record(self.created.elapsed());
+            }
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// One share of a batch's acknowledgement. Not `Clone`: use [`AckToken::share`].
+#[derive(Debug)]
+#[must_use = "an ack token dropped without ack() counts as a failure"]
+pub struct AckToken {
+    state: Arc<AckState>,
+    settled: bool,
+}
+
+impl AckToken {
+    /// A fresh token for a new batch. `notify` is woken when the batch
+    /// completes; `latency` records dispatch-to-completion time.
+    pub fn new(notify: Arc<Notify>, latency: Option<Arc<LatencyHistogram>>) -> Self {
+        let state = Arc::new(AckState {
+            shares: AtomicUsize::new(1),
+            failed: AtomicU8::new(0),
+            status: AtomicU8::new(PENDING),
+            created: Instant::now(),
+            notify,
+            latency,
+        });
+        AckToken { state, settled: false }
+    }
+
+    /// A token not tied to any source (tests, `weir test`).
+    pub fn detached() -> Self {
+        AckToken::new(Arc::new(Notify::new()), None)
+    }
+
+    /// Another share of the same batch; the batch completes only when this
+    /// share is settled too.
+    pub fn share(&self) -> AckToken {
+        self.state.shares.fetch_add(1, Ordering::AcqRel);
+        AckToken { state: Arc::clone(&self.state), settled: false }
+    }
+
+    /// The shared state, for the source's ledger.
+    pub fn state(&self) -> Arc<AckState> {
+        Arc::clone(&self.state)
+    }
+
+    /// Whether two tokens belong to the same batch.
+    pub fn same_batch(&self, other: &AckToken) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
+    }
+
+    /// This share was written durably, or its events were filtered out.
+    pub fn ack(mut self) {
+        self.settled = true;
+        self.state.settle(false);
+    }
+
+    /// This share could not be delivered: the batch's position must not be
+    /// committed.
+    pub fn fail(mut self) {
+        self.settled = true;
+        self.state.settle(true);
+    }
+}
+
+impl Drop for AckToken {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.state.settle(true);
+        }
+    }
+}
+
+/// The ack shares a sink batch holds: one per source batch it took events from.
+///
+/// Consecutive events usually come from the same source batch, so pushing a
+/// share that belongs to the batch already last in the set is free.
+#[derive(Debug, Default)]
+pub struct AckSet {
+    tokens: Vec<AckToken>,
+}
+
+impl AckSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        AckSet::default()
+    }
+
+    /// Adds a share; a second share of the last batch is settled at once.
+    pub fn push(&mut self, token: AckToken) {
+        match self.tokens.last() {
+            Some(last) if last.same_batch(&token) => token.ack(),
+            _ => self.tokens.push(token),
+        }
+    }
+
+    /// Moves every share of `other` into this set.
+    pub fn append(&mut self, other: &mut AckSet) {
+        for token in other.tokens.drain(..) {
+            self.push(token);
+        }
+    }
+
+    /// Number of distinct shares held.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether the set holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Acks every share.
+    pub fn ack_all(&mut self) {
+        self.tokens.drain(..).for_each(AckToken::ack);
+    }
+
+    /// Fails every share.
+    pub fn fail_all(&mut self) {
+        self.tokens.drain(..).for_each(AckToken::fail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completes_when_every_share_acks() {
+        let t = AckToken::detached();
+        let state = t.state();
+        let a = t.share();
+        let b = t.share();
+        t.ack();
+        a.ack();
+        assert_eq!(state.status(), AckStatus::Pending);
+        b.ack();
+        assert_eq!(state.status(), AckStatus::Acked);
+    }
+
+    #[test]
+    fn one_failed_share_fails_the_batch() {
+        let t = AckToken::detached();
+        let state = t.state();
+        let a = t.share();
+        a.fail();
+        t.ack();
+        assert_eq!(state.status(), AckStatus::Failed);
+    }
+
+    #[test]
+    fn dropping_an_unsettled_share_fails_the_batch() {
+        let t = AckToken::detached();
+        let state = t.state();
+        drop(t);
+        assert_eq!(state.status(), AckStatus::Failed);
+    }
+
+    #[test]
+    fn ack_set_merges_consecutive_shares() {
+        let t = AckToken::detached();
+        let state = t.state();
+        let mut set = AckSet::new();
+        set.push(t.share());
+        set.push(t.share());
+        assert_eq!(set.len(), 1);
+        t.ack();
+        assert_eq!(state.status(), AckStatus::Pending);
+        set.ack_all();
+        assert_eq!(state.status(), AckStatus::Acked);
+    }
+}

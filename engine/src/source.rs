@@ -1,0 +1,365 @@
+//! The source contract and the context the engine hands a running source.
+//!
+//! A source reads from upstream, groups events into batches (see
+//! [`SourceContext::batch_settings`]) and calls [`SourceContext::dispatch`].
+//! It commits the positions [`SourceContext::take_checkpoints`] returns, every
+//! [`SourceContext::checkpoint_tick`], when a partition is revoked and at the
+//! end. On [`SourceContext::shutdown`] it stops reading, calls
+//! [`SourceContext::drain`], commits once more and returns.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use weir_config::BatchSettings;
+
+use crate::ack::AckToken;
+use crate::assign;
+use crate::batch::{Batch, SourceId};
+use crate::checkpoint_store::CheckpointStore;
+use crate::error::{Error, Result};
+use crate::event::{size_of_events, Event};
+use crate::latency::LatencyHistogram;
+use crate::ledger::{AckLedger, Checkpoint};
+use crate::queue::{QueueSender, SendError};
+use crate::shutdown::ShutdownSignal;
+use crate::telemetry::SourceMetrics;
+
+/// A running source. Built from its configuration by the registry, then run
+/// once on the I/O runtime.
+#[async_trait]
+pub trait Source: Send {
+    /// Reads until the input ends or shutdown is requested. Returning `Ok`
+    /// after a final [`SourceContext::drain`] and commit is a clean stop.
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<()>;
+}
+
+/// How a dispatched batch is spread over shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// The whole batch goes to the shard that owns its partition.
+    Partition,
+    /// Each event goes to the shard that owns its key (unkeyed events stay
+    /// with the partition's shard). For sources without real partitions.
+    Key,
+}
+
+/// Everything a source needs from the engine.
+pub struct SourceContext {
+    id: SourceId,
+    name: Arc<str>,
+    shards: Arc<[QueueSender<Batch>]>,
+    ledger: AckLedger,
+    notify: Arc<Notify>,
+    latency: Option<Arc<LatencyHistogram>>,
+    shutdown: ShutdownSignal,
+    checkpoint: tokio::time::Interval,
+    shutdown_timeout: Duration,
+    store: Option<CheckpointStore>,
+    metrics: SourceMetrics,
+    batch: BatchSettings,
+    split: Vec<Vec<Event>>,
+}
+
+/// Parts to build a [`SourceContext`] (used by the pipeline and by tests).
+pub struct SourceContextParts {
+    /// Index of the source.
+    pub id: SourceId,
+    /// Name of the source.
+    pub name: Arc<str>,
+    /// One inbox per shard.
+    pub shards: Arc<[QueueSender<Batch>]>,
+    /// Records end-to-end latency of each batch, if set.
+    pub latency: Option<Arc<LatencyHistogram>>,
+    /// Shutdown signal.
+    pub shutdown: ShutdownSignal,
+    /// How often to commit.
+    pub checkpoint_interval: Duration,
+    /// How long a drain after shutdown may take.
+    pub shutdown_timeout: Duration,
+    /// Local checkpoint store, if the pipeline has a checkpoint directory.
+    pub store: Option<CheckpointStore>,
+    /// Batching limits for this source.
+    pub batch: BatchSettings,
+}
+
+impl SourceContext {
+    /// Builds a context.
+    pub fn new(parts: SourceContextParts) -> Self {
+        let mut checkpoint = tokio::time::interval(parts.checkpoint_interval.max(Duration::from_millis(1)));
+        checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let metrics = SourceMetrics::new(&parts.name);
+        SourceContext {
+            id: parts.id,
+            split: vec![Vec::new(); parts.shards.len()],
+            name: parts.name,
+            shards: parts.shards,
+            ledger: AckLedger::new(),
+            notify: Arc::new(Notify::new()),
+            latency: parts.latency,
+            shutdown: parts.shutdown,
+            checkpoint,
+            shutdown_timeout: parts.shutdown_timeout,
+            store: parts.store,
+            metrics,
+            batch: parts.batch,
+        }
+    }
+
+    /// The source's name in the pipeline.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The source's index in the pipeline.
+    pub fn id(&self) -> SourceId {
+        self.id
+    }
+
+    /// How large and how old a batch may grow before it is dispatched.
+    pub fn batch_settings(&self) -> &BatchSettings {
+        &self.batch
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard that owns `partition`.
+    pub fn shard_of(&self, partition: u32) -> usize {
+        assign::shard_for_partition(self.id, partition, self.shards.len())
+    }
+
+    fn new_token(&self) -> AckToken {
+        AckToken::new(Arc::clone(&self.notify), self.latency.clone())
+    }
+
+    fn stamp(&self, partition: u32, events: &mut [Event]) {
+        for e in events.iter_mut() {
+            e.origin.source = self.id;
+            e.origin.partition = partition;
+        }
+    }
+
+    /// Hands `events` of `partition` to the shards, waiting while the owning
+    /// shard is full. `end` is the position after the last event: what a
+    /// restart resumes from once this batch is delivered.
+    ///
+    /// Cancel safety: not cancel safe; a cancelled dispatch loses track of
+    /// the batch (it is never committed, so nothing is lost, but it is re-read).
+    pub async fn dispatch(&mut self, partition: u32, events: Vec<Event>, end: u64, routing: Routing) -> Result<()> {
+        match self.dispatch_inner(partition, events, end, routing).await {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(_)) => unreachable!("a waiting dispatch never reports full"),
+            Err(SendError::Closed(_)) => Err(Error::internal("shard inbox closed while the source runs")),
+        }
+    }
+
+    /// Like [`dispatch`](Self::dispatch) with [`Routing::Partition`], but
+    /// never waits: when the owning shard is full the events come back, and
+    /// the source should pause that partition until
+    /// [`ready`](Self::ready) completes (Kafka `pause`, NATS stop pulling).
+    pub fn try_dispatch(&mut self, partition: u32, events: Vec<Event>, end: u64) -> Result<(), Vec<Event>> {
+        let shard = self.shard_of(partition);
+        let mut events = events;
+        self.stamp(partition, &mut events);
+        let n = events.len();
+        let bytes = size_of_events(&events);
+        let ack = self.new_token();
+        let state = ack.state();
+        let batch = Batch { source: self.id, partition, events, ack };
+        match self.shards[shard].try_send(batch, n, bytes) {
+            Ok(()) => {
+                self.ledger.track(partition, end, state);
+                self.metrics.dispatched(n, bytes);
+                Ok(())
+            }
+            Err(SendError::Full(b)) | Err(SendError::Closed(b)) => {
+                self.metrics.paused();
+                let Batch { events, ack, .. } = b;
+                ack.ack(); // never tracked: settling it affects nothing
+                Err(events)
+            }
+        }
+    }
+
+    /// Completes when a batch of `events` events and `bytes` bytes for
+    /// `partition` would be accepted. Cancel safe.
+    pub async fn ready(&self, partition: u32, events: usize, bytes: usize) {
+        self.shards[self.shard_of(partition)].ready(events, bytes).await
+    }
+
+    async fn dispatch_inner(
+        &mut self,
+        partition: u32,
+        mut events: Vec<Event>,
+        end: u64,
+        routing: Routing,
+    ) -> std::result::Result<(), SendError<Batch>> {
+        self.stamp(partition, &mut events);
+        let n = events.len();
+        let bytes = size_of_events(&events);
+        let ack = self.new_token();
+        self.ledger.track(partition, end, ack.state());
+        self.metrics.dispatched(n, bytes);
+        let shards = self.shards.len();
+        if routing == Routing::Partition || shards == 1 {
+            let shard = self.shard_of(partition);
+            return self.send(shard, Batch { source: self.id, partition, events, ack }, n, bytes).await;
+        }
+        let home = self.shard_of(partition);
+        let mut split = std::mem::take(&mut self.split);
+        for e in events.drain(..) {
+            let shard = match &e.key {
+                Some(k) => assign::shard_for_key(assign::hash_key(k), shards),
+                None => home,
+            };
+            split[shard].push(e);
+        }
+        let mut result = Ok(());
+        for (shard, part) in split.iter_mut().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let events = std::mem::replace(part, Vec::with_capacity(n / shards + 1));
+            let (n, bytes) = (events.len(), size_of_events(&events));
+            let batch = Batch { source: self.id, partition, events, ack: ack.share() };
+            if let Err(e) = self.send(shard, batch, n, bytes).await {
+                result = Err(e);
+            }
+        }
+        self.split = split;
+        ack.ack();
+        result
+    }
+
+    async fn send(&self, shard: usize, batch: Batch, n: usize, bytes: usize) -> std::result::Result<(), SendError<Batch>> {
+        let queue = &self.shards[shard];
+        match queue.try_send(batch, n, bytes) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(batch)) => {
+                self.metrics.paused();
+                queue.send(batch, n, bytes).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Completes at every checkpoint interval. Cancel safe.
+    pub async fn checkpoint_tick(&mut self) {
+        self.checkpoint.tick().await;
+    }
+
+    /// Completes when shutdown is requested. Cancel safe.
+    pub async fn shutdown(&mut self) {
+        self.shutdown.triggered().await
+    }
+
+    /// Whether shutdown was requested.
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.is_triggered()
+    }
+
+    /// Starts tracking `partition` from a position restored from upstream or
+    /// from the local store.
+    pub fn restore(&mut self, partition: u32, position: u64) {
+        self.ledger.restore(partition, position);
+    }
+
+    /// Watermarks that moved since the last call: the positions to commit.
+    /// Also records checkpoint metrics and warns about stuck partitions.
+    pub fn take_checkpoints(&mut self) -> Vec<Checkpoint> {
+        let cps = self.ledger.take_checkpoints();
+        for cp in &cps {
+            let lag = self.ledger.dispatched(cp.partition).unwrap_or(cp.position).saturating_sub(cp.position);
+            self.metrics.committed(cp.partition, cp.position, lag);
+        }
+        for stuck in self.ledger.stuck() {
+            tracing::error!(
+                source = %self.name, partition = stuck.partition, watermark = ?stuck.watermark,
+                "a batch failed delivery; the checkpoint will not move past it and it will be re-read after a restart"
+            );
+        }
+        cps
+    }
+
+    /// For sources that keep positions in the local store: takes the moved
+    /// watermarks and writes them durably.
+    pub fn commit_local(&mut self) -> Result<Vec<Checkpoint>> {
+        let cps = self.take_checkpoints();
+        if let Some(store) = &mut self.store {
+            if let Err(e) = store.save(&cps) {
+                self.metrics.commit_failed();
+                return Err(e);
+            }
+        }
+        Ok(cps)
+    }
+
+    /// The local checkpoint store, if the pipeline has one.
+    pub fn store(&self) -> Option<&CheckpointStore> {
+        self.store.as_ref()
+    }
+
+    /// Batches dispatched and not yet past the watermark, over all partitions.
+    pub fn inflight(&mut self) -> usize {
+        self.ledger.inflight_total()
+    }
+
+    /// Waits until every dispatched batch completed (acked or failed). If
+    /// shutdown was requested, waits at most the shutdown timeout. Returns
+    /// whether everything completed.
+    pub async fn drain(&mut self) -> bool {
+        let deadline = if self.is_shutdown() { Some(Instant::now() + self.shutdown_timeout) } else { None };
+        self.drain_until(deadline, None).await
+    }
+
+    /// Waits until every dispatched batch of `partition` completed, or the
+    /// deadline passes (a revoked partition). Returns whether it completed.
+    pub async fn drain_partition(&mut self, partition: u32, deadline: Instant) -> bool {
+        self.drain_until(Some(deadline), Some(partition)).await
+    }
+
+    async fn drain_until(&mut self, deadline: Option<Instant>, partition: Option<u32>) -> bool {
+        loop {
+            let settled = match partition {
+                Some(p) => self.ledger.is_partition_settled(p),
+                None => self.ledger.is_settled(),
+            };
+            if settled {
+                return true;
+            }
+            let notified = self.notify.notified();
+            let poll = tokio::time::sleep(Duration::from_millis(50));
+            match deadline {
+                Some(d) => {
+                    if Instant::now() >= d {
+                        return false;
+                    }
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = poll => {}
+                        _ = tokio::time::sleep_until(d.into()) => {}
+                    }
+                }
+                None => {
+                    let mut shutdown = self.shutdown.clone();
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = poll => {}
+                        _ = shutdown.triggered() => {
+                            return Box::pin(self.drain_until(Some(Instant::now() + self.shutdown_timeout), partition)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops tracking a revoked partition (after its final commit).
+    pub fn forget_partition(&mut self, partition: u32) {
+        self.ledger.forget(partition);
+    }
+}

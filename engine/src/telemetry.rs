@@ -1,0 +1,257 @@
+//! Every metric weir emits, defined in one place so names never drift.
+//!
+//! Each struct resolves its handles once (at startup, per source, step, sink
+//! or queue); the hot path only touches atomics, once per batch.
+//! The names are the contract of the dashboard and of docs/operations.md.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+/// Metric names, as exported.
+pub mod names {
+    /// Events a source read and dispatched, by `source`.
+    pub const SOURCE_EVENTS: &str = "weir_source_events_total";
+    /// Bytes a source read, by `source`.
+    pub const SOURCE_BYTES: &str = "weir_source_bytes_total";
+    /// Batches a source dispatched, by `source`.
+    pub const SOURCE_BATCHES: &str = "weir_source_batches_total";
+    /// Times a source found a shard queue full and paused, by `source`.
+    pub const SOURCE_PAUSES: &str = "weir_source_pauses_total";
+    /// Events per dispatched batch, by `source`.
+    pub const SOURCE_BATCH_EVENTS: &str = "weir_source_batch_events";
+    /// Committed position per `source` and `partition`.
+    pub const CHECKPOINT_POSITION: &str = "weir_checkpoint_position";
+    /// Positions dispatched but not yet committed, per `source` and `partition`.
+    pub const CHECKPOINT_LAG: &str = "weir_checkpoint_lag";
+    /// Checkpoints committed, by `source`.
+    pub const CHECKPOINT_COMMITS: &str = "weir_checkpoint_commits_total";
+    /// Failed checkpoint commits, by `source`.
+    pub const CHECKPOINT_ERRORS: &str = "weir_checkpoint_errors_total";
+    /// Events held in a queue (queued or being processed), by `queue`.
+    pub const QUEUE_EVENTS: &str = "weir_queue_events";
+    /// Bytes held in a queue, by `queue`.
+    pub const QUEUE_BYTES: &str = "weir_queue_bytes";
+    /// Microseconds senders spent blocked on a full queue, by `queue`.
+    pub const QUEUE_BLOCKED_MICROS: &str = "weir_queue_blocked_micros_total";
+    /// Times a sender found the queue full, by `queue`.
+    pub const QUEUE_FULL: &str = "weir_queue_full_total";
+    /// Events into a step, by `step`.
+    pub const STEP_EVENTS_IN: &str = "weir_step_events_in_total";
+    /// Events out of a step (kept, changed or emitted), by `step`.
+    pub const STEP_EVENTS_OUT: &str = "weir_step_events_out_total";
+    /// Events a step dropped on purpose (filtered), by `step`.
+    pub const STEP_EVENTS_DROPPED: &str = "weir_step_events_dropped_total";
+    /// Events a step failed, counted per attempt, by `step`.
+    pub const STEP_ERRORS: &str = "weir_step_errors_total";
+    /// Retries of failed events, by `step`.
+    pub const STEP_RETRIES: &str = "weir_step_retries_total";
+    /// Seconds a step took per batch, by `step`.
+    pub const STEP_LATENCY: &str = "weir_step_batch_seconds";
+    /// Batches processed per shard, by `shard`.
+    pub const SHARD_BATCHES: &str = "weir_shard_batches_total";
+    /// Microseconds a shard spent processing batches, by `shard` (busy time; load = rate of this).
+    pub const SHARD_BUSY_MICROS: &str = "weir_shard_busy_micros_total";
+    /// Events a sink wrote durably, by `sink`.
+    pub const SINK_EVENTS: &str = "weir_sink_events_total";
+    /// Batches a sink wrote, by `sink`.
+    pub const SINK_BATCHES: &str = "weir_sink_batches_total";
+    /// Events per written batch, by `sink`.
+    pub const SINK_BATCH_EVENTS: &str = "weir_sink_batch_events";
+    /// Failed write attempts, by `sink`.
+    pub const SINK_ERRORS: &str = "weir_sink_errors_total";
+    /// Seconds per write, by `sink`.
+    pub const SINK_LATENCY: &str = "weir_sink_write_seconds";
+    /// Events sent to the dead-letter sink, by `stage` (step or sink name).
+    pub const DEAD_LETTERS: &str = "weir_dead_letters_total";
+    /// Events dropped after failing with no dead-letter sink configured, by `stage`.
+    pub const DROPPED: &str = "weir_dropped_total";
+    /// Seconds from dispatch until every sink confirmed a batch.
+    pub const END_TO_END_LATENCY: &str = "weir_end_to_end_seconds";
+}
+
+/// Metrics of one bounded queue.
+#[derive(Debug, Clone)]
+pub struct QueueMetrics {
+    events: Gauge,
+    bytes: Gauge,
+    blocked: Counter,
+    full: Counter,
+}
+
+impl QueueMetrics {
+    /// Handles for the queue called `queue` (e.g. `shard-0`, `sink-out`).
+    pub fn new(queue: &str) -> Self {
+        let q = queue.to_string();
+        QueueMetrics {
+            events: gauge!(names::QUEUE_EVENTS, "queue" => q.clone()),
+            bytes: gauge!(names::QUEUE_BYTES, "queue" => q.clone()),
+            blocked: counter!(names::QUEUE_BLOCKED_MICROS, "queue" => q.clone()),
+            full: counter!(names::QUEUE_FULL, "queue" => q),
+        }
+    }
+
+    pub(crate) fn depth(&self, events: usize, bytes: usize) {
+        self.events.set(events as f64);
+        self.bytes.set(bytes as f64);
+    }
+
+    pub(crate) fn blocked(&self, waited: Duration) {
+        // counted in microseconds, exported as seconds by the dashboard
+        self.blocked.increment(waited.as_micros() as u64);
+    }
+
+    pub(crate) fn full(&self) {
+        self.full.increment(1);
+    }
+}
+
+/// Metrics of one source.
+#[derive(Debug, Clone)]
+pub struct SourceMetrics {
+    source: String,
+    events: Counter,
+    bytes: Counter,
+    batches: Counter,
+    pauses: Counter,
+    batch_events: Histogram,
+    commits: Counter,
+    commit_errors: Counter,
+}
+
+impl SourceMetrics {
+    /// Handles for the source called `source`.
+    pub fn new(source: &str) -> Self {
+        let s = source.to_string();
+        SourceMetrics {
+            events: counter!(names::SOURCE_EVENTS, "source" => s.clone()),
+            bytes: counter!(names::SOURCE_BYTES, "source" => s.clone()),
+            batches: counter!(names::SOURCE_BATCHES, "source" => s.clone()),
+            pauses: counter!(names::SOURCE_PAUSES, "source" => s.clone()),
+            batch_events: histogram!(names::SOURCE_BATCH_EVENTS, "source" => s.clone()),
+            commits: counter!(names::CHECKPOINT_COMMITS, "source" => s.clone()),
+            commit_errors: counter!(names::CHECKPOINT_ERRORS, "source" => s.clone()),
+            source: s,
+        }
+    }
+
+    /// A batch was dispatched.
+    pub fn dispatched(&self, events: usize, bytes: usize) {
+        self.events.increment(events as u64);
+        self.bytes.increment(bytes as u64);
+        self.batches.increment(1);
+        self.batch_events.record(events as f64);
+    }
+
+    /// The source found a shard full.
+    pub fn paused(&self) {
+        self.pauses.increment(1);
+    }
+
+    /// A checkpoint was committed for `partition` at `position`, `lag`
+    /// positions behind what was dispatched.
+    pub fn committed(&self, partition: u32, position: u64, lag: u64) {
+        self.commits.increment(1);
+        let p = partition.to_string();
+        gauge!(names::CHECKPOINT_POSITION, "source" => self.source.clone(), "partition" => p.clone()).set(position as f64);
+        gauge!(names::CHECKPOINT_LAG, "source" => self.source.clone(), "partition" => p).set(lag as f64);
+    }
+
+    /// A commit failed.
+    pub fn commit_failed(&self) {
+        self.commit_errors.increment(1);
+    }
+}
+
+/// Metrics of one step (shared by every lane running it).
+#[derive(Debug, Clone)]
+pub struct StepMetrics {
+    /// Events in.
+    pub events_in: Counter,
+    /// Events out.
+    pub events_out: Counter,
+    /// Events filtered.
+    pub dropped: Counter,
+    /// Failures, counted per attempt.
+    pub errors: Counter,
+    /// Retries.
+    pub retries: Counter,
+    /// Batch latency.
+    pub latency: Histogram,
+    /// Events dead-lettered by this step.
+    pub dead_letters: Counter,
+    /// Events dropped after failing with no dead-letter sink.
+    pub lost: Counter,
+}
+
+impl StepMetrics {
+    /// Handles for the step called `step`.
+    pub fn new(step: &str) -> Self {
+        let s = step.to_string();
+        StepMetrics {
+            events_in: counter!(names::STEP_EVENTS_IN, "step" => s.clone()),
+            events_out: counter!(names::STEP_EVENTS_OUT, "step" => s.clone()),
+            dropped: counter!(names::STEP_EVENTS_DROPPED, "step" => s.clone()),
+            errors: counter!(names::STEP_ERRORS, "step" => s.clone()),
+            retries: counter!(names::STEP_RETRIES, "step" => s.clone()),
+            latency: histogram!(names::STEP_LATENCY, "step" => s.clone()),
+            dead_letters: counter!(names::DEAD_LETTERS, "stage" => s.clone()),
+            lost: counter!(names::DROPPED, "stage" => s),
+        }
+    }
+}
+
+/// Metrics of one shard.
+#[derive(Debug, Clone)]
+pub struct ShardMetrics {
+    /// Batches processed.
+    pub batches: Counter,
+    /// Busy time in microseconds.
+    pub busy_micros: Counter,
+}
+
+impl ShardMetrics {
+    /// Handles for shard `shard`.
+    pub fn new(shard: usize) -> Self {
+        let s = shard.to_string();
+        ShardMetrics {
+            batches: counter!(names::SHARD_BATCHES, "shard" => s.clone()),
+            busy_micros: counter!(names::SHARD_BUSY_MICROS, "shard" => s),
+        }
+    }
+}
+
+/// Metrics of one sink.
+#[derive(Debug, Clone)]
+pub struct SinkMetrics {
+    /// Events written.
+    pub events: Counter,
+    /// Batches written.
+    pub batches: Counter,
+    /// Events per batch.
+    pub batch_events: Histogram,
+    /// Failed attempts.
+    pub errors: Counter,
+    /// Write latency.
+    pub latency: Histogram,
+    /// Events dead-lettered after the sink gave up on them.
+    pub dead_letters: Counter,
+    /// Events lost to the checkpoint (acks failed).
+    pub lost: Counter,
+}
+
+impl SinkMetrics {
+    /// Handles for the sink called `sink`.
+    pub fn new(sink: &str) -> Self {
+        let s = sink.to_string();
+        SinkMetrics {
+            events: counter!(names::SINK_EVENTS, "sink" => s.clone()),
+            batches: counter!(names::SINK_BATCHES, "sink" => s.clone()),
+            batch_events: histogram!(names::SINK_BATCH_EVENTS, "sink" => s.clone()),
+            errors: counter!(names::SINK_ERRORS, "sink" => s.clone()),
+            latency: histogram!(names::SINK_LATENCY, "sink" => s.clone()),
+            dead_letters: counter!(names::DEAD_LETTERS, "stage" => s.clone()),
+            lost: counter!(names::DROPPED, "stage" => s),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test of weir on a fresh machine: installs what the tests need,
+# then runs the whole workspace's tests. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Rust toolchain: present on the supported machines; install through rustup if missing.
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "error: cargo not found; install Rust (rustup) first" >&2
+    exit 1
+  fi
+fi
+
+# Services the integration tests start themselves are installed by
+# scripts/deps.sh (nothing extra yet for the engine's own tests).
+if [ -x scripts/deps.sh ]; then
+  scripts/deps.sh
+fi
+
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked -- --test-threads="${WEIR_TEST_THREADS:-2}"

@@ -1,0 +1,19 @@
+//! The `weir` command line: run, validate and test pipelines, benchmark the
+//! engine, serve the admin endpoints.
+
+pub mod admin;
+pub mod bench;
+pub mod observability;
+pub mod run;
+pub mod test_steps;
+pub mod validate;
+
+use weir_engine::Registry;
+
+/// The registry of every built-in connector and step.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    weir_connectors::register(&mut registry);
+    weir_functions::register(&mut registry);
+    registry
+}

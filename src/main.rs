@@ -1,0 +1,51 @@
+//! `weir`: the stream processor's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// weir runs pipelines of functions over event streams.
+#[derive(Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline until its sources end or SIGINT/SIGTERM.
+    Run {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+    },
+    /// Check a pipeline file without running it.
+    Validate {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+    },
+    /// Run a pipeline's steps offline over sample events and print the outcome.
+    Test {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+        /// Sample events, one value per line (JSON lines).
+        #[arg(long)]
+        input: PathBuf,
+        /// Exit 0 even if some events failed.
+        #[arg(long)]
+        allow_failures: bool,
+    },
+    /// Measure throughput against a baseline measured in the same run.
+    Bench(weir::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { file } => weir::run::run(&file),
+        Command::Validate { file } => weir::validate::validate(&file),
+        Command::Test { file, input, allow_failures } => weir::test_steps::test(&file, &input, allow_failures),
+        Command::Bench(args) => weir::bench::bench(args),
+    }
+}

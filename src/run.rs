@@ -1,0 +1,95 @@
+//! `weir run FILE`: run a pipeline until its sources end or a signal asks it
+//! to stop; drain and commit before exiting.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+use weir_engine::shutdown_channel;
+
+use crate::admin::{self, AdminState};
+use crate::observability;
+
+/// Runs the command.
+pub fn run(file: &Path) -> ExitCode {
+    observability::init_logging();
+    let Some((config, pipeline)) = crate::validate::load_and_build(file) else {
+        return ExitCode::from(2);
+    };
+    let metrics = observability::init_metrics();
+    let io_threads = weir_engine::shard::available_cores().len().clamp(1, 2);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads)
+        .thread_name("weir-io")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the I/O runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (trigger, _) = shutdown_channel();
+        let on_signal = trigger.clone();
+        let mut term = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                eprintln!("error: cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! { _ = term.0.recv() => {}, _ = term.1.recv() => {} }
+            tracing::info!("signal received: stopping sources, draining, committing");
+            on_signal.trigger();
+            tokio::select! { _ = term.0.recv() => {}, _ = term.1.recv() => {} }
+            tracing::warn!("second signal: exiting without draining");
+            std::process::exit(130);
+        });
+        let state = Arc::new(AdminState {
+            metrics,
+            ready: AtomicBool::new(false),
+            description: serde_json::json!({
+                "name": config.pipeline.name,
+                "file": file.display().to_string(),
+                "shards": pipeline.shard_count(),
+                "sources": config.sources.iter().map(|s| serde_json::json!({"name": s.name, "type": s.kind})).collect::<Vec<_>>(),
+                "steps": config.steps.iter().map(|s| serde_json::json!({"name": s.name, "type": s.kind})).collect::<Vec<_>>(),
+                "sinks": config.sinks.iter().map(|s| serde_json::json!({"name": s.name, "type": s.kind})).collect::<Vec<_>>(),
+            }),
+        });
+        if let Some(listen) = &config.admin.listen {
+            match listen.parse() {
+                Ok(addr) => match admin::serve(addr, Arc::clone(&state)).await {
+                    Ok(bound) => tracing::info!(%bound, "admin server listening"),
+                    Err(e) => {
+                        eprintln!("error: admin server cannot listen on {listen}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                Err(e) => {
+                    eprintln!("error: admin.listen `{listen}` is not an address: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        tracing::info!(pipeline = %config.pipeline.name, shards = pipeline.shard_count(), "pipeline starting");
+        state.ready.store(true, Ordering::Relaxed);
+        let result = pipeline.run(trigger).await;
+        state.ready.store(false, Ordering::Relaxed);
+        match result {
+            Ok(_) => {
+                tracing::info!("pipeline finished: everything dispatched was delivered and committed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
