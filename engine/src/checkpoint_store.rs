@@ -23,6 +23,8 @@ pub struct StoredPositions {
 pub struct CheckpointStore {
     path: PathBuf,
     positions: StoredPositions,
+    /// Positions recorded but not yet written (a write failed).
+    dirty: bool,
 }
 
 impl CheckpointStore {
@@ -36,7 +38,7 @@ impl CheckpointStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoredPositions::default(),
             Err(e) => return Err(Error::from(e).context(format!("reading checkpoint {}", path.display()))),
         };
-        Ok(CheckpointStore { path, positions })
+        Ok(CheckpointStore { path, positions, dirty: false })
     }
 
     /// The file this store writes.
@@ -54,15 +56,19 @@ impl CheckpointStore {
         &self.positions
     }
 
-    /// Records checkpoints and writes the file durably.
+    /// Records checkpoints and writes the file durably. After a failed
+    /// write, the next call writes again even with nothing new.
     pub fn save(&mut self, checkpoints: &[Checkpoint]) -> Result<()> {
-        if checkpoints.is_empty() {
+        if checkpoints.is_empty() && !self.dirty {
             return Ok(());
         }
         for cp in checkpoints {
             self.positions.partitions.insert(cp.partition, cp.position);
         }
-        self.write().map_err(|e| e.context(format!("writing checkpoint {}", self.path.display())))
+        self.dirty = true;
+        self.write().map_err(|e| e.context(format!("writing checkpoint {}", self.path.display())))?;
+        self.dirty = false;
+        Ok(())
     }
 
     fn write(&self) -> Result<()> {
@@ -98,6 +104,18 @@ mod tests {
         let again = CheckpointStore::open(dir.path(), "p", "src").unwrap();
         assert_eq!(again.position(0), Some(42));
         assert_eq!(again.position(2), Some(7));
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_by_the_next_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(dir.path(), "p", "src").unwrap();
+        let blocker = dir.path().join("p");
+        std::fs::write(&blocker, b"a file where the directory should be").unwrap();
+        assert!(store.save(&[Checkpoint { partition: 0, position: 9 }]).is_err());
+        std::fs::remove_file(&blocker).unwrap();
+        store.save(&[]).unwrap();
+        assert_eq!(CheckpointStore::open(dir.path(), "p", "src").unwrap().position(0), Some(9));
     }
 
     #[test]

@@ -252,9 +252,17 @@ impl SourceContext {
         self.checkpoint.tick().await;
     }
 
-    /// Completes when shutdown is requested. Cancel safe.
-    pub async fn shutdown(&mut self) {
-        self.shutdown.triggered().await
+    /// Completes when shutdown is requested. Cancel safe; the future does
+    /// not borrow the context, so it can sit in one `select!` with
+    /// [`checkpoint_tick`](Self::checkpoint_tick) and `dispatch`.
+    pub fn shutdown(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut signal = self.shutdown.clone();
+        async move { signal.triggered().await }
+    }
+
+    /// A handle on the shutdown signal, for tasks the source spawns.
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        self.shutdown.clone()
     }
 
     /// Whether shutdown was requested.
