@@ -1,0 +1,118 @@
+//! `weir bench SCENARIO`: throughput of a pipeline against a baseline
+//! measured in the same process run, with a progress bar while it runs, a
+//! table at the end, and with `--json` one JSON object as the last line.
+
+mod baseline;
+mod progress;
+mod report;
+mod scenario;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use weir_config::{ComponentConfig, PipelineConfig};
+use weir_engine::{shutdown_channel, Pipeline};
+
+pub use report::{Baseline, BenchReport};
+pub use scenario::{Scenario, SCENARIOS};
+
+/// Arguments of `weir bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The scenario: passthrough, json-map or jq-map.
+    pub scenario: String,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+    /// Events to push through (default depends on the scenario).
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Shards (default: one per core).
+    #[arg(long)]
+    pub shards: Option<usize>,
+}
+
+/// Runs the command.
+pub fn bench(args: BenchArgs) -> ExitCode {
+    crate::observability::init_logging();
+    let Some(scenario) = SCENARIOS.iter().find(|s| s.name == args.scenario) else {
+        let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+        eprintln!("error: unknown scenario `{}`; known scenarios: {}", args.scenario, known.join(", "));
+        return ExitCode::from(2);
+    };
+    match run(scenario, &args) {
+        Ok(report) => {
+            report.print_table();
+            if args.json {
+                println!("{}", report.to_json());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one scenario: the baseline first, then weir, in this process.
+pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String> {
+    let events = args.events.unwrap_or(scenario.default_events);
+    let shards = args.shards.unwrap_or_else(|| weir_engine::shard::available_cores().len()).max(1);
+    // the recorder production runs with, so its cost is in the figure
+    crate::observability::init_metrics();
+
+    eprintln!("{}: baseline ({})…", scenario.name, scenario.baseline_name);
+    let baseline_eps = (scenario.baseline)(events);
+
+    let config = pipeline_config(scenario, events, shards)?;
+    let pipeline = Pipeline::build(&config, &crate::registry()).map_err(|d| d.to_string())?;
+    let latency = pipeline.latency();
+    report::reset_peak_rss();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weir-io")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let progress = progress::Progress::start(scenario.name, events, Arc::clone(&latency), config.sources[0].batch.max_events);
+    let started = Instant::now();
+    let (trigger, _) = shutdown_channel();
+    runtime.block_on(pipeline.run(trigger)).map_err(|e| e.to_string())?;
+    let seconds = started.elapsed().as_secs_f64();
+    progress.finish();
+    let events_per_sec = events as f64 / seconds;
+    Ok(BenchReport {
+        scenario: scenario.name.to_string(),
+        events,
+        seconds,
+        events_per_sec,
+        baseline: Baseline { name: scenario.baseline_name.to_string(), events_per_sec: baseline_eps },
+        ratio: events_per_sec / baseline_eps,
+        rss_peak_bytes: report::peak_rss_bytes(),
+        p50_us: latency.quantile_micros(0.50),
+        p99_us: latency.quantile_micros(0.99),
+        shards,
+    })
+}
+
+fn pipeline_config(scenario: &Scenario, events: u64, shards: usize) -> Result<PipelineConfig, String> {
+    let source = ComponentConfig::from_toml(
+        "generator",
+        "generator",
+        &format!("count = {events}\npayload = '{}'\n", scenario.payload),
+    )
+    .map_err(|d| d.to_string())?;
+    let steps = match scenario.step {
+        Some((kind, options)) => vec![ComponentConfig::from_toml(kind, kind, options).map_err(|d| d.to_string())?],
+        None => Vec::new(),
+    };
+    let sink = ComponentConfig::from_toml("blackhole", "blackhole", "").map_err(|d| d.to_string())?;
+    let mut config = PipelineConfig::new_in_code(vec![source], steps, vec![sink]);
+    config.pipeline.name = format!("bench-{}", scenario.name);
+    config.pipeline.shards = Some(shards);
+    // nothing to resume: keep benchmark checkpoints out of the working tree
+    config.checkpoint.dir = std::env::temp_dir().join("weir-bench-checkpoints");
+    Ok(config)
+}
