@@ -123,6 +123,13 @@ impl AckToken {
         self.state.settle(false);
     }
 
+    /// Settles a token whose batch was never handed on (a dispatch that found
+    /// its shard full): records no latency and wakes no one.
+    pub(crate) fn abandon(mut self) {
+        self.settled = true;
+        self.state.status.store(FAILED, Ordering::Release);
+    }
+
     /// This share could not be delivered: the batch's position must not be
     /// committed.
     pub fn fail(mut self) {

@@ -240,6 +240,7 @@ impl Pipeline {
                     }
                 }
             }
+            tracing::debug!("sources finished; waiting for shards");
             for t in threads {
                 match tokio::task::spawn_blocking(move || t.join()).await {
                     Ok(Ok(Ok(()))) => {}
@@ -251,6 +252,7 @@ impl Pipeline {
                     }
                 }
             }
+            tracing::debug!("shards finished; waiting for sinks");
             while let Some(joined) = sink_tasks.join_next().await {
                 match joined {
                     Ok(Ok(())) => {}

@@ -179,7 +179,7 @@ impl SourceContext {
             Err(SendError::Full(b)) | Err(SendError::Closed(b)) => {
                 self.metrics.paused();
                 let Batch { events, ack, .. } = b;
-                ack.ack(); // never tracked: settling it affects nothing
+                ack.abandon(); // never tracked in the ledger
                 Err(events)
             }
         }

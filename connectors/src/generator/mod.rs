@@ -133,6 +133,58 @@ impl Renderer {
     }
 }
 
+/// Batches whose shard was full, one per paused partition, oldest first.
+/// A paused partition gets no new batch until its parked one is dispatched,
+/// so offsets stay in order; the other partitions keep going.
+#[derive(Default)]
+struct Parked {
+    batches: std::collections::VecDeque<(BatchPlan, Vec<Event>)>,
+}
+
+impl Parked {
+    fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    fn holds(&self, partition: u32) -> bool {
+        self.batches.iter().any(|(plan, _)| plan.partition == partition)
+    }
+
+    fn park(&mut self, plan: BatchPlan, events: Vec<Event>) {
+        self.batches.push_back((plan, events));
+    }
+
+    /// Dispatches every parked batch whose shard has room now.
+    fn retry(&mut self, ctx: &mut SourceContext) {
+        for _ in 0..self.batches.len() {
+            let Some((plan, events)) = self.batches.pop_front() else { break };
+            if let Err(events) = ctx.try_dispatch(plan.partition, events, plan.end()) {
+                self.batches.push_back((plan, events));
+            }
+        }
+    }
+
+    /// Waits until the oldest parked batch is dispatched.
+    async fn wait_oldest(&mut self, ctx: &mut SourceContext) -> Result<()> {
+        if let Some((plan, events)) = self.batches.pop_front() {
+            ctx.dispatch(plan.partition, events, plan.end(), Routing::Partition).await?;
+        }
+        Ok(())
+    }
+
+    /// Dispatches everything still parked, waiting as needed.
+    async fn flush(&mut self, ctx: &mut SourceContext) -> Result<()> {
+        while !self.is_empty() {
+            self.wait_oldest(ctx).await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Source for GeneratorSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<()> {
@@ -155,6 +207,7 @@ impl Source for GeneratorSource {
         let started = Instant::now();
         let mut emitted: u64 = 0;
         let mut control = Control::new();
+        let mut parked = Parked::default();
         loop {
             let due = match rate {
                 None => Due::Now,
@@ -164,18 +217,45 @@ impl Source for GeneratorSource {
                     .map_or(Due::Never, Due::At),
             };
             match control.next(&mut ctx, due.wait()).await {
-                Wake::Shutdown => break,
+                Wake::Shutdown => {
+                    // parked batches were never dispatched: nothing to deliver or commit
+                    parked = Parked::default();
+                    break;
+                }
                 Wake::Checkpoint => {
                     ctx.take_checkpoints();
                 }
                 Wake::Input(()) => {
-                    let Some(plan) = planner.next_batch(batch_len) else { break };
+                    if routing == Routing::Partition {
+                        // a full shard pauses only its partitions: retry those first
+                        parked.retry(&mut ctx);
+                        if parked.len() == partitions as usize {
+                            parked.wait_oldest(&mut ctx).await?;
+                            continue;
+                        }
+                    }
+                    let plan = planner.next_batch_skipping(batch_len, |p| parked.holds(p));
+                    let Some(plan) = plan else {
+                        if parked.is_empty() {
+                            break;
+                        }
+                        parked.wait_oldest(&mut ctx).await?;
+                        continue;
+                    };
                     let events = renderer.fill(&planner, &plan, now_ms());
                     emitted += plan.len;
-                    ctx.dispatch(plan.partition, events, plan.end(), routing).await?;
+                    match routing {
+                        Routing::Key => ctx.dispatch(plan.partition, events, plan.end(), routing).await?,
+                        Routing::Partition => {
+                            if let Err(events) = ctx.try_dispatch(plan.partition, events, plan.end()) {
+                                parked.park(plan, events);
+                            }
+                        }
+                    }
                 }
             }
         }
+        parked.flush(&mut ctx).await?;
         ctx.drain().await;
         ctx.take_checkpoints();
         Ok(())

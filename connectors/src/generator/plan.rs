@@ -62,9 +62,19 @@ impl Planner {
     /// The next batch of at most `max` events (at least 1), or `None` when
     /// every partition has all its events.
     pub fn next_batch(&mut self, max: u64) -> Option<BatchPlan> {
+        self.next_batch_skipping(max, |_| false)
+    }
+
+    /// Like [`next_batch`](Self::next_batch), passing over partitions for
+    /// which `paused` is true (their shard is full). `None` when no
+    /// unpaused partition has events left.
+    pub fn next_batch_skipping(&mut self, max: u64, paused: impl Fn(u32) -> bool) -> Option<BatchPlan> {
         for _ in 0..self.partitions {
             let partition = self.cursor;
             self.cursor = (self.cursor + 1) % self.partitions;
+            if paused(partition) {
+                continue;
+            }
             let first_offset = self.next[partition as usize];
             let remaining = self.partition_len(partition).map_or(u64::MAX, |len| len - first_offset);
             if remaining > 0 {
@@ -111,6 +121,17 @@ mod tests {
             }
             assert!(seen.iter().all(|&s| s), "{partitions} {count} {max}");
         }
+    }
+
+    #[test]
+    fn paused_partitions_are_passed_over_and_resume_where_they_stopped() {
+        let mut planner = Planner::new(3, Some(12));
+        let first = planner.next_batch_skipping(2, |p| p == 1).unwrap();
+        let second = planner.next_batch_skipping(2, |p| p == 1).unwrap();
+        assert_eq!((first.partition, second.partition), (0, 2));
+        assert!(planner.next_batch_skipping(2, |_| true).is_none());
+        let resumed = planner.next_batch_skipping(2, |p| p != 1).unwrap();
+        assert_eq!((resumed.partition, resumed.first_offset), (1, 0));
     }
 
     #[test]
