@@ -15,10 +15,11 @@ use crate::observability;
 /// Runs the command.
 pub fn run(file: &Path) -> ExitCode {
     observability::init_logging();
+    // before the pipeline is built: metric handles resolved earlier would be no-ops
+    let metrics = observability::init_metrics();
     let Some((config, pipeline)) = crate::validate::load_and_build(file) else {
         return ExitCode::from(2);
     };
-    let metrics = observability::init_metrics();
     let io_threads = weir_engine::shard::available_cores().len().clamp(1, 2);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(io_threads)

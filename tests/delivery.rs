@@ -242,12 +242,9 @@ interval = "50ms"
 timeout = "10s"
 "#,
     );
-    let mut child = common::weir()
-        .args(["run", pipeline.to_str().unwrap()])
-        .current_dir(dir.path())
-        .env("WEIR_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut child = common::KillOnDrop(
+        common::weir().args(["run", pipeline.to_str().unwrap()]).current_dir(dir.path()).env("WEIR_LOG", "warn").spawn().unwrap(),
+    );
     // wait until some output exists, then stop it mid-file
     let started = Instant::now();
     while read_lines(&dir.path().join("out.jsonl")).len() < 1000 {
@@ -255,9 +252,9 @@ timeout = "10s"
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: kill sends a signal to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let stop = Instant::now();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "exit {status:?}");
     assert!(stop.elapsed() < Duration::from_secs(10), "took {:?} to stop", stop.elapsed());
     let committed = stored_position(&dir.path().join("cp"), "stop", "in", 0).expect("a final checkpoint");

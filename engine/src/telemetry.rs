@@ -3,6 +3,8 @@
 //! Each struct resolves its handles once (at startup, per source, step, sink
 //! or queue); the hot path only touches atomics, once per batch.
 //! The names are the contract of the dashboard and of docs/operations.md.
+//! Install the recorder before building a pipeline: handles resolved while
+//! no recorder is installed stay no-ops.
 
 use std::time::Duration;
 

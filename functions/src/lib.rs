@@ -24,4 +24,3 @@ pub fn register(registry: &mut Registry) {
     registry.step("sample", steps::sample::build);
     registry.step("json-add-field", native::json_add_field::build);
 }
-#[cfg(test)] mod perf_tmp;
