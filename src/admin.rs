@@ -29,7 +29,9 @@ pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let state = Arc::clone(&state);
             tokio::spawn(async move {
                 let _ = handle(stream, &state).await;
@@ -56,17 +58,36 @@ async fn handle(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", state.metrics.render()),
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            state.metrics.render(),
+        ),
         ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/ready") if state.ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ready\n".to_string()),
-        ("GET", "/ready") => ("503 Service Unavailable", "text/plain", "not ready\n".to_string()),
+        ("GET", "/ready") if state.ready.load(Ordering::Relaxed) => {
+            ("200 OK", "text/plain", "ready\n".to_string())
+        }
+        ("GET", "/ready") => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n".to_string(),
+        ),
         ("GET", "/api/pipeline") => {
             let mut d = state.description.clone();
-            d["state"] = if state.ready.load(Ordering::Relaxed) { "running" } else { "stopped" }.into();
+            d["state"] = if state.ready.load(Ordering::Relaxed) {
+                "running"
+            } else {
+                "stopped"
+            }
+            .into();
             ("200 OK", "application/json", d.to_string())
         }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        ),
     };
     let response = format!(
         "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -45,7 +45,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { file } => weir::run::run(&file),
         Command::Validate { file } => weir::validate::validate(&file),
-        Command::Test { file, input, allow_failures } => weir::test_steps::test(&file, &input, allow_failures),
+        Command::Test {
+            file,
+            input,
+            allow_failures,
+        } => weir::test_steps::test(&file, &input, allow_failures),
         Command::Bench(args) => weir::bench::bench(args),
     }
 }

@@ -12,7 +12,10 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Installs the Prometheus recorder (once) and returns its handle.
@@ -25,10 +28,12 @@ pub fn init_metrics() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed");
             }
             let upkeep = handle.clone();
-            let _ = std::thread::Builder::new().name("weir-metrics-upkeep".into()).spawn(move || loop {
-                std::thread::sleep(Duration::from_secs(5));
-                upkeep.run_upkeep();
-            });
+            let _ = std::thread::Builder::new()
+                .name("weir-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                });
             handle
         })
         .clone()

@@ -10,7 +10,6 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-
 use weir_engine::{ChainOutput, Event, StepChain, StepContext, StepSpec};
 
 /// Runs the command.
@@ -48,7 +47,10 @@ pub fn test(file: &Path, input: &Path, allow_failures: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -74,10 +76,19 @@ pub fn test(file: &Path, input: &Path, allow_failures: bool) -> ExitCode {
         let _ = writeln!(stdout, "out {}", String::from_utf8_lossy(&e.value));
     }
     for (sink, e) in &out.routed {
-        let _ = writeln!(stdout, "route {} {}", sink_names[*sink as usize], String::from_utf8_lossy(&e.value));
+        let _ = writeln!(
+            stdout,
+            "route {} {}",
+            sink_names[*sink as usize],
+            String::from_utf8_lossy(&e.value)
+        );
     }
     for d in &out.dead {
-        let _ = writeln!(stdout, "fail line {} step {}: {}", d.event.origin.offset, d.stage, d.reason);
+        let _ = writeln!(
+            stdout,
+            "fail line {} step {}: {}",
+            d.event.origin.offset, d.stage, d.reason
+        );
     }
     let _ = writeln!(
         stdout,
@@ -104,4 +115,3 @@ fn read_events(path: &Path) -> std::io::Result<Vec<Event>> {
     }
     Ok(events)
 }
-

@@ -46,7 +46,11 @@ pub fn validate(file: &Path) -> ExitCode {
                 config.sinks.len(),
                 match pipeline.default_sink_names() {
                     v if v.is_empty() => "no default sink".to_string(),
-                    v => v.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+                    v => v
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }
             );
             ExitCode::SUCCESS

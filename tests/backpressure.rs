@@ -58,13 +58,24 @@ fn metric(name_and_labels: &str) -> f64 {
     metrics()
         .render()
         .lines()
-        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
     kb * 1024
 }
 
@@ -79,7 +90,8 @@ fn a_stalled_sink_pauses_the_source_and_bounds_memory() {
         "payload = '{\"id\":{{seq}},\"pad\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}'\nbatch = { max_events = 256 }\n",
     )
     .unwrap();
-    let sink = ComponentConfig::from_toml("stuck", "stall", "batch = { max_events = 256 }").unwrap();
+    let sink =
+        ComponentConfig::from_toml("stuck", "stall", "batch = { max_events = 256 }").unwrap();
     let mut config = PipelineConfig::new_in_code(vec![source], vec![], vec![sink]);
     config.pipeline.name = "stall".into();
     config.pipeline.shards = Some(2);
@@ -87,7 +99,11 @@ fn a_stalled_sink_pauses_the_source_and_bounds_memory() {
     config.queues.sink_max_events = 1024;
     config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
     let pipeline = Pipeline::build(&config, &registry).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (trigger, _) = shutdown_channel();
     let rss_before = rss_bytes();
     let run = runtime.spawn(pipeline.run(trigger.clone()));
@@ -99,20 +115,39 @@ fn a_stalled_sink_pauses_the_source_and_bounds_memory() {
     // bound: every shard inbox full, the sink queue full, one batch being built per lane and source
     let bound = (2 * 2048 + 1024 + 4 * 256) as f64;
     assert!(read_2 > 0.0, "the source never ran");
-    assert!(read_2 <= bound, "{read_2} events in flight with a stalled sink, bound {bound}");
-    assert_eq!(read_1, read_2, "the source kept reading while every queue was full");
-    assert!(metric("weir_source_pauses_total{source=\"gen\"}") >= 1.0, "the source was never told to pause");
-    assert!(metric("weir_queue_full_total{queue=\"shard-0\"}") + metric("weir_queue_full_total{queue=\"shard-1\"}") >= 1.0);
+    assert!(
+        read_2 <= bound,
+        "{read_2} events in flight with a stalled sink, bound {bound}"
+    );
+    assert_eq!(
+        read_1, read_2,
+        "the source kept reading while every queue was full"
+    );
+    assert!(
+        metric("weir_source_pauses_total{source=\"gen\"}") >= 1.0,
+        "the source was never told to pause"
+    );
+    assert!(
+        metric("weir_queue_full_total{queue=\"shard-0\"}")
+            + metric("weir_queue_full_total{queue=\"shard-1\"}")
+            >= 1.0
+    );
     assert!(metric("weir_queue_events{queue=\"sink-stuck\"}") <= 1024.0);
     let grown = rss_bytes().saturating_sub(rss_before);
-    assert!(grown < 64 * 1024 * 1024, "memory grew by {grown} bytes with a stalled sink");
+    assert!(
+        grown < 64 * 1024 * 1024,
+        "memory grew by {grown} bytes with a stalled sink"
+    );
     assert_eq!(STALL_WRITTEN.load(Ordering::Relaxed), 0);
 
     // release the sink: the backlog flows and shutdown drains it
     STALLED.store(false, Ordering::Relaxed);
     let started = Instant::now();
     while STALL_WRITTEN.load(Ordering::Relaxed) < read_2 as u64 {
-        assert!(started.elapsed() < Duration::from_secs(10), "backlog did not flow");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "backlog did not flow"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     trigger.trigger();
@@ -130,20 +165,32 @@ fn a_sink_failing_for_good_stops_the_checkpoint_exactly_before_its_events() {
     let source = ComponentConfig::from_toml(
         "in",
         "file",
-        &format!("path = '{}'\nbatch = {{ max_events = 1 }}\n", dir.path().join("in.txt").display()),
+        &format!(
+            "path = '{}'\nbatch = {{ max_events = 1 }}\n",
+            dir.path().join("in.txt").display()
+        ),
     )
     .unwrap();
-    let sink = ComponentConfig::from_toml("out", "fail-on-600", "batch = { max_events = 1 }").unwrap();
+    let sink =
+        ComponentConfig::from_toml("out", "fail-on-600", "batch = { max_events = 1 }").unwrap();
     let mut config = PipelineConfig::new_in_code(vec![source], vec![], vec![sink]);
     config.pipeline.name = "exact".into();
     config.pipeline.shards = Some(2);
     config.checkpoint.dir = dir.path().join("cp");
     let pipeline = Pipeline::build(&config, &registry).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (trigger, _) = shutdown_channel();
     let result = runtime.block_on(pipeline.run(trigger));
     assert!(result.is_ok(), "{result:?}");
     let committed = common::stored_position(&dir.path().join("cp"), "exact", "in", 0);
     let before_600: u64 = input.lines().take(600).map(|l| l.len() as u64 + 1).sum();
-    assert_eq!(committed, Some(before_600), "checkpoint must stop right before line-600");
+    assert_eq!(
+        committed,
+        Some(before_600),
+        "checkpoint must stop right before line-600"
+    );
 }

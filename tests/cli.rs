@@ -18,20 +18,59 @@ fn root() -> &'static Path {
 
 #[test]
 fn weir_test_prints_each_outcome_and_fails_on_failures() {
-    let out = run_in(root(), &["test", "examples/file-to-file.toml", "--input", "examples/orders.jsonl"]);
+    let out = run_in(
+        root(),
+        &[
+            "test",
+            "examples/file-to-file.toml",
+            "--input",
+            "examples/orders.jsonl",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "failures make it exit 1\n{}", show(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "failures make it exit 1\n{}",
+        show(&out)
+    );
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(lines.contains(&r#"out {"id":1,"user":"ada","amount":250}"#), "{stdout}");
-    assert!(lines.contains(&r#"out {"id":3,"user":"cy","amount":180}"#), "{stdout}");
-    assert!(lines.contains(&r#"out {"id":6,"user":"bob","amount":101}"#), "{stdout}");
-    assert!(!stdout.contains(r#""id":2"#), "filtered event printed: {stdout}");
-    assert!(lines.iter().any(|l| l.starts_with("fail line 5 step parse: ")), "{stdout}");
-    assert!(lines.contains(&"summary: 3 out, 0 routed, 1 failed"), "{stdout}");
+    assert!(
+        lines.contains(&r#"out {"id":1,"user":"ada","amount":250}"#),
+        "{stdout}"
+    );
+    assert!(
+        lines.contains(&r#"out {"id":3,"user":"cy","amount":180}"#),
+        "{stdout}"
+    );
+    assert!(
+        lines.contains(&r#"out {"id":6,"user":"bob","amount":101}"#),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(r#""id":2"#),
+        "filtered event printed: {stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("fail line 5 step parse: ")),
+        "{stdout}"
+    );
+    assert!(
+        lines.contains(&"summary: 3 out, 0 routed, 1 failed"),
+        "{stdout}"
+    );
 
     let out = run_in(
         root(),
-        &["test", "examples/file-to-file.toml", "--input", "examples/orders.jsonl", "--allow-failures"],
+        &[
+            "test",
+            "examples/file-to-file.toml",
+            "--input",
+            "examples/orders.jsonl",
+            "--allow-failures",
+        ],
     );
     assert!(out.status.success(), "{}", show(&out));
 }
@@ -52,10 +91,18 @@ fn stdin_pipeline_reads_to_the_end_of_input() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"{\"n\":1}\n\n{\"n\":2}\n{\"n\":3}").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"n\":1}\n\n{\"n\":2}\n{\"n\":3}")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
-    let mut values: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let mut values: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     values.sort();
     assert_eq!(values, ["2", "4", "6"]);
 }
@@ -71,12 +118,25 @@ fn cron_pipeline_fires_on_its_interval() {
     let started = Instant::now();
     let out = run_in(dir.path(), &["run", pipeline.to_str().unwrap()]);
     assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(), [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#]);
-    assert!(started.elapsed() >= Duration::from_millis(300), "three fires 100ms apart took {:?}", started.elapsed());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#]
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "three fires 100ms apart took {:?}",
+        started.elapsed()
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn get(port: u16, path: &str) -> Option<(String, String)> {
@@ -100,7 +160,12 @@ fn admin_server_serves_health_readiness_metrics_and_pipeline_state() {
         ),
     );
     let mut child = common::KillOnDrop(
-        weir().args(["run", pipeline.to_str().unwrap()]).current_dir(dir.path()).env("WEIR_LOG", "warn").spawn().unwrap(),
+        weir()
+            .args(["run", pipeline.to_str().unwrap()])
+            .current_dir(dir.path())
+            .env("WEIR_LOG", "warn")
+            .spawn()
+            .unwrap(),
     );
     let started = Instant::now();
     let ready = loop {
@@ -109,11 +174,17 @@ fn admin_server_serves_health_readiness_metrics_and_pipeline_state() {
                 break r;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "admin server never became ready");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "admin server never became ready"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(ready.1, "ready\n");
-    assert_eq!(get(port, "/health").unwrap(), ("HTTP/1.1 200 OK".to_string(), "ok\n".to_string()));
+    assert_eq!(
+        get(port, "/health").unwrap(),
+        ("HTTP/1.1 200 OK".to_string(), "ok\n".to_string())
+    );
     std::thread::sleep(Duration::from_millis(500));
     let (status, metrics) = get(port, "/metrics").unwrap();
     assert!(status.contains("200"), "{status}");
@@ -123,8 +194,14 @@ fn admin_server_serves_health_readiness_metrics_and_pipeline_state() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no source counter in\n{metrics}"));
     assert!(events > 0.0, "{metrics}");
-    assert!(metrics.contains("weir_step_events_in_total{step=\"keep\"}"), "{metrics}");
-    assert!(metrics.contains("weir_sink_events_total{sink=\"out\"}"), "{metrics}");
+    assert!(
+        metrics.contains("weir_step_events_in_total{step=\"keep\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_sink_events_total{sink=\"out\"}"),
+        "{metrics}"
+    );
     let (_, api) = get(port, "/api/pipeline").unwrap();
     let api: serde_json::Value = serde_json::from_str(&api).unwrap();
     assert_eq!(api["name"], "admin-test");
@@ -147,15 +224,27 @@ fn bench_json_prints_one_json_object_as_its_last_line() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap();
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
-    for key in ["scenario", "events", "seconds", "events_per_sec", "baseline", "ratio", "rss_peak_bytes", "p50_us", "p99_us"] {
+    for key in [
+        "scenario",
+        "events",
+        "seconds",
+        "events_per_sec",
+        "baseline",
+        "ratio",
+        "rss_peak_bytes",
+        "p50_us",
+        "p99_us",
+    ] {
         assert!(v.get(key).is_some(), "missing {key} in {last}");
     }
     assert_eq!(v["scenario"], "passthrough");
     assert_eq!(v["events"], 200000);
-    let ratio = v["events_per_sec"].as_f64().unwrap() / v["baseline"]["events_per_sec"].as_f64().unwrap();
+    let ratio =
+        v["events_per_sec"].as_f64().unwrap() / v["baseline"]["events_per_sec"].as_f64().unwrap();
     assert!((ratio - v["ratio"].as_f64().unwrap()).abs() < 1e-9);
     assert!(v["rss_peak_bytes"].as_u64().unwrap() > 0);
     let unknown = run_in(root(), &["bench", "nope"]);
     assert_eq!(unknown.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("known scenarios: passthrough, json-map, jq-map"));
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("known scenarios: passthrough, json-map, jq-map"));
 }

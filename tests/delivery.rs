@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use common::{read_envelopes, read_lines, run_in, show, stored_position, write};
 
 fn numbered_lines(n: usize) -> String {
-    (0..n).map(|i| format!("{{\"n\":{i},\"amount\":{}}}\n", (i * 37) % 200)).collect()
+    (0..n)
+        .map(|i| format!("{{\"n\":{i},\"amount\":{}}}\n", (i * 37) % 200))
+        .collect()
 }
 
 #[test]
@@ -44,7 +46,10 @@ dir = "cp"
     let mut expected: Vec<String> = input.lines().map(str::to_string).collect();
     expected.sort();
     assert_eq!(sorted, expected, "every input line arrives exactly once");
-    assert_eq!(stored_position(&dir.path().join("cp"), "copy", "in", 0), Some(input.len() as u64));
+    assert_eq!(
+        stored_position(&dir.path().join("cp"), "copy", "in", 0),
+        Some(input.len() as u64)
+    );
 
     // a second run resumes at the checkpoint: nothing is read twice
     let out = run_in(dir.path(), &["run", pipeline.to_str().unwrap()]);
@@ -102,18 +107,39 @@ dir = "cp"
     assert!(good.iter().all(|l| l.contains("\"ok\":true")));
     let dead = read_envelopes(&dir.path().join("dlq.jsonl"));
     assert_eq!(dead.len(), 2, "{dead:#?}");
-    let by_stage: HashMap<String, &serde_json::Value> =
-        dead.iter().map(|d| (d["headers"]["weir.stage"].as_str().unwrap().to_string(), d)).collect();
+    let by_stage: HashMap<String, &serde_json::Value> = dead
+        .iter()
+        .map(|d| (d["headers"]["weir.stage"].as_str().unwrap().to_string(), d))
+        .collect();
     let invalid = by_stage["parse"];
     assert_eq!(invalid["value"], "{not json");
-    assert!(invalid["headers"]["weir.error"].as_str().unwrap().to_lowercase().contains("json"), "{invalid}");
+    assert!(
+        invalid["headers"]["weir.error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("json"),
+        "{invalid}"
+    );
     assert_eq!(invalid["headers"]["weir.source"], "in");
     let poison = by_stage["check"];
-    assert!(poison["headers"]["weir.error"].as_str().unwrap().contains("poison pill 120"), "{poison}");
+    assert!(
+        poison["headers"]["weir.error"]
+            .as_str()
+            .unwrap()
+            .contains("poison pill 120"),
+        "{poison}"
+    );
     // the offset of a file event is the byte where its line starts
-    assert_eq!(poison["offset"].as_u64(), Some(input.lines().take(120).map(|l| l.len() as u64 + 1).sum()));
+    assert_eq!(
+        poison["offset"].as_u64(),
+        Some(input.lines().take(120).map(|l| l.len() as u64 + 1).sum())
+    );
     // dead-lettered events count as delivered: the whole file is committed
-    assert_eq!(stored_position(&dir.path().join("cp"), "dlq", "in", 0), Some(input.len() as u64));
+    assert_eq!(
+        stored_position(&dir.path().join("cp"), "dlq", "in", 0),
+        Some(input.len() as u64)
+    );
 }
 
 #[test]
@@ -153,7 +179,11 @@ fsync = false
         let offset = e["offset"].as_i64().unwrap();
         assert_eq!(e["value"]["p"].as_u64(), Some(p));
         let prev = last.insert(p, offset).unwrap_or(-1);
-        assert_eq!(offset, prev + 1, "partition {p}: offset {offset} after {prev}");
+        assert_eq!(
+            offset,
+            prev + 1,
+            "partition {p}: offset {offset} after {prev}"
+        );
     }
     assert_eq!(last.len(), 8);
 }
@@ -208,7 +238,10 @@ fsync = false
     }
     assert_eq!(last.len(), 97);
     // the point of key ordering: batches of one partition did run side by side
-    assert!(out_of_partition_order > 0, "lanes never overlapped; the test proves nothing");
+    assert!(
+        out_of_partition_order > 0,
+        "lanes never overlapped; the test proves nothing"
+    );
 }
 
 #[cfg(unix)]
@@ -243,7 +276,12 @@ timeout = "10s"
 "#,
     );
     let mut child = common::KillOnDrop(
-        common::weir().args(["run", pipeline.to_str().unwrap()]).current_dir(dir.path()).env("WEIR_LOG", "warn").spawn().unwrap(),
+        common::weir()
+            .args(["run", pipeline.to_str().unwrap()])
+            .current_dir(dir.path())
+            .env("WEIR_LOG", "warn")
+            .spawn()
+            .unwrap(),
     );
     // wait until some output exists, then stop it mid-file
     let started = Instant::now();
@@ -256,19 +294,34 @@ timeout = "10s"
     let stop = Instant::now();
     let status = child.0.wait().unwrap();
     assert!(status.success(), "exit {status:?}");
-    assert!(stop.elapsed() < Duration::from_secs(10), "took {:?} to stop", stop.elapsed());
-    let committed = stored_position(&dir.path().join("cp"), "stop", "in", 0).expect("a final checkpoint");
+    assert!(
+        stop.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        stop.elapsed()
+    );
+    let committed =
+        stored_position(&dir.path().join("cp"), "stop", "in", 0).expect("a final checkpoint");
     let written = read_lines(&dir.path().join("out.jsonl")).len();
-    assert!(written < n, "the file was done before the signal; make it larger");
+    assert!(
+        written < n,
+        "the file was done before the signal; make it larger"
+    );
     // the checkpoint covers exactly what was written: a line boundary, all before it delivered
     let lines_before: usize = input[..committed as usize].lines().count();
     assert!(input.as_bytes()[committed as usize - 1] == b'\n');
-    assert_eq!(lines_before, written, "final checkpoint covers exactly the delivered events");
+    assert_eq!(
+        lines_before, written,
+        "final checkpoint covers exactly the delivered events"
+    );
 
     let out = run_in(dir.path(), &["run", pipeline.to_str().unwrap()]);
     assert!(out.status.success(), "{}", show(&out));
     let lines = read_lines(&dir.path().join("out.jsonl"));
-    assert_eq!(lines.len(), n, "after the restart every event is there once");
+    assert_eq!(
+        lines.len(),
+        n,
+        "after the restart every event is there once"
+    );
     let distinct: std::collections::HashSet<&String> = lines.iter().collect();
     assert_eq!(distinct.len(), n);
 }

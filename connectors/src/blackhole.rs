@@ -52,12 +52,16 @@ impl BlackholeSink {
 #[async_trait]
 impl Sink for BlackholeSink {
     async fn write(&mut self, events: &[Event]) -> Result<()> {
-        self.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
     async fn close(&mut self) -> Result<()> {
-        tracing::debug!(events = self.events.load(Ordering::Relaxed), "blackhole discarded events");
+        tracing::debug!(
+            events = self.events.load(Ordering::Relaxed),
+            "blackhole discarded events"
+        );
         Ok(())
     }
 }
@@ -71,7 +75,9 @@ mod tests {
     async fn counts_and_discards() {
         let mut sink = BlackholeSink::new();
         let counter = sink.counter();
-        sink.write(&[Event::new("a"), Event::new("b")]).await.unwrap();
+        sink.write(&[Event::new("a"), Event::new("b")])
+            .await
+            .unwrap();
         sink.write(&[]).await.unwrap();
         assert_eq!(counter.load(Ordering::Relaxed), 2);
     }
@@ -80,6 +86,7 @@ mod tests {
     fn takes_no_options() {
         let config = ComponentConfig::from_toml("b", "blackhole", "").unwrap();
         assert!(build(&config).is_ok());
-        assert!(options_error(build, "rate = 1").starts_with("error: <inline>:1:1: unknown field `rate`"));
+        assert!(options_error(build, "rate = 1")
+            .starts_with("error: <inline>:1:1: unknown field `rate`"));
     }
 }

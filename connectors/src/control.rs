@@ -32,7 +32,11 @@ impl Control {
     /// `input` is dropped unfinished when another branch wins, so it must be
     /// cancel safe (`read_buf`, `mpsc::Receiver::recv`, `sleep_until` are).
     /// Cancel safe itself.
-    pub(crate) async fn next<F: Future>(&mut self, ctx: &mut SourceContext, input: F) -> Wake<F::Output> {
+    pub(crate) async fn next<F: Future>(
+        &mut self,
+        ctx: &mut SourceContext,
+        input: F,
+    ) -> Wake<F::Output> {
         let shutdown = ctx.shutdown();
         tokio::select! {
             biased;

@@ -70,10 +70,13 @@ pub fn write_envelope(out: &mut Vec<u8>, event: &Event) {
 
 /// Appends `value` as JSON if it is JSON, else as a string.
 fn write_value(out: &mut Vec<u8>, value: &[u8]) {
-    let json =
-        std::str::from_utf8(value).ok().filter(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
+    let json = std::str::from_utf8(value)
+        .ok()
+        .filter(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
     match json {
-        Some(text) if text.bytes().any(|b| b == b'\n' || b == b'\r') => write_compact(out, text.as_bytes()),
+        Some(text) if text.bytes().any(|b| b == b'\n' || b == b'\r') => {
+            write_compact(out, text.as_bytes())
+        }
         Some(text) => out.extend_from_slice(text.trim().as_bytes()),
         None => write_string(out, value),
     }
@@ -131,7 +134,14 @@ fn escape_into(out: &mut Vec<u8>, text: &str) {
         };
         out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
         } else {
             out.extend_from_slice(escape);
         }
@@ -161,7 +171,11 @@ mod tests {
             value: Bytes::from_static(value),
             headers: Vec::new(),
             timestamp_ms: 1_700_000_000_000,
-            origin: Origin { source: 1, partition: 3, offset: 42 },
+            origin: Origin {
+                source: 1,
+                partition: 3,
+                offset: 42,
+            },
         }
     }
 
@@ -181,7 +195,9 @@ mod tests {
         let e = event(b"plain \"text\"\twith\ncontrol\x01");
         let text = envelope(&e);
         assert!(
-            text.starts_with(r#"{"key":null,"value":"plain \"text\"\twith\ncontrol\u0001","headers":{}"#),
+            text.starts_with(
+                r#"{"key":null,"value":"plain \"text\"\twith\ncontrol\u0001","headers":{}"#
+            ),
             "{text}"
         );
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -209,10 +225,18 @@ mod tests {
 
     #[test]
     fn multi_line_json_is_compacted() {
-        let text = envelope(&event(b"{\n  \"a\": \"x y\\\" \\n\",\r\n  \"b\": [1, 2]\n}\n"));
+        let text = envelope(&event(
+            b"{\n  \"a\": \"x y\\\" \\n\",\r\n  \"b\": [1, 2]\n}\n",
+        ));
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed["value"], serde_json::json!({"a": "x y\" \n", "b": [1, 2]}));
-        assert!(text.contains(r#""value":{"a":"x y\" \n","b":[1,2]}"#), "{text}");
+        assert_eq!(
+            parsed["value"],
+            serde_json::json!({"a": "x y\" \n", "b": [1, 2]})
+        );
+        assert!(
+            text.contains(r#""value":{"a":"x y\" \n","b":[1,2]}"#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -220,7 +244,9 @@ mod tests {
         assert!(envelope(&event(b"42")).contains(r#""value":42,"#));
         assert!(envelope(&event(b" true ")).contains(r#""value":true,"#));
         assert!(envelope(&event(b"")).contains(r#""value":"","#));
-        assert!(envelope(&event(b"{\"a\":1} trailing")).contains(r#""value":"{\"a\":1} trailing","#));
+        assert!(
+            envelope(&event(b"{\"a\":1} trailing")).contains(r#""value":"{\"a\":1} trailing","#)
+        );
         let deep = "[".repeat(10_000);
         let e = Event::new(deep.clone());
         let mut out = Vec::new();
@@ -229,8 +255,15 @@ mod tests {
         assert_eq!(parsed["value"], deep);
         let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let mut out = Vec::new();
-        write_line(&mut out, &Event::new(nested.clone()), OutputFormat::Envelope);
-        assert!(out.windows(nested.len()).any(|w| w == nested.as_bytes()), "valid deep JSON is embedded");
+        write_line(
+            &mut out,
+            &Event::new(nested.clone()),
+            OutputFormat::Envelope,
+        );
+        assert!(
+            out.windows(nested.len()).any(|w| w == nested.as_bytes()),
+            "valid deep JSON is embedded"
+        );
     }
 
     #[test]

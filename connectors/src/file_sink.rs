@@ -79,11 +79,17 @@ pub struct FileSink {
 impl FileSink {
     /// A sink for these options; the file is opened by [`Sink::open`].
     pub fn new(options: FileSinkOptions) -> Self {
-        FileSink { options, file: None, buf: Vec::new() }
+        FileSink {
+            options,
+            file: None,
+            buf: Vec::new(),
+        }
     }
 
     fn file(&self) -> Result<Arc<File>> {
-        self.file.clone().ok_or_else(|| Error::internal("the file sink was written to before it was opened"))
+        self.file
+            .clone()
+            .ok_or_else(|| Error::internal("the file sink was written to before it was opened"))
     }
 
     fn context(&self, what: &str) -> String {
@@ -96,7 +102,10 @@ fn open_append(path: &Path) -> io::Result<File> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// Appends `buf`, fsyncs if asked, and on failure cuts the file back to
@@ -104,7 +113,9 @@ fn open_append(path: &Path) -> io::Result<File> {
 fn append(file: &File, buf: &[u8], fsync: bool) -> io::Result<()> {
     let before = file.metadata()?.len();
     let mut writer = file;
-    let result = writer.write_all(buf).and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
+    let result = writer
+        .write_all(buf)
+        .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
     if result.is_err() {
         if let Ok(meta) = file.metadata() {
             if meta.len() > before {
@@ -117,15 +128,18 @@ fn append(file: &File, buf: &[u8], fsync: bool) -> io::Result<()> {
 
 /// Runs blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("file sink task: {e}")))
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::internal(format!("file sink task: {e}")))
 }
 
 #[async_trait]
 impl Sink for FileSink {
     async fn open(&mut self) -> Result<()> {
         let path = self.options.path.clone();
-        let file =
-            blocking(move || open_append(&path)).await?.map_err(|e| Error::from(e).context(self.context("opening")))?;
+        let file = blocking(move || open_append(&path))
+            .await?
+            .map_err(|e| Error::from(e).context(self.context("opening")))?;
         self.file = Some(Arc::new(file));
         Ok(())
     }
@@ -151,8 +165,12 @@ impl Sink for FileSink {
     }
 
     async fn close(&mut self) -> Result<()> {
-        let Some(file) = self.file.take() else { return Ok(()) };
-        blocking(move || file.sync_data()).await?.map_err(|e| Error::from(e).context(self.context("syncing")))
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        blocking(move || file.sync_data())
+            .await?
+            .map_err(|e| Error::from(e).context(self.context("syncing")))
     }
 }
 
@@ -163,7 +181,11 @@ mod tests {
     use weir_engine::Origin;
 
     fn sink(path: &Path, format: OutputFormat, fsync: bool) -> FileSink {
-        FileSink::new(FileSinkOptions { path: path.to_path_buf(), format, fsync })
+        FileSink::new(FileSinkOptions {
+            path: path.to_path_buf(),
+            format,
+            fsync,
+        })
     }
 
     #[tokio::test]
@@ -173,11 +195,19 @@ mod tests {
         for (run, fsync) in [(0, true), (1, false)] {
             let mut s = sink(&path, OutputFormat::Value, fsync);
             s.open().await.unwrap();
-            s.write(&[Event::new(format!("run{run}-1")), Event::new(format!("run{run}-2"))]).await.unwrap();
+            s.write(&[
+                Event::new(format!("run{run}-1")),
+                Event::new(format!("run{run}-2")),
+            ])
+            .await
+            .unwrap();
             s.write(&[]).await.unwrap();
             s.close().await.unwrap();
         }
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "run0-1\nrun0-2\nrun1-1\nrun1-2\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "run0-1\nrun0-2\nrun1-1\nrun1-2\n"
+        );
     }
 
     #[tokio::test]
@@ -186,10 +216,18 @@ mod tests {
         let path = dir.path().join("out.jsonl");
         let mut events = Vec::new();
         for i in 0..50u64 {
-            let mut e = Event::new(if i % 2 == 0 { format!("{{\"i\":{i}}}") } else { format!("text {i}\n") })
-                .with_key(format!("k{i}"))
-                .with_timestamp_ms(1_000 + i as i64);
-            e.origin = Origin { source: 2, partition: (i % 3) as u32, offset: i };
+            let mut e = Event::new(if i % 2 == 0 {
+                format!("{{\"i\":{i}}}")
+            } else {
+                format!("text {i}\n")
+            })
+            .with_key(format!("k{i}"))
+            .with_timestamp_ms(1_000 + i as i64);
+            e.origin = Origin {
+                source: 2,
+                partition: (i % 3) as u32,
+                offset: i,
+            };
             e.set_header("n", format!("{i}"));
             events.push(e);
         }
@@ -212,7 +250,11 @@ mod tests {
             assert_eq!(v["headers"]["n"], format!("{i}"));
             assert_eq!(v["timestamp_ms"], e.timestamp_ms);
             assert_eq!(
-                (v["source"].as_u64(), v["partition"].as_u64(), v["offset"].as_u64()),
+                (
+                    v["source"].as_u64(),
+                    v["partition"].as_u64(),
+                    v["offset"].as_u64()
+                ),
                 (Some(2), Some(u64::from(e.origin.partition)), Some(i as u64))
             );
         }
@@ -224,8 +266,15 @@ mod tests {
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, b"").unwrap();
         let path = blocker.join("under-a-file.txt");
-        let err = sink(&path, OutputFormat::Value, true).open().await.unwrap_err();
-        assert!(err.message.starts_with(&format!("opening `{}`: ", path.display())), "{err}");
+        let err = sink(&path, OutputFormat::Value, true)
+            .open()
+            .await
+            .unwrap_err();
+        assert!(
+            err.message
+                .starts_with(&format!("opening `{}`: ", path.display())),
+            "{err}"
+        );
         let mut unopened = sink(&path, OutputFormat::Value, true);
         assert!(unopened.write(&[Event::new("x")]).await.is_err());
     }
@@ -234,7 +283,14 @@ mod tests {
     fn options() {
         let config = ComponentConfig::from_toml("f", "file", "path = 'x'").unwrap();
         let options: FileSinkOptions = config.options().unwrap();
-        assert_eq!(options, FileSinkOptions { path: "x".into(), format: OutputFormat::Value, fsync: true });
+        assert_eq!(
+            options,
+            FileSinkOptions {
+                path: "x".into(),
+                format: OutputFormat::Value,
+                fsync: true
+            }
+        );
         assert_eq!(
             options_error(build, "path = 'x'\nfsync = 'yes'"),
             "error: <inline>:2:9: `fsync`: invalid type: string \"yes\", expected a boolean"

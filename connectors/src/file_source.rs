@@ -96,7 +96,11 @@ impl Source for FileSource {
             }
             Err(e) => return Err(Error::from(e).context(format!("opening file `{shown}`"))),
         };
-        let len = file.metadata().await.map_err(|e| Error::from(e).context(format!("reading `{shown}`")))?.len();
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| Error::from(e).context(format!("reading `{shown}`")))?
+            .len();
         let stored = ctx.store().and_then(|store| store.position(0));
         let start = match stored {
             Some(position) if position <= len => position,
@@ -113,12 +117,19 @@ impl Source for FileSource {
             ctx.restore(0, start);
         }
         if start > 0 {
-            file.seek(SeekFrom::Start(start))
-                .await
-                .map_err(|e| Error::from(e).context(format!("seeking `{shown}` to byte {start}")))?;
+            file.seek(SeekFrom::Start(start)).await.map_err(|e| {
+                Error::from(e).context(format!("seeking `{shown}` to byte {start}"))
+            })?;
         }
-        let spec = Spec { format: self.options.format, counting: Counting::Bytes, commit: Commit::Local, start };
-        line_source::run(&mut ctx, FileChunks(file), spec).await.map_err(|e| e.context(format!("reading `{shown}`")))
+        let spec = Spec {
+            format: self.options.format,
+            counting: Counting::Bytes,
+            commit: Commit::Local,
+            start,
+        };
+        line_source::run(&mut ctx, FileChunks(file), spec)
+            .await
+            .map_err(|e| e.context(format!("reading `{shown}`")))
     }
 }
 
@@ -130,11 +141,17 @@ mod tests {
     use weir_engine::{CheckpointStore, ErrorKind};
 
     fn source(path: &std::path::Path, format: LineFormat) -> Box<dyn Source> {
-        Box::new(FileSource::new(FileSourceOptions { path: path.to_path_buf(), format }))
+        Box::new(FileSource::new(FileSourceOptions {
+            path: path.to_path_buf(),
+            format,
+        }))
     }
 
     fn values(events: &[weir_engine::Event]) -> Vec<String> {
-        events.iter().map(|e| String::from_utf8(e.value.to_vec()).unwrap()).collect()
+        events
+            .iter()
+            .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
+            .collect()
     }
 
     #[tokio::test]
@@ -143,7 +160,10 @@ mod tests {
         let path = dir.path().join("in.txt");
         std::fs::write(&path, b"a\r\nbb\n\nlast").unwrap();
         let store = CheckpointStore::open(&dir.path().join("cp"), "p", "f").unwrap();
-        let run = Harness::new(1).store(store).run(source(&path, LineFormat::Lines)).await;
+        let run = Harness::new(1)
+            .store(store)
+            .run(source(&path, LineFormat::Lines))
+            .await;
         run.assert_ok();
         let events = run.events();
         assert_eq!(values(&events), ["a", "bb", "", "last"]);
@@ -171,17 +191,31 @@ mod tests {
         std::fs::write(&path, b"one\ntwo\nthree\n").unwrap();
         let cp = dir.path().join("cp");
         let mut store = CheckpointStore::open(&cp, "p", "f").unwrap();
-        store.save(&[weir_engine::Checkpoint { partition: 0, position: 4 }]).unwrap();
-        let run = Harness::new(1).store(store).run(source(&path, LineFormat::Lines)).await;
+        store
+            .save(&[weir_engine::Checkpoint {
+                partition: 0,
+                position: 4,
+            }])
+            .unwrap();
+        let run = Harness::new(1)
+            .store(store)
+            .run(source(&path, LineFormat::Lines))
+            .await;
         run.assert_ok();
         let events = run.events();
         assert_eq!(values(&events), ["two", "three"]);
         assert_eq!(events[0].origin.offset, 4);
-        assert_eq!(CheckpointStore::open(&cp, "p", "f").unwrap().position(0), Some(14));
+        assert_eq!(
+            CheckpointStore::open(&cp, "p", "f").unwrap().position(0),
+            Some(14)
+        );
 
         // everything was read: a third run reads nothing
         let store = CheckpointStore::open(&cp, "p", "f").unwrap();
-        let run = Harness::new(1).store(store).run(source(&path, LineFormat::Lines)).await;
+        let run = Harness::new(1)
+            .store(store)
+            .run(source(&path, LineFormat::Lines))
+            .await;
         run.assert_ok();
         assert!(run.events().is_empty());
     }
@@ -192,8 +226,16 @@ mod tests {
         let path = dir.path().join("in.txt");
         std::fs::write(&path, b"x\n").unwrap();
         let mut store = CheckpointStore::open(dir.path(), "p", "f").unwrap();
-        store.save(&[weir_engine::Checkpoint { partition: 0, position: 1000 }]).unwrap();
-        let run = Harness::new(1).store(store).run(source(&path, LineFormat::Lines)).await;
+        store
+            .save(&[weir_engine::Checkpoint {
+                partition: 0,
+                position: 1000,
+            }])
+            .unwrap();
+        let run = Harness::new(1)
+            .store(store)
+            .run(source(&path, LineFormat::Lines))
+            .await;
         run.assert_ok();
         assert_eq!(values(&run.events()), ["x"]);
     }
@@ -204,19 +246,34 @@ mod tests {
         let path = dir.path().join("in.txt");
         let text: String = (0..1000).map(|i| format!("line-{i}\n")).collect();
         std::fs::write(&path, &text).unwrap();
-        let batch = BatchSettings { max_events: 64, ..BatchSettings::default() };
-        let run = Harness::new(1).batch(batch).run(source(&path, LineFormat::Lines)).await;
+        let batch = BatchSettings {
+            max_events: 64,
+            ..BatchSettings::default()
+        };
+        let run = Harness::new(1)
+            .batch(batch)
+            .run(source(&path, LineFormat::Lines))
+            .await;
         run.assert_ok();
         assert!(run.batches.iter().all(|b| b.events.len() <= 64));
         assert_eq!(run.batches.len(), 16);
         assert_eq!(run.events().len(), 1000);
         assert_eq!(values(&run.events())[999], "line-999");
 
-        let batch = BatchSettings { max_bytes: 100, ..BatchSettings::default() };
-        let run = Harness::new(1).batch(batch).run(source(&path, LineFormat::Lines)).await;
+        let batch = BatchSettings {
+            max_bytes: 100,
+            ..BatchSettings::default()
+        };
+        let run = Harness::new(1)
+            .batch(batch)
+            .run(source(&path, LineFormat::Lines))
+            .await;
         run.assert_ok();
         for b in &run.batches {
-            assert!(weir_engine::event::size_of_events(&b.events) <= 100, "a batch stays within max_bytes");
+            assert!(
+                weir_engine::event::size_of_events(&b.events) <= 100,
+                "a batch stays within max_bytes"
+            );
         }
         assert!(run.batches.len() >= 1000 * 6 / 100);
         assert_eq!(run.events().len(), 1000);
@@ -229,12 +286,16 @@ mod tests {
         let run = Harness::new(1).run(source(&path, LineFormat::Lines)).await;
         let err = run.result.unwrap_err();
         assert_eq!(err.kind, ErrorKind::User);
-        assert_eq!(err.message, format!("file `{}` does not exist", path.display()));
+        assert_eq!(
+            err.message,
+            format!("file `{}` does not exist", path.display())
+        );
     }
 
     #[test]
     fn options_are_checked() {
-        let config = ComponentConfig::from_toml("f", "file", "path = 'x'\nformat = 'json'").unwrap();
+        let config =
+            ComponentConfig::from_toml("f", "file", "path = 'x'\nformat = 'json'").unwrap();
         assert!(build(&config).is_ok());
         assert_eq!(
             options_error(build, "path = 'x'\n  fromat = 'json'"),
@@ -244,7 +305,10 @@ mod tests {
             options_error(build, "path = 'x'\nformat = 'csv'"),
             "error: <inline>:2:10: `format`: unknown variant `csv`, expected `lines` or `json`"
         );
-        assert_eq!(options_error(build, "path = ''"), "error: <inline>:1:8: `path` must not be empty");
+        assert_eq!(
+            options_error(build, "path = ''"),
+            "error: <inline>:1:8: `path` must not be empty"
+        );
         assert!(options_error(build, "format = 'json'").contains("missing field `path`"));
     }
 }

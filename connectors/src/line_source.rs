@@ -16,7 +16,10 @@ use crate::pending::Pending;
 pub(crate) trait ChunkReader: Send {
     /// Appends the next chunk of input to `framer`; `Ok(0)` at end of input.
     /// Must be cancel safe: when dropped unfinished, no input is lost.
-    fn read<'a>(&'a mut self, framer: &'a mut Framer) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+    fn read<'a>(
+        &'a mut self,
+        framer: &'a mut Framer,
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
 }
 
 /// What an event's position counts.
@@ -52,7 +55,11 @@ pub(crate) struct Spec {
 }
 
 /// Runs until end of input or shutdown; returns after the final drain and commit.
-pub(crate) async fn run(ctx: &mut SourceContext, mut reader: impl ChunkReader, spec: Spec) -> Result<()> {
+pub(crate) async fn run(
+    ctx: &mut SourceContext,
+    mut reader: impl ChunkReader,
+    spec: Spec,
+) -> Result<()> {
     let mut framer = Framer::new(spec.format);
     let mut pending = Pending::new(ctx.batch_settings());
     let mut position = spec.start;
@@ -108,8 +115,20 @@ fn add(pending: &mut Pending, line: Line, position: &mut u64, counting: Counting
     };
     match line.value {
         Some(value) => {
-            let origin = Origin { offset, ..Origin::default() };
-            pending.push(Event { key: None, value, headers: Vec::new(), timestamp_ms: ts, origin }, *position);
+            let origin = Origin {
+                offset,
+                ..Origin::default()
+            };
+            pending.push(
+                Event {
+                    key: None,
+                    value,
+                    headers: Vec::new(),
+                    timestamp_ms: ts,
+                    origin,
+                },
+                *position,
+            );
         }
         None => pending.advance(*position),
     }

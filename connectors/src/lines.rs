@@ -55,7 +55,11 @@ pub(crate) struct Framer {
 impl Framer {
     /// An empty framer.
     pub(crate) fn new(format: LineFormat) -> Self {
-        Framer { buf: BytesMut::with_capacity(CHUNK), scanned: 0, format }
+        Framer {
+            buf: BytesMut::with_capacity(CHUNK),
+            scanned: 0,
+            format,
+        }
     }
 
     /// The buffer the next read appends to, with room for a large read.
@@ -103,7 +107,10 @@ impl Framer {
 
     fn frame(&self, line: Bytes, consumed: usize) -> Line {
         let skip = self.format == LineFormat::Json && line.iter().all(u8::is_ascii_whitespace);
-        Line { value: (!skip).then_some(line), consumed }
+        Line {
+            value: (!skip).then_some(line),
+            consumed,
+        }
     }
 }
 
@@ -121,7 +128,14 @@ mod tests {
             }
         }
         out.extend(framer.finish());
-        out.into_iter().map(|l| (l.value.map(|v| String::from_utf8(v.to_vec()).unwrap()), l.consumed)).collect()
+        out.into_iter()
+            .map(|l| {
+                (
+                    l.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                    l.consumed,
+                )
+            })
+            .collect()
     }
 
     fn some(s: &str, n: usize) -> (Option<String>, usize) {
@@ -131,12 +145,18 @@ mod tests {
     #[test]
     fn strips_lf_and_crlf_keeps_empty_lines() {
         let got = frame(LineFormat::Lines, &[b"a\r\nbb\n\nc\r", b"\n"]);
-        assert_eq!(got, [some("a", 3), some("bb", 3), some("", 1), some("c", 3)]);
+        assert_eq!(
+            got,
+            [some("a", 3), some("bb", 3), some("", 1), some("c", 3)]
+        );
     }
 
     #[test]
     fn last_line_without_newline_is_an_event() {
-        assert_eq!(frame(LineFormat::Lines, &[b"a\nlast"]), [some("a", 2), some("last", 4)]);
+        assert_eq!(
+            frame(LineFormat::Lines, &[b"a\nlast"]),
+            [some("a", 2), some("last", 4)]
+        );
         assert_eq!(frame(LineFormat::Lines, &[b"lone\r"]), [some("lone\r", 5)]);
         assert_eq!(frame(LineFormat::Lines, &[b""]), []);
     }
@@ -150,7 +170,16 @@ mod tests {
     #[test]
     fn json_skips_blank_lines_but_counts_them() {
         let got = frame(LineFormat::Json, &[b"{\"a\":1}\n\n  \r\n{\"b\":2}\r\n \t"]);
-        assert_eq!(got, [some("{\"a\":1}", 8), (None, 1), (None, 4), some("{\"b\":2}", 9), (None, 2)]);
+        assert_eq!(
+            got,
+            [
+                some("{\"a\":1}", 8),
+                (None, 1),
+                (None, 4),
+                some("{\"b\":2}", 9),
+                (None, 2)
+            ]
+        );
     }
 
     #[test]

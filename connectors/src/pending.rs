@@ -86,7 +86,11 @@ mod tests {
     use super::*;
 
     fn settings(max_events: usize, max_bytes: usize) -> BatchSettings {
-        BatchSettings { max_events, max_bytes, ..BatchSettings::default() }
+        BatchSettings {
+            max_events,
+            max_bytes,
+            ..BatchSettings::default()
+        }
     }
 
     #[test]

@@ -66,12 +66,18 @@ pub struct StdinSource {
 impl StdinSource {
     /// A source reading the process's standard input.
     pub fn new(options: StdinOptions) -> Self {
-        StdinSource { options, input: None }
+        StdinSource {
+            options,
+            input: None,
+        }
     }
 
     /// A source reading `input` instead of standard input.
     pub fn from_reader(options: StdinOptions, input: impl Read + Send + 'static) -> Self {
-        StdinSource { options, input: Some(Box::new(input)) }
+        StdinSource {
+            options,
+            input: Some(Box::new(input)),
+        }
     }
 }
 
@@ -120,7 +126,10 @@ fn spawn_reader(mut input: Input, tx: mpsc::Sender<io::Result<BytesMut>>) -> io:
             }
         }
     };
-    std::thread::Builder::new().name("weir-stdin".into()).spawn(read).map(drop)
+    std::thread::Builder::new()
+        .name("weir-stdin".into())
+        .spawn(read)
+        .map(drop)
 }
 
 #[async_trait]
@@ -129,9 +138,17 @@ impl Source for StdinSource {
         let StdinSource { options, input } = *self;
         let input = input.unwrap_or_else(|| Box::new(io::stdin()));
         let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
-        spawn_reader(input, tx).map_err(|e| Error::internal(format!("starting the stdin reader thread: {e}")))?;
-        let spec = Spec { format: options.format, counting: Counting::Lines, commit: Commit::Metrics, start: 0 };
-        line_source::run(&mut ctx, ThreadChunks(rx), spec).await.map_err(|e| e.context("reading stdin"))
+        spawn_reader(input, tx)
+            .map_err(|e| Error::internal(format!("starting the stdin reader thread: {e}")))?;
+        let spec = Spec {
+            format: options.format,
+            counting: Counting::Lines,
+            commit: Commit::Metrics,
+            start: 0,
+        };
+        line_source::run(&mut ctx, ThreadChunks(rx), spec)
+            .await
+            .map_err(|e| e.context("reading stdin"))
     }
 }
 
@@ -146,8 +163,16 @@ mod tests {
         let source = StdinSource::from_reader(StdinOptions::default(), input);
         let run = Harness::new(1).run(Box::new(source)).await;
         run.assert_ok();
-        let got: Vec<(String, u64)> =
-            run.events().iter().map(|e| (String::from_utf8(e.value.to_vec()).unwrap(), e.origin.offset)).collect();
+        let got: Vec<(String, u64)> = run
+            .events()
+            .iter()
+            .map(|e| {
+                (
+                    String::from_utf8(e.value.to_vec()).unwrap(),
+                    e.origin.offset,
+                )
+            })
+            .collect();
         let want = [("a", 0), ("", 1), ("b", 2), ("c", 3)].map(|(v, o)| (v.to_string(), o));
         assert_eq!(got, want);
     }
@@ -155,7 +180,12 @@ mod tests {
     #[tokio::test]
     async fn json_format_skips_blank_lines() {
         let input = io::Cursor::new(b"{}\n\n[1]\n".to_vec());
-        let source = StdinSource::from_reader(StdinOptions { format: LineFormat::Json }, input);
+        let source = StdinSource::from_reader(
+            StdinOptions {
+                format: LineFormat::Json,
+            },
+            input,
+        );
         let run = Harness::new(1).run(Box::new(source)).await;
         run.assert_ok();
         let offsets: Vec<u64> = run.events().iter().map(|e| e.origin.offset).collect();
@@ -181,8 +211,12 @@ mod tests {
 
     #[tokio::test]
     async fn idle_input_dispatches_by_time_and_stops_on_shutdown() {
-        let source = StdinSource::from_reader(StdinOptions::default(), Trickle(vec![b"two\n", b"one\n"]));
-        let run = Harness::new(1).shutdown_after(std::time::Duration::from_millis(200)).run(Box::new(source)).await;
+        let source =
+            StdinSource::from_reader(StdinOptions::default(), Trickle(vec![b"two\n", b"one\n"]));
+        let run = Harness::new(1)
+            .shutdown_after(std::time::Duration::from_millis(200))
+            .run(Box::new(source))
+            .await;
         run.assert_ok();
         assert_eq!(run.events().len(), 2, "a partial batch goes after max_wait");
     }

@@ -40,7 +40,10 @@ pub struct StdoutOptions {
 /// Builds a `stdout` sink from its configuration.
 pub fn build(config: &ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic> {
     let options: StdoutOptions = config.options()?;
-    Ok(Box::new(WriterSink::new(tokio::io::stdout(), options.format)))
+    Ok(Box::new(WriterSink::new(
+        tokio::io::stdout(),
+        options.format,
+    )))
 }
 
 /// Writes lines to any async writer; the `stdout` sink is a
@@ -55,7 +58,11 @@ pub struct WriterSink<W> {
 impl<W: AsyncWrite + Unpin + Send> WriterSink<W> {
     /// A sink writing to `out` in `format`.
     pub fn new(out: W, format: OutputFormat) -> Self {
-        WriterSink { out, format, buf: Vec::new() }
+        WriterSink {
+            out,
+            format,
+            buf: Vec::new(),
+        }
     }
 
     /// The writer.
@@ -71,12 +78,21 @@ impl<W: AsyncWrite + Unpin + Send> Sink for WriterSink<W> {
         for event in events {
             write_line(&mut self.buf, event, self.format);
         }
-        self.out.write_all(&self.buf).await.map_err(|e| Error::from(e).context("writing to stdout"))?;
-        self.out.flush().await.map_err(|e| Error::from(e).context("flushing stdout"))
+        self.out
+            .write_all(&self.buf)
+            .await
+            .map_err(|e| Error::from(e).context("writing to stdout"))?;
+        self.out
+            .flush()
+            .await
+            .map_err(|e| Error::from(e).context("flushing stdout"))
     }
 
     async fn close(&mut self) -> Result<()> {
-        self.out.flush().await.map_err(|e| Error::from(e).context("flushing stdout"))
+        self.out
+            .flush()
+            .await
+            .map_err(|e| Error::from(e).context("flushing stdout"))
     }
 }
 
@@ -89,13 +105,17 @@ mod tests {
     async fn one_line_per_event() {
         let mut sink = WriterSink::new(Vec::new(), OutputFormat::Value);
         sink.open().await.unwrap();
-        sink.write(&[Event::new("a"), Event::new("b")]).await.unwrap();
+        sink.write(&[Event::new("a"), Event::new("b")])
+            .await
+            .unwrap();
         sink.write(&[Event::new("{\"c\":1}")]).await.unwrap();
         sink.close().await.unwrap();
         assert_eq!(sink.get_ref(), b"a\nb\n{\"c\":1}\n");
 
         let mut sink = WriterSink::new(Vec::new(), OutputFormat::Envelope);
-        sink.write(&[Event::new("{\"c\":1}").with_key("k")]).await.unwrap();
+        sink.write(&[Event::new("{\"c\":1}").with_key("k")])
+            .await
+            .unwrap();
         let line: serde_json::Value = serde_json::from_slice(sink.get_ref()).unwrap();
         assert_eq!(line["value"]["c"], 1);
         assert_eq!(line["key"], "k");
@@ -104,12 +124,18 @@ mod tests {
     #[test]
     fn options() {
         let config = ComponentConfig::from_toml("o", "stdout", "format = 'envelope'").unwrap();
-        assert_eq!(config.options::<StdoutOptions>().unwrap().format, OutputFormat::Envelope);
+        assert_eq!(
+            config.options::<StdoutOptions>().unwrap().format,
+            OutputFormat::Envelope
+        );
         assert!(build(&config).is_ok());
         assert_eq!(
             options_error(build, "\nformat = 'xml'"),
             "error: <inline>:2:10: `format`: unknown variant `xml`, expected `value` or `envelope`"
         );
-        assert_eq!(options_error(build, "path = 'x'"), "error: <inline>:1:1: unknown field `path`, expected `format`");
+        assert_eq!(
+            options_error(build, "path = 'x'"),
+            "error: <inline>:1:1: unknown field `path`, expected `format`"
+        );
     }
 }

@@ -74,19 +74,27 @@ impl Template {
         while let Some(found) = text[at..].find("{{") {
             let open = at + found;
             let Some(len) = text[open + 2..].find("}}") else {
-                return Err(format!("unclosed `{{{{` at byte {open}; placeholders are {KNOWN}"));
+                return Err(format!(
+                    "unclosed `{{{{` at byte {open}; placeholders are {KNOWN}"
+                ));
             };
             let name = &text[open + 2..open + 2 + len];
             let part = placeholder(name)?;
             if open > literal_start {
-                parts.push(Part::Literal { start: literal_start, end: open });
+                parts.push(Part::Literal {
+                    start: literal_start,
+                    end: open,
+                });
             }
             parts.push(part);
             at = open + 2 + len + 2;
             literal_start = at;
         }
         if text.len() > literal_start {
-            parts.push(Part::Literal { start: literal_start, end: text.len() });
+            parts.push(Part::Literal {
+                start: literal_start,
+                end: text.len(),
+            });
         }
         let placeholders = parts.iter().any(|p| !matches!(p, Part::Literal { .. }));
         let fixed = if placeholders {
@@ -95,7 +103,11 @@ impl Template {
             let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
             Some(Bytes::from_static(leaked.as_bytes()))
         };
-        Ok(Template { text: text.into(), parts, fixed })
+        Ok(Template {
+            text: text.into(),
+            parts,
+            fixed,
+        })
     }
 
     /// The payload of every event when the template has no placeholder.
@@ -154,7 +166,9 @@ fn placeholder(name: &str) -> Result<Part, String> {
         "ts" => Ok(Part::Ts),
         _ => match name.strip_prefix("rand:") {
             Some(range) => rand(range),
-            None => Err(format!("unknown placeholder `{{{{{name}}}}}`; placeholders are {KNOWN}")),
+            None => Err(format!(
+                "unknown placeholder `{{{{{name}}}}}`; placeholders are {KNOWN}"
+            )),
         },
     }
 }
@@ -162,9 +176,17 @@ fn placeholder(name: &str) -> Result<Part, String> {
 /// Parses the `LO:HI` of `{{rand:LO:HI}}`.
 fn rand(range: &str) -> Result<Part, String> {
     let bad = |why: &str| format!("invalid placeholder `{{{{rand:{range}}}}}`: {why}");
-    let (lo, hi) = range.split_once(':').ok_or_else(|| bad("expected `rand:LO:HI` with two integers"))?;
-    let lo: i64 = lo.trim().parse().map_err(|_| bad(&format!("`{lo}` is not an integer")))?;
-    let hi: i64 = hi.trim().parse().map_err(|_| bad(&format!("`{hi}` is not an integer")))?;
+    let (lo, hi) = range
+        .split_once(':')
+        .ok_or_else(|| bad("expected `rand:LO:HI` with two integers"))?;
+    let lo: i64 = lo
+        .trim()
+        .parse()
+        .map_err(|_| bad(&format!("`{lo}` is not an integer")))?;
+    let hi: i64 = hi
+        .trim()
+        .parse()
+        .map_err(|_| bad(&format!("`{hi}` is not an integer")))?;
     if lo > hi {
         return Err(bad("the low bound is above the high bound"));
     }
@@ -220,12 +242,18 @@ mod tests {
     }
 
     fn vars(seq: u64) -> Vars<'static> {
-        Vars { seq, partition: 3, key: b"key-7", ts_ms: 1_700_000_000_123 }
+        Vars {
+            seq,
+            partition: 3,
+            key: b"key-7",
+            ts_ms: 1_700_000_000_123,
+        }
     }
 
     #[test]
     fn renders_every_placeholder() {
-        let t = Template::parse("{{seq}}|{{partition}}|{{key}}|{{ts}}|{{rand:5:5}}|{{rand:-3:-3}}").unwrap();
+        let t = Template::parse("{{seq}}|{{partition}}|{{key}}|{{ts}}|{{rand:5:5}}|{{rand:-3:-3}}")
+            .unwrap();
         assert_eq!(render(&t, vars(42)), "42|3|key-7|1700000000123|5|-3");
         assert!(t.uses_key());
         assert!(t.fixed().is_none());
@@ -265,7 +293,11 @@ mod tests {
         let fixed = t.fixed().unwrap().clone();
         assert_eq!(fixed.as_ref(), br#"{"fixed":true} {not a placeholder}"#);
         let again = t.fixed().unwrap().clone();
-        assert_eq!(fixed.as_ptr(), again.as_ptr(), "clones share the leaked text");
+        assert_eq!(
+            fixed.as_ptr(),
+            again.as_ptr(),
+            "clones share the leaked text"
+        );
         assert_eq!(render(&t, vars(1)), r#"{"fixed":true} {not a placeholder}"#);
         assert_eq!(Template::parse("").unwrap().fixed().unwrap().len(), 0);
     }
@@ -273,14 +305,22 @@ mod tests {
     #[test]
     fn max_len_bounds_every_rendering() {
         let t = Template::parse("a{{seq}}b{{ts}}{{partition}}{{key}}{{rand:-100:7}}").unwrap();
-        let extreme = Vars { seq: u64::MAX, partition: u32::MAX, key: b"12345", ts_ms: i64::MIN };
+        let extreme = Vars {
+            seq: u64::MAX,
+            partition: u32::MAX,
+            key: b"12345",
+            ts_ms: i64::MIN,
+        };
         assert!(render(&t, extreme).len() <= t.max_len(5));
     }
 
     #[test]
     fn rejects_bad_placeholders() {
         let err = Template::parse("x {{sequence}}").unwrap_err();
-        assert!(err.starts_with("unknown placeholder `{{sequence}}`; placeholders are `{{seq}}`"), "{err}");
+        assert!(
+            err.starts_with("unknown placeholder `{{sequence}}`; placeholders are `{{seq}}`"),
+            "{err}"
+        );
         let err = Template::parse("x {{seq").unwrap_err();
         assert!(err.starts_with("unclosed `{{` at byte 2"), "{err}");
         assert_eq!(

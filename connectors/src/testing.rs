@@ -8,7 +8,8 @@ use weir_config::{BatchSettings, ComponentConfig, Diagnostic};
 use weir_engine::queue::{bounded, QueueLimits, QueueSender};
 use weir_engine::telemetry::QueueMetrics;
 use weir_engine::{
-    shutdown_channel, Batch, CheckpointStore, Error, Event, Result, Source, SourceContext, SourceContextParts,
+    shutdown_channel, Batch, CheckpointStore, Error, Event, Result, Source, SourceContext,
+    SourceContextParts,
 };
 
 /// A batch as a shard received it.
@@ -41,7 +42,10 @@ impl Run {
 
     /// Every event, batch after batch.
     pub(crate) fn events(&self) -> Vec<Event> {
-        self.batches.iter().flat_map(|b| b.events.iter().cloned()).collect()
+        self.batches
+            .iter()
+            .flat_map(|b| b.events.iter().cloned())
+            .collect()
     }
 }
 
@@ -56,7 +60,12 @@ pub(crate) struct Harness {
 impl Harness {
     /// `shards` inboxes, default batching, no store.
     pub(crate) fn new(shards: usize) -> Self {
-        Harness { shards, batch: BatchSettings::default(), store: None, shutdown_after: None }
+        Harness {
+            shards,
+            batch: BatchSettings::default(),
+            store: None,
+            shutdown_after: None,
+        }
     }
 
     /// Batching limits for the source.
@@ -84,13 +93,20 @@ impl Harness {
         let mut senders: Vec<QueueSender<Batch>> = Vec::new();
         let mut collectors = Vec::new();
         for shard in 0..self.shards {
-            let limits = QueueLimits { max_events: 1 << 24, max_bytes: 1 << 32 };
+            let limits = QueueLimits {
+                max_events: 1 << 24,
+                max_bytes: 1 << 32,
+            };
             let (tx, mut rx) = bounded(limits, QueueMetrics::new(&format!("test-{shard}")));
             senders.push(tx);
             let log = Arc::clone(&log);
             collectors.push(tokio::spawn(async move {
                 while let Some((batch, _permit)) = rx.recv().await {
-                    let received = Received { shard, partition: batch.partition, events: batch.events };
+                    let received = Received {
+                        shard,
+                        partition: batch.partition,
+                        events: batch.events,
+                    };
                     log.lock().unwrap().push(received);
                     batch.ack.ack();
                 }
@@ -128,7 +144,10 @@ impl Harness {
 }
 
 /// The error a factory returns for options written as TOML.
-pub(crate) fn options_error<T>(build: fn(&ComponentConfig) -> Result<T, Diagnostic>, options: &str) -> String {
+pub(crate) fn options_error<T>(
+    build: fn(&ComponentConfig) -> Result<T, Diagnostic>,
+    options: &str,
+) -> String {
     let config = match ComponentConfig::from_toml("c", "test", options) {
         Ok(config) => config,
         Err(diagnostics) => return diagnostics.to_string(),

@@ -12,11 +12,13 @@ fn registry() -> Registry {
 }
 
 async fn run(toml: &str) {
-    let config = weir_config::parse_str(toml, Path::new("test.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let config = weir_config::parse_str(toml, Path::new("test.toml"), &|_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
     let pipeline = Pipeline::build(&config, &registry()).unwrap_or_else(|e| panic!("{e}"));
     let (trigger, _signal) = shutdown_channel();
     let run = tokio::time::timeout(std::time::Duration::from_secs(30), pipeline.run(trigger)).await;
-    run.expect("the pipeline ends by itself").expect("the pipeline succeeds");
+    run.expect("the pipeline ends by itself")
+        .expect("the pipeline succeeds");
 }
 
 fn config(dir: &Path) -> String {
@@ -70,10 +72,17 @@ async fn file_to_file_resumes_from_the_checkpoint() {
     assert_eq!(output_ids(dir.path()), (0..10).collect::<Vec<_>>());
 
     let more: String = (10..15).map(|i| format!("{{\"id\":{i}}}\r\n")).collect();
-    let mut file = std::fs::OpenOptions::new().append(true).open(dir.path().join("in.jsonl")).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("in.jsonl"))
+        .unwrap();
     std::io::Write::write_all(&mut file, more.as_bytes()).unwrap();
     run(&config(dir.path())).await;
-    assert_eq!(output_ids(dir.path()), (0..15).collect::<Vec<_>>(), "only the new lines are read again");
+    assert_eq!(
+        output_ids(dir.path()),
+        (0..15).collect::<Vec<_>>(),
+        "only the new lines are read again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

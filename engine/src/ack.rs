@@ -62,7 +62,11 @@ impl AckState {
             self.failed.store(1, Ordering::Release);
         }
         if self.shares.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let status = if self.failed.load(Ordering::Acquire) == 1 { FAILED } else { ACKED };
+            let status = if self.failed.load(Ordering::Acquire) == 1 {
+                FAILED
+            } else {
+                ACKED
+            };
             self.status.store(status, Ordering::Release);
             if let Some(latency) = &self.latency {
                 latency.record(self.created.elapsed());
@@ -92,7 +96,10 @@ impl AckToken {
             notify,
             latency,
         });
-        AckToken { state, settled: false }
+        AckToken {
+            state,
+            settled: false,
+        }
     }
 
     /// A token not tied to any source (tests, `weir test`).
@@ -104,7 +111,10 @@ impl AckToken {
     /// share is settled too.
     pub fn share(&self) -> AckToken {
         self.state.shares.fetch_add(1, Ordering::AcqRel);
-        AckToken { state: Arc::clone(&self.state), settled: false }
+        AckToken {
+            state: Arc::clone(&self.state),
+            settled: false,
+        }
     }
 
     /// The shared state, for the source's ledger.

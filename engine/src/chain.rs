@@ -70,9 +70,17 @@ impl StepChain {
                 .factory
                 .build()
                 .map_err(|e| Error::user(format!("building step `{}`: {e}", spec.name)))?;
-            stages.push(Stage { name: Arc::clone(&spec.name), step, metrics: spec.metrics.clone() });
+            stages.push(Stage {
+                name: Arc::clone(&spec.name),
+                step,
+                metrics: spec.metrics.clone(),
+            });
         }
-        Ok(StepChain { stages, retry, scratch: StepOutput::new() })
+        Ok(StepChain {
+            stages,
+            retry,
+            scratch: StepOutput::new(),
+        })
     }
 
     /// Runs `events` through every step; results are appended to `out`.
@@ -87,12 +95,18 @@ impl StepChain {
             let started = Instant::now();
             stage.step.process(&mut events, output).await;
             output.events.append(&mut events);
-            stage.metrics.latency.record(started.elapsed().as_secs_f64());
+            stage
+                .metrics
+                .latency
+                .record(started.elapsed().as_secs_f64());
             stage.metrics.events_in.increment(n_in as u64);
             if !output.failed.is_empty() {
                 handle_failures(stage, &self.retry, output, &mut out.dead).await;
             }
-            stage.metrics.events_out.increment((output.events.len() + output.routed.len()) as u64);
+            stage
+                .metrics
+                .events_out
+                .increment((output.events.len() + output.routed.len()) as u64);
             stage.metrics.dropped.increment(output.dropped as u64);
             out.routed.append(&mut output.routed);
             std::mem::swap(&mut events, &mut output.events);
@@ -105,7 +119,12 @@ impl StepChain {
     }
 }
 
-async fn handle_failures(stage: &mut Stage, retry: &RetrySettings, output: &mut StepOutput, dead: &mut Vec<DeadEvent>) {
+async fn handle_failures(
+    stage: &mut Stage,
+    retry: &RetrySettings,
+    output: &mut StepOutput,
+    dead: &mut Vec<DeadEvent>,
+) {
     let started = Instant::now();
     let mut attempt = 1u32;
     let mut failed: Vec<Failure> = std::mem::take(&mut output.failed);
@@ -117,7 +136,12 @@ async fn handle_failures(stage: &mut Stage, retry: &RetrySettings, output: &mut 
             if f.retryable && !out_of_tries {
                 again.push(f.event);
             } else {
-                dead.push(DeadEvent { event: f.event, reason: f.reason, stage: Arc::clone(&stage.name), attempts: attempt });
+                dead.push(DeadEvent {
+                    event: f.event,
+                    reason: f.reason,
+                    stage: Arc::clone(&stage.name),
+                    attempts: attempt,
+                });
             }
         }
         if again.is_empty() {
@@ -164,7 +188,10 @@ mod tests {
                     b"drop" => output.drop_event(e),
                     v => {
                         let upper = v.to_ascii_uppercase();
-                        output.emit(Event { value: upper.into(), ..e })
+                        output.emit(Event {
+                            value: upper.into(),
+                            ..e
+                        })
                     }
                 }
             }
@@ -173,7 +200,11 @@ mod tests {
 
     fn spec(flaky: u32) -> StepSpec {
         let factory = move || -> Result<Box<dyn Step>, String> { Ok(Box::new(Upper { flaky })) };
-        StepSpec { name: "upper".into(), factory: Arc::new(factory), metrics: StepMetrics::new("upper") }
+        StepSpec {
+            name: "upper".into(),
+            factory: Arc::new(factory),
+            metrics: StepMetrics::new("upper"),
+        }
     }
 
     fn retry(max_attempts: u32) -> RetrySettings {
@@ -193,19 +224,27 @@ mod tests {
     async fn keeps_changes_drops_and_dead_letters() {
         let mut chain = StepChain::build(&[spec(0)], retry(3)).unwrap();
         let mut out = ChainOutput::default();
-        let input = ["a", "poison", "drop", "b"].into_iter().map(Event::new).collect();
+        let input = ["a", "poison", "drop", "b"]
+            .into_iter()
+            .map(Event::new)
+            .collect();
         chain.run(input, &mut out).await;
         assert_eq!(values(&out.events), vec![b"A".as_ref(), b"B"]);
         assert_eq!(out.dead.len(), 1);
         assert_eq!(out.dead[0].reason, "poisoned");
-        assert_eq!(out.dead[0].attempts, 1, "non-retryable failures are not retried");
+        assert_eq!(
+            out.dead[0].attempts, 1,
+            "non-retryable failures are not retried"
+        );
     }
 
     #[tokio::test]
     async fn retries_then_succeeds() {
         let mut chain = StepChain::build(&[spec(2)], retry(3)).unwrap();
         let mut out = ChainOutput::default();
-        chain.run(vec![Event::new("flaky"), Event::new("x")], &mut out).await;
+        chain
+            .run(vec![Event::new("flaky"), Event::new("x")], &mut out)
+            .await;
         assert_eq!(values(&out.events), vec![b"X".as_ref(), b"FLAKY"]);
         assert!(out.dead.is_empty());
     }

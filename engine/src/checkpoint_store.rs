@@ -30,15 +30,26 @@ pub struct CheckpointStore {
 impl CheckpointStore {
     /// The store for `source` of `pipeline` under `dir`; reads what is there.
     pub fn open(dir: &Path, pipeline: &str, source: &str) -> Result<Self> {
-        let path = dir.join(sanitize(pipeline)).join(format!("{}.json", sanitize(source)));
+        let path = dir
+            .join(sanitize(pipeline))
+            .join(format!("{}.json", sanitize(source)));
         let positions = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::user(format!("checkpoint file {} is corrupt: {e}", path.display()))
+                Error::user(format!(
+                    "checkpoint file {} is corrupt: {e}",
+                    path.display()
+                ))
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoredPositions::default(),
-            Err(e) => return Err(Error::from(e).context(format!("reading checkpoint {}", path.display()))),
+            Err(e) => {
+                return Err(Error::from(e).context(format!("reading checkpoint {}", path.display())))
+            }
         };
-        Ok(CheckpointStore { path, positions, dirty: false })
+        Ok(CheckpointStore {
+            path,
+            positions,
+            dirty: false,
+        })
     }
 
     /// The file this store writes.
@@ -66,7 +77,8 @@ impl CheckpointStore {
             self.positions.partitions.insert(cp.partition, cp.position);
         }
         self.dirty = true;
-        self.write().map_err(|e| e.context(format!("writing checkpoint {}", self.path.display())))?;
+        self.write()
+            .map_err(|e| e.context(format!("writing checkpoint {}", self.path.display())))?;
         self.dirty = false;
         Ok(())
     }
@@ -76,7 +88,8 @@ impl CheckpointStore {
         std::fs::create_dir_all(dir)?;
         let tmp = self.path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&tmp)?;
-        let body = serde_json::to_vec(&self.positions).map_err(|e| Error::internal(e.to_string()))?;
+        let body =
+            serde_json::to_vec(&self.positions).map_err(|e| Error::internal(e.to_string()))?;
         file.write_all(&body)?;
         file.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
@@ -88,7 +101,15 @@ impl CheckpointStore {
 }
 
 fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -100,7 +121,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = CheckpointStore::open(dir.path(), "p", "src").unwrap();
         assert_eq!(store.position(0), None);
-        store.save(&[Checkpoint { partition: 0, position: 42 }, Checkpoint { partition: 2, position: 7 }]).unwrap();
+        store
+            .save(&[
+                Checkpoint {
+                    partition: 0,
+                    position: 42,
+                },
+                Checkpoint {
+                    partition: 2,
+                    position: 7,
+                },
+            ])
+            .unwrap();
         let again = CheckpointStore::open(dir.path(), "p", "src").unwrap();
         assert_eq!(again.position(0), Some(42));
         assert_eq!(again.position(2), Some(7));
@@ -112,10 +144,20 @@ mod tests {
         let mut store = CheckpointStore::open(dir.path(), "p", "src").unwrap();
         let blocker = dir.path().join("p");
         std::fs::write(&blocker, b"a file where the directory should be").unwrap();
-        assert!(store.save(&[Checkpoint { partition: 0, position: 9 }]).is_err());
+        assert!(store
+            .save(&[Checkpoint {
+                partition: 0,
+                position: 9
+            }])
+            .is_err());
         std::fs::remove_file(&blocker).unwrap();
         store.save(&[]).unwrap();
-        assert_eq!(CheckpointStore::open(dir.path(), "p", "src").unwrap().position(0), Some(9));
+        assert_eq!(
+            CheckpointStore::open(dir.path(), "p", "src")
+                .unwrap()
+                .position(0),
+            Some(9)
+        );
     }
 
     #[test]

@@ -24,12 +24,30 @@ pub const HEADER_OFFSET: &str = "weir.offset";
 /// Adds the dead-letter headers to `event`.
 pub fn mark(event: &mut Event, reason: &str, stage: &str, attempts: u32, source_name: &str) {
     let origin = event.origin;
-    event.set_header(Bytes::from_static(HEADER_ERROR.as_bytes()), Bytes::copy_from_slice(reason.as_bytes()));
-    event.set_header(Bytes::from_static(HEADER_STAGE.as_bytes()), Bytes::copy_from_slice(stage.as_bytes()));
-    event.set_header(Bytes::from_static(HEADER_ATTEMPTS.as_bytes()), Bytes::from(attempts.to_string()));
-    event.set_header(Bytes::from_static(HEADER_SOURCE.as_bytes()), Bytes::copy_from_slice(source_name.as_bytes()));
-    event.set_header(Bytes::from_static(HEADER_PARTITION.as_bytes()), Bytes::from(origin.partition.to_string()));
-    event.set_header(Bytes::from_static(HEADER_OFFSET.as_bytes()), Bytes::from(origin.offset.to_string()));
+    event.set_header(
+        Bytes::from_static(HEADER_ERROR.as_bytes()),
+        Bytes::copy_from_slice(reason.as_bytes()),
+    );
+    event.set_header(
+        Bytes::from_static(HEADER_STAGE.as_bytes()),
+        Bytes::copy_from_slice(stage.as_bytes()),
+    );
+    event.set_header(
+        Bytes::from_static(HEADER_ATTEMPTS.as_bytes()),
+        Bytes::from(attempts.to_string()),
+    );
+    event.set_header(
+        Bytes::from_static(HEADER_SOURCE.as_bytes()),
+        Bytes::copy_from_slice(source_name.as_bytes()),
+    );
+    event.set_header(
+        Bytes::from_static(HEADER_PARTITION.as_bytes()),
+        Bytes::from(origin.partition.to_string()),
+    );
+    event.set_header(
+        Bytes::from_static(HEADER_OFFSET.as_bytes()),
+        Bytes::from(origin.offset.to_string()),
+    );
 }
 
 #[cfg(test)]

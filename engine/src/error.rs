@@ -27,22 +27,38 @@ pub struct Error {
 impl Error {
     /// A user error (bad configuration, bad input).
     pub fn user(message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::User, retryable: false, message: message.into() }
+        Error {
+            kind: ErrorKind::User,
+            retryable: false,
+            message: message.into(),
+        }
     }
 
     /// An external failure that a retry will not fix.
     pub fn external(message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::External, retryable: false, message: message.into() }
+        Error {
+            kind: ErrorKind::External,
+            retryable: false,
+            message: message.into(),
+        }
     }
 
     /// An external failure that may pass (timeout, connection refused).
     pub fn retryable(message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::External, retryable: true, message: message.into() }
+        Error {
+            kind: ErrorKind::External,
+            retryable: true,
+            message: message.into(),
+        }
     }
 
     /// A bug.
     pub fn internal(message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::Internal, retryable: false, message: message.into() }
+        Error {
+            kind: ErrorKind::Internal,
+            retryable: false,
+            message: message.into(),
+        }
     }
 
     /// Prefixes the message with what was being done: `context: message`.
@@ -57,9 +73,17 @@ impl From<std::io::Error> for Error {
         use std::io::ErrorKind as K;
         let retryable = matches!(
             e.kind(),
-            K::Interrupted | K::TimedOut | K::WouldBlock | K::ConnectionRefused | K::ConnectionReset
+            K::Interrupted
+                | K::TimedOut
+                | K::WouldBlock
+                | K::ConnectionRefused
+                | K::ConnectionReset
         );
-        Error { kind: ErrorKind::External, retryable, message: e.to_string() }
+        Error {
+            kind: ErrorKind::External,
+            retryable,
+            message: e.to_string(),
+        }
     }
 }
 

@@ -41,7 +41,10 @@ pub struct Event {
 impl Event {
     /// An unkeyed event carrying `value`.
     pub fn new(value: impl Into<Bytes>) -> Self {
-        Event { value: value.into(), ..Event::default() }
+        Event {
+            value: value.into(),
+            ..Event::default()
+        }
     }
 
     /// Sets the key.
@@ -70,7 +73,10 @@ impl Event {
 
     /// The first header called `name`.
     pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.headers.iter().find(|(k, _)| k.as_ref() == name.as_bytes()).map(|(_, v)| v)
+        self.headers
+            .iter()
+            .find(|(k, _)| k.as_ref() == name.as_bytes())
+            .map(|(_, v)| v)
     }
 
     /// Sets header `name`, replacing an existing one.

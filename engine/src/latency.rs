@@ -17,7 +17,9 @@ pub struct LatencyHistogram {
 impl Default for LatencyHistogram {
     fn default() -> Self {
         LatencyHistogram {
-            buckets: (0..SUB_BUCKETS * GROUPS).map(|_| AtomicU64::new(0)).collect(),
+            buckets: (0..SUB_BUCKETS * GROUPS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             count: AtomicU64::new(0),
         }
     }
@@ -90,9 +92,16 @@ mod tests {
     fn bucket_bounds_cover_their_values() {
         for v in [0u64, 1, 15, 16, 17, 31, 32, 100, 1_000, 123_456, 10_000_000] {
             let i = index_of(v);
-            assert!(upper_bound_of(i) >= v, "value {v} above bound {}", upper_bound_of(i));
+            assert!(
+                upper_bound_of(i) >= v,
+                "value {v} above bound {}",
+                upper_bound_of(i)
+            );
             if i > 0 {
-                assert!(upper_bound_of(i - 1) < v, "value {v} fits an earlier bucket");
+                assert!(
+                    upper_bound_of(i - 1) < v,
+                    "value {v} fits an earlier bucket"
+                );
             }
         }
     }

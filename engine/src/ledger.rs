@@ -95,7 +95,10 @@ impl AckLedger {
             ledger.advance();
             if ledger.watermark != ledger.reported {
                 if let Some(position) = ledger.watermark {
-                    out.push(Checkpoint { partition, position });
+                    out.push(Checkpoint {
+                        partition,
+                        position,
+                    });
                 }
                 ledger.reported = ledger.watermark;
             }
@@ -108,7 +111,10 @@ impl AckLedger {
         self.partitions
             .iter()
             .filter(|(_, l)| l.stuck)
-            .map(|(&partition, l)| StuckPartition { partition, watermark: l.watermark })
+            .map(|(&partition, l)| StuckPartition {
+                partition,
+                watermark: l.watermark,
+            })
             .collect()
     }
 
@@ -143,16 +149,20 @@ impl AckLedger {
 
     /// Whether every dispatched batch has completed (acked or failed).
     pub fn is_settled(&self) -> bool {
-        self.partitions
-            .values()
-            .all(|l| l.inflight.iter().all(|(_, s)| s.status() != AckStatus::Pending))
+        self.partitions.values().all(|l| {
+            l.inflight
+                .iter()
+                .all(|(_, s)| s.status() != AckStatus::Pending)
+        })
     }
 
     /// Whether every dispatched batch of `partition` completed.
     pub fn is_partition_settled(&self, partition: u32) -> bool {
-        self.partitions
-            .get(&partition)
-            .is_none_or(|l| l.inflight.iter().all(|(_, s)| s.status() != AckStatus::Pending))
+        self.partitions.get(&partition).is_none_or(|l| {
+            l.inflight
+                .iter()
+                .all(|(_, s)| s.status() != AckStatus::Pending)
+        })
     }
 
     /// Stops tracking a partition (after it was revoked and committed).
@@ -180,14 +190,34 @@ mod tests {
             ledger.track(0, (i as u64 + 1) * 10, t.state());
         }
         let mut tokens = tokens.into_iter();
-        let (t0, t1, t2) = (tokens.next().unwrap(), tokens.next().unwrap(), tokens.next().unwrap());
+        let (t0, t1, t2) = (
+            tokens.next().unwrap(),
+            tokens.next().unwrap(),
+            tokens.next().unwrap(),
+        );
         t1.ack();
         assert_eq!(ledger.take_checkpoints(), vec![]);
         t0.ack();
-        assert_eq!(ledger.take_checkpoints(), vec![Checkpoint { partition: 0, position: 20 }]);
-        assert_eq!(ledger.take_checkpoints(), vec![], "an unchanged watermark is not reported again");
+        assert_eq!(
+            ledger.take_checkpoints(),
+            vec![Checkpoint {
+                partition: 0,
+                position: 20
+            }]
+        );
+        assert_eq!(
+            ledger.take_checkpoints(),
+            vec![],
+            "an unchanged watermark is not reported again"
+        );
         t2.ack();
-        assert_eq!(ledger.take_checkpoints(), vec![Checkpoint { partition: 0, position: 30 }]);
+        assert_eq!(
+            ledger.take_checkpoints(),
+            vec![Checkpoint {
+                partition: 0,
+                position: 30
+            }]
+        );
         assert!(ledger.is_settled());
     }
 
@@ -201,7 +231,13 @@ mod tests {
         a.fail();
         b.ack();
         assert_eq!(ledger.take_checkpoints(), vec![]);
-        assert_eq!(ledger.stuck(), vec![StuckPartition { partition: 3, watermark: None }]);
+        assert_eq!(
+            ledger.stuck(),
+            vec![StuckPartition {
+                partition: 3,
+                watermark: None
+            }]
+        );
     }
 
     #[test]
@@ -212,7 +248,13 @@ mod tests {
         let t = AckToken::detached();
         ledger.track(1, 150, t.state());
         t.ack();
-        assert_eq!(ledger.take_checkpoints(), vec![Checkpoint { partition: 1, position: 150 }]);
+        assert_eq!(
+            ledger.take_checkpoints(),
+            vec![Checkpoint {
+                partition: 1,
+                position: 150
+            }]
+        );
     }
 
     proptest! {

@@ -39,7 +39,11 @@ impl Outputs {
                 out.events.clear();
             }
             for (i, &sink) in self.default.iter().enumerate() {
-                let events = if i + 1 == n { std::mem::take(&mut out.events) } else { out.events.clone() };
+                let events = if i + 1 == n {
+                    std::mem::take(&mut out.events)
+                } else {
+                    out.events.clone()
+                };
                 self.send(sink, events, &ack).await;
             }
         }
@@ -63,11 +67,16 @@ impl Outputs {
     async fn send(&self, sink: SinkId, events: Vec<Event>, ack: &AckToken) {
         let (n, bytes) = (events.len(), size_of_events(&events));
         // a closed queue drops the batch, whose unsettled share fails the ack
-        let _ = self.sinks[sink as usize].send(SinkBatch::new(events, ack.share()), n, bytes).await;
+        let _ = self.sinks[sink as usize]
+            .send(SinkBatch::new(events, ack.share()), n, bytes)
+            .await;
     }
 
     fn metrics(&self, stage: &str) -> Option<&StepMetrics> {
-        self.step_metrics.iter().find(|(n, _)| &**n == stage).map(|(_, m)| m)
+        self.step_metrics
+            .iter()
+            .find(|(n, _)| &**n == stage)
+            .map(|(_, m)| m)
     }
 
     async fn dead_letter(&self, out: &mut ChainOutput, ack: &AckToken) {
@@ -76,7 +85,10 @@ impl Outputs {
                 let mut events = Vec::with_capacity(out.dead.len());
                 for d in out.dead.drain(..) {
                     let mut event = d.event;
-                    let source = self.source_names.get(event.origin.source as usize).map_or("", |s| s);
+                    let source = self
+                        .source_names
+                        .get(event.origin.source as usize)
+                        .map_or("", |s| s);
                     dead_letter::mark(&mut event, &d.reason, &d.stage, d.attempts, source);
                     if let Some(m) = self.metrics(&d.stage) {
                         m.dead_letters.increment(1);

@@ -59,11 +59,15 @@ impl Pipeline {
         let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
         let mut sources = Vec::new();
         for c in &config.sources {
-            let store = CheckpointStore::open(&config.checkpoint.dir, &config.pipeline.name, &c.name);
+            let store =
+                CheckpointStore::open(&config.checkpoint.dir, &config.pipeline.name, &c.name);
             match (registry.build_source(c), store) {
-                (Ok(source), Ok(store)) => {
-                    sources.push(BuiltSource { name: c.name.as_str().into(), source, batch: c.batch.clone(), store })
-                }
+                (Ok(source), Ok(store)) => sources.push(BuiltSource {
+                    name: c.name.as_str().into(),
+                    source,
+                    batch: c.batch.clone(),
+                    store,
+                }),
                 (Err(d), _) => errors.push(d),
                 (_, Err(e)) => errors.push(c.error(e.message)),
             }
@@ -78,7 +82,11 @@ impl Pipeline {
                         errors.push(c.error(e));
                         continue;
                     }
-                    steps.push(StepSpec { name: c.name.as_str().into(), factory, metrics: StepMetrics::new(&c.name) });
+                    steps.push(StepSpec {
+                        name: c.name.as_str().into(),
+                        factory,
+                        metrics: StepMetrics::new(&c.name),
+                    });
                 }
                 Err(d) => errors.push(d),
             }
@@ -86,7 +94,11 @@ impl Pipeline {
         let mut sinks = Vec::new();
         for c in &config.sinks {
             match registry.build_sink(c) {
-                Ok(sink) => sinks.push(BuiltSink { name: c.name.as_str().into(), sink, batch: c.batch.clone() }),
+                Ok(sink) => sinks.push(BuiltSink {
+                    name: c.name.as_str().into(),
+                    sink,
+                    batch: c.batch.clone(),
+                }),
                 Err(d) => errors.push(d),
             }
         }
@@ -120,12 +132,19 @@ impl Pipeline {
 
     /// Number of shards this pipeline will run.
     pub fn shard_count(&self) -> usize {
-        self.config.pipeline.shards.unwrap_or_else(|| shard::available_cores().len()).max(1)
+        self.config
+            .pipeline
+            .shards
+            .unwrap_or_else(|| shard::available_cores().len())
+            .max(1)
     }
 
     /// Names of the sinks that receive the last step's output.
     pub fn default_sink_names(&self) -> Vec<String> {
-        self.default_sinks.iter().map(|&i| self.sinks[i as usize].name.to_string()).collect()
+        self.default_sinks
+            .iter()
+            .map(|&i| self.sinks[i as usize].name.to_string())
+            .collect()
     }
 
     /// Runs until every source finished, or until `shutdown` fires and the
@@ -141,13 +160,17 @@ impl Pipeline {
         let mut sink_receivers = Vec::new();
         for s in &self.sinks {
             let (tx, rx) = bounded(
-                QueueLimits { max_events: q.sink_max_events, max_bytes: q.sink_max_bytes },
+                QueueLimits {
+                    max_events: q.sink_max_events,
+                    max_bytes: q.sink_max_bytes,
+                },
                 QueueMetrics::new(&format!("sink-{}", s.name)),
             );
             sink_senders.push(tx);
             sink_receivers.push(rx);
         }
-        let source_names: Arc<[Arc<str>]> = self.sources.iter().map(|s| Arc::clone(&s.name)).collect();
+        let source_names: Arc<[Arc<str>]> =
+            self.sources.iter().map(|s| Arc::clone(&s.name)).collect();
         let mut sink_tasks = tokio::task::JoinSet::new();
         for (i, (s, rx)) in self.sinks.into_iter().zip(sink_receivers).enumerate() {
             let dead_letter = match self.dead_letter {
@@ -168,24 +191,39 @@ impl Pipeline {
         // shards
         let outputs = Arc::new(Outputs {
             sinks: sink_senders,
-            sink_names: cfg.sinks.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+            sink_names: cfg
+                .sinks
+                .iter()
+                .map(|s| Arc::from(s.name.as_str()))
+                .collect(),
             default: self.default_sinks.clone(),
             dead_letter: self.dead_letter,
             source_names: Arc::clone(&source_names),
-            step_metrics: self.steps.iter().map(|s| (Arc::clone(&s.name), s.metrics.clone())).collect(),
+            step_metrics: self
+                .steps
+                .iter()
+                .map(|s| (Arc::clone(&s.name), s.metrics.clone()))
+                .collect(),
         });
         let steps: Arc<[StepSpec]> = self.steps.into();
         let mut inboxes: Vec<QueueSender<Batch>> = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
         for index in 0..shards {
             let (tx, rx) = bounded(
-                QueueLimits { max_events: q.inbox_max_events, max_bytes: q.inbox_max_bytes },
+                QueueLimits {
+                    max_events: q.inbox_max_events,
+                    max_bytes: q.inbox_max_bytes,
+                },
                 QueueMetrics::new(&format!("shard-{index}")),
             );
             inboxes.push(tx);
             let plan = ShardPlan {
                 index,
-                core: if cores.is_empty() { None } else { Some(cores[index % cores.len()]) },
+                core: if cores.is_empty() {
+                    None
+                } else {
+                    Some(cores[index % cores.len()])
+                },
                 inbox: rx,
                 lanes: cfg.pipeline.max_inflight,
                 ordering: cfg.pipeline.ordering,
@@ -193,7 +231,10 @@ impl Pipeline {
                 retry: cfg.retry.clone(),
                 outputs: Arc::clone(&outputs),
             };
-            threads.push(shard::spawn(plan).map_err(|e| Error::internal(format!("starting shard thread: {e}")))?);
+            threads.push(
+                shard::spawn(plan)
+                    .map_err(|e| Error::internal(format!("starting shard thread: {e}")))?,
+            );
         }
         drop(outputs);
         let inboxes: Arc<[QueueSender<Batch>]> = inboxes.into();
@@ -282,6 +323,3 @@ impl Pipeline {
         }
     }
 }
-
-
-

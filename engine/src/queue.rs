@@ -79,7 +79,10 @@ pub struct QueueSender<T> {
 
 impl<T> Clone for QueueSender<T> {
     fn clone(&self) -> Self {
-        QueueSender { tx: self.tx.clone(), shared: Arc::clone(&self.shared) }
+        QueueSender {
+            tx: self.tx.clone(),
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -99,7 +102,10 @@ pub enum SendError<T> {
 }
 
 /// Creates a queue with the given limits; `metrics` names it in telemetry.
-pub fn bounded<T>(limits: QueueLimits, metrics: QueueMetrics) -> (QueueSender<T>, QueueReceiver<T>) {
+pub fn bounded<T>(
+    limits: QueueLimits,
+    metrics: QueueMetrics,
+) -> (QueueSender<T>, QueueReceiver<T>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         semaphore: Arc::new(Semaphore::new(UNITS as usize)),
@@ -125,9 +131,13 @@ impl<T> QueueSender<T> {
             Err(_) => {
                 let started = Instant::now();
                 self.shared.metrics.full();
-                let permit = Arc::clone(&self.shared.semaphore).acquire_many_owned(units).await;
+                let permit = Arc::clone(&self.shared.semaphore)
+                    .acquire_many_owned(units)
+                    .await;
                 let waited = started.elapsed();
-                self.shared.blocked_nanos.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+                self.shared
+                    .blocked_nanos
+                    .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
                 self.shared.metrics.blocked(waited);
                 match permit {
                     Ok(p) => p,
@@ -160,10 +170,23 @@ impl<T> QueueSender<T> {
         }
     }
 
-    fn push(&self, item: T, permit: OwnedSemaphorePermit, events: usize, bytes: usize) -> Result<(), SendError<T>> {
+    fn push(
+        &self,
+        item: T,
+        permit: OwnedSemaphorePermit,
+        events: usize,
+        bytes: usize,
+    ) -> Result<(), SendError<T>> {
         self.shared.taken(events, bytes);
-        let permit = Permit { _permit: permit, events, bytes, shared: Arc::clone(&self.shared) };
-        self.tx.send((item, permit)).map_err(|e| SendError::Closed(e.0 .0))
+        let permit = Permit {
+            _permit: permit,
+            events,
+            bytes,
+            shared: Arc::clone(&self.shared),
+        };
+        self.tx
+            .send((item, permit))
+            .map_err(|e| SendError::Closed(e.0 .0))
     }
 
     /// Events currently held (queued or in progress under a permit).
@@ -206,7 +229,13 @@ mod tests {
     use std::time::Duration;
 
     fn queue(max_events: usize, max_bytes: usize) -> (QueueSender<u32>, QueueReceiver<u32>) {
-        bounded(QueueLimits { max_events, max_bytes }, QueueMetrics::new("test"))
+        bounded(
+            QueueLimits {
+                max_events,
+                max_bytes,
+            },
+            QueueMetrics::new("test"),
+        )
     }
 
     #[tokio::test]
@@ -216,7 +245,11 @@ mod tests {
         assert_eq!(tx.try_send(2, 6, 10), Err(SendError::Full(2)));
         let (item, permit) = rx.recv().await.unwrap();
         assert_eq!(item, 1);
-        assert_eq!(tx.try_send(3, 6, 10), Err(SendError::Full(3)), "capacity is held by the permit");
+        assert_eq!(
+            tx.try_send(3, 6, 10),
+            Err(SendError::Full(3)),
+            "capacity is held by the permit"
+        );
         drop(permit);
         tx.try_send(4, 6, 10).unwrap();
         assert_eq!(tx.events(), 6);

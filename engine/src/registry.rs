@@ -16,7 +16,8 @@ pub type SourceFactory = fn(&ComponentConfig) -> Result<Box<dyn Source>, Diagnos
 /// Builds a sink from its configuration.
 pub type SinkFactory = fn(&ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic>;
 /// Validates a step's configuration and returns the factory of its instances.
-pub type StepBuilder = fn(&ComponentConfig, &mut StepContext<'_>) -> Result<Arc<dyn StepFactory>, Diagnostic>;
+pub type StepBuilder =
+    fn(&ComponentConfig, &mut StepContext<'_>) -> Result<Arc<dyn StepFactory>, Diagnostic>;
 
 /// What a step may learn about the pipeline while it is built.
 pub struct StepContext<'a> {
@@ -27,7 +28,10 @@ pub struct StepContext<'a> {
 impl<'a> StepContext<'a> {
     /// A context for a pipeline with these sinks, in order.
     pub fn new(sinks: &'a [String]) -> Self {
-        StepContext { sinks, routed: Vec::new() }
+        StepContext {
+            sinks,
+            routed: Vec::new(),
+        }
     }
 
     /// Resolves a sink a step routes events to. Routed sinks do not receive
@@ -44,7 +48,11 @@ impl<'a> StepContext<'a> {
             None => {
                 let mut msg = format!(
                     "no sink called `{sink}`; sinks are: {}",
-                    self.sinks.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                    self.sinks
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 if let Some(s) = suggest(sink, self.sinks.iter().map(String::as_str)) {
                     msg.push_str(&format!("; did you mean `{s}`?"));
@@ -120,16 +128,28 @@ impl Registry {
     }
 
     /// Builds the step `config` describes.
-    pub fn build_step(&self, config: &ComponentConfig, ctx: &mut StepContext<'_>) -> Result<Arc<dyn StepFactory>, Diagnostic> {
+    pub fn build_step(
+        &self,
+        config: &ComponentConfig,
+        ctx: &mut StepContext<'_>,
+    ) -> Result<Arc<dyn StepFactory>, Diagnostic> {
         let builder = lookup(&self.steps, "step", config)?;
         builder(config, ctx)
     }
 }
 
-fn lookup<'r, F>(map: &'r BTreeMap<&'static str, F>, what: &str, config: &ComponentConfig) -> Result<&'r F, Diagnostic> {
+fn lookup<'r, F>(
+    map: &'r BTreeMap<&'static str, F>,
+    what: &str,
+    config: &ComponentConfig,
+) -> Result<&'r F, Diagnostic> {
     map.get(config.kind.as_str()).ok_or_else(|| {
         let known: Vec<String> = map.keys().map(|k| format!("`{k}`")).collect();
-        let mut msg = format!("unknown {what} type `{}`; known types: {}", config.kind, known.join(", "));
+        let mut msg = format!(
+            "unknown {what} type `{}`; known types: {}",
+            config.kind,
+            known.join(", ")
+        );
         if let Some(s) = suggest(&config.kind, map.keys().copied()) {
             msg.push_str(&format!("; did you mean `{s}`?"));
         }

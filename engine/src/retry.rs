@@ -8,7 +8,10 @@ use weir_config::RetrySettings;
 /// backoff doubled per attempt, capped at the maximum.
 pub fn backoff(settings: &RetrySettings, attempt: u32) -> Duration {
     let doublings = attempt.saturating_sub(2).min(30);
-    settings.initial_backoff.saturating_mul(1u32 << doublings).min(settings.max_backoff)
+    settings
+        .initial_backoff
+        .saturating_mul(1u32 << doublings)
+        .min(settings.max_backoff)
 }
 
 #[cfg(test)]

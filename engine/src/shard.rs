@@ -66,7 +66,9 @@ pub fn available_cores() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
 }
 
@@ -93,7 +95,12 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
         let chain = StepChain::build(&plan.steps, plan.retry.clone())?;
         let (tx, rx) = mpsc::unbounded_channel::<LaneItem>();
         senders.push(tx);
-        handles.push(tokio::task::spawn_local(lane(rx, chain, Arc::clone(&plan.outputs), metrics.clone())));
+        handles.push(tokio::task::spawn_local(lane(
+            rx,
+            chain,
+            Arc::clone(&plan.outputs),
+            metrics.clone(),
+        )));
     }
     let mut split: Vec<Vec<Event>> = vec![Vec::new(); lanes];
     while let Some((batch, permit)) = plan.inbox.recv().await {
@@ -108,7 +115,12 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
                 let _ = senders[lane].send((batch, permit));
             }
             Ordering::Key => {
-                let Batch { source, partition, mut events, ack } = batch;
+                let Batch {
+                    source,
+                    partition,
+                    mut events,
+                    ack,
+                } = batch;
                 let home = assign::lane_for_partition(source, partition, lanes);
                 for e in events.drain(..) {
                     let lane = match &e.key {
@@ -122,7 +134,12 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
                         continue;
                     }
                     let events = std::mem::take(part);
-                    let sub = Batch { source, partition, events, ack: ack.share() };
+                    let sub = Batch {
+                        source,
+                        partition,
+                        events,
+                        ack: ack.share(),
+                    };
                     let _ = senders[lane].send((sub, Rc::clone(&permit)));
                 }
                 ack.ack();
@@ -131,17 +148,25 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
     }
     drop(senders);
     for h in handles {
-        h.await.map_err(|e| Error::internal(format!("lane task: {e}")))?;
+        h.await
+            .map_err(|e| Error::internal(format!("lane task: {e}")))?;
     }
     Ok(())
 }
 
-async fn lane(mut rx: mpsc::UnboundedReceiver<LaneItem>, mut chain: StepChain, outputs: Arc<Outputs>, metrics: ShardMetrics) {
+async fn lane(
+    mut rx: mpsc::UnboundedReceiver<LaneItem>,
+    mut chain: StepChain,
+    outputs: Arc<Outputs>,
+    metrics: ShardMetrics,
+) {
     let mut out = ChainOutput::default();
     while let Some((batch, permit)) = rx.recv().await {
         let started = Instant::now();
         chain.run(batch.events, &mut out).await;
-        metrics.busy_micros.increment(started.elapsed().as_micros() as u64);
+        metrics
+            .busy_micros
+            .increment(started.elapsed().as_micros() as u64);
         metrics.batches.increment(1);
         outputs.deliver(&mut out, batch.ack).await;
         drop(permit);

@@ -55,7 +55,9 @@ impl SinkRunner {
     /// Runs until the input closes, then closes the sink.
     pub async fn run(mut self, mut sink: Box<dyn Sink>) -> Result<()> {
         let metrics = SinkMetrics::new(&self.name);
-        sink.open().await.map_err(|e| e.context(format!("opening sink `{}`", self.name)))?;
+        sink.open()
+            .await
+            .map_err(|e| e.context(format!("opening sink `{}`", self.name)))?;
         let mut pending = SinkBatch::default();
         let mut permits: Vec<Permit> = Vec::new();
         let mut carry: Option<(SinkBatch, Permit)> = None;
@@ -79,7 +81,9 @@ impl SinkRunner {
                     },
                 };
                 let Some(item) = next else { break };
-                if pending.events.len() + item.0.events.len() > self.batch.max_events && !pending.events.is_empty() {
+                if pending.events.len() + item.0.events.len() > self.batch.max_events
+                    && !pending.events.is_empty()
+                {
                     carry = Some(item);
                     break;
                 }
@@ -88,10 +92,17 @@ impl SinkRunner {
             self.write(&mut *sink, &mut pending, &metrics).await;
             permits.clear();
         }
-        sink.close().await.map_err(|e| e.context(format!("closing sink `{}`", self.name)))
+        sink.close()
+            .await
+            .map_err(|e| e.context(format!("closing sink `{}`", self.name)))
     }
 
-    fn absorb(&self, pending: &mut SinkBatch, permits: &mut Vec<Permit>, item: (SinkBatch, Permit)) -> usize {
+    fn absorb(
+        &self,
+        pending: &mut SinkBatch,
+        permits: &mut Vec<Permit>,
+        item: (SinkBatch, Permit),
+    ) -> usize {
         let (mut batch, permit) = item;
         let bytes = size_of_events(&batch.events);
         if pending.events.is_empty() {
@@ -137,7 +148,13 @@ impl SinkRunner {
         self.give_up(batch, error, attempt, metrics).await;
     }
 
-    async fn give_up(&self, batch: &mut SinkBatch, error: Error, attempts: u32, metrics: &SinkMetrics) {
+    async fn give_up(
+        &self,
+        batch: &mut SinkBatch,
+        error: Error,
+        attempts: u32,
+        metrics: &SinkMetrics,
+    ) {
         let n = batch.events.len();
         let Some(dlq) = &self.dead_letter else {
             metrics.lost.increment(n as u64);
@@ -149,7 +166,10 @@ impl SinkRunner {
         };
         let reason = error.to_string();
         for e in batch.events.iter_mut() {
-            let source = self.source_names.get(e.origin.source as usize).map_or("", |s| s);
+            let source = self
+                .source_names
+                .get(e.origin.source as usize)
+                .map_or("", |s| s);
             dead_letter::mark(e, &reason, &self.name, attempts, source);
         }
         metrics.dead_letters.increment(n as u64);

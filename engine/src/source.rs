@@ -87,7 +87,8 @@ pub struct SourceContextParts {
 impl SourceContext {
     /// Builds a context.
     pub fn new(parts: SourceContextParts) -> Self {
-        let mut checkpoint = tokio::time::interval(parts.checkpoint_interval.max(Duration::from_millis(1)));
+        let mut checkpoint =
+            tokio::time::interval(parts.checkpoint_interval.max(Duration::from_millis(1)));
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let metrics = SourceMetrics::new(&parts.name);
         SourceContext {
@@ -149,11 +150,19 @@ impl SourceContext {
     ///
     /// Cancel safety: not cancel safe; a cancelled dispatch loses track of
     /// the batch (it is never committed, so nothing is lost, but it is re-read).
-    pub async fn dispatch(&mut self, partition: u32, events: Vec<Event>, end: u64, routing: Routing) -> Result<()> {
+    pub async fn dispatch(
+        &mut self,
+        partition: u32,
+        events: Vec<Event>,
+        end: u64,
+        routing: Routing,
+    ) -> Result<()> {
         match self.dispatch_inner(partition, events, end, routing).await {
             Ok(()) => Ok(()),
             Err(SendError::Full(_)) => unreachable!("a waiting dispatch never reports full"),
-            Err(SendError::Closed(_)) => Err(Error::internal("shard inbox closed while the source runs")),
+            Err(SendError::Closed(_)) => {
+                Err(Error::internal("shard inbox closed while the source runs"))
+            }
         }
     }
 
@@ -161,7 +170,12 @@ impl SourceContext {
     /// never waits: when the owning shard is full the events come back, and
     /// the source should pause that partition until
     /// [`ready`](Self::ready) completes (Kafka `pause`, NATS stop pulling).
-    pub fn try_dispatch(&mut self, partition: u32, events: Vec<Event>, end: u64) -> Result<(), Vec<Event>> {
+    pub fn try_dispatch(
+        &mut self,
+        partition: u32,
+        events: Vec<Event>,
+        end: u64,
+    ) -> Result<(), Vec<Event>> {
         let shard = self.shard_of(partition);
         let mut events = events;
         self.stamp(partition, &mut events);
@@ -169,7 +183,12 @@ impl SourceContext {
         let bytes = size_of_events(&events);
         let ack = self.new_token();
         let state = ack.state();
-        let batch = Batch { source: self.id, partition, events, ack };
+        let batch = Batch {
+            source: self.id,
+            partition,
+            events,
+            ack,
+        };
         match self.shards[shard].try_send(batch, n, bytes) {
             Ok(()) => {
                 self.ledger.track(partition, end, state);
@@ -188,7 +207,9 @@ impl SourceContext {
     /// Completes when a batch of `events` events and `bytes` bytes for
     /// `partition` would be accepted. Cancel safe.
     pub async fn ready(&self, partition: u32, events: usize, bytes: usize) {
-        self.shards[self.shard_of(partition)].ready(events, bytes).await
+        self.shards[self.shard_of(partition)]
+            .ready(events, bytes)
+            .await
     }
 
     async fn dispatch_inner(
@@ -207,7 +228,19 @@ impl SourceContext {
         let shards = self.shards.len();
         if routing == Routing::Partition || shards == 1 {
             let shard = self.shard_of(partition);
-            return self.send(shard, Batch { source: self.id, partition, events, ack }, n, bytes).await;
+            return self
+                .send(
+                    shard,
+                    Batch {
+                        source: self.id,
+                        partition,
+                        events,
+                        ack,
+                    },
+                    n,
+                    bytes,
+                )
+                .await;
         }
         let home = self.shard_of(partition);
         let mut split = std::mem::take(&mut self.split);
@@ -225,7 +258,12 @@ impl SourceContext {
             }
             let events = std::mem::replace(part, Vec::with_capacity(n / shards + 1));
             let (n, bytes) = (events.len(), size_of_events(&events));
-            let batch = Batch { source: self.id, partition, events, ack: ack.share() };
+            let batch = Batch {
+                source: self.id,
+                partition,
+                events,
+                ack: ack.share(),
+            };
             if let Err(e) = self.send(shard, batch, n, bytes).await {
                 result = Err(e);
             }
@@ -235,7 +273,13 @@ impl SourceContext {
         result
     }
 
-    async fn send(&self, shard: usize, batch: Batch, n: usize, bytes: usize) -> std::result::Result<(), SendError<Batch>> {
+    async fn send(
+        &self,
+        shard: usize,
+        batch: Batch,
+        n: usize,
+        bytes: usize,
+    ) -> std::result::Result<(), SendError<Batch>> {
         let queue = &self.shards[shard];
         match queue.try_send(batch, n, bytes) {
             Ok(()) => Ok(()),
@@ -281,7 +325,11 @@ impl SourceContext {
     pub fn take_checkpoints(&mut self) -> Vec<Checkpoint> {
         let cps = self.ledger.take_checkpoints();
         for cp in &cps {
-            let lag = self.ledger.dispatched(cp.partition).unwrap_or(cp.position).saturating_sub(cp.position);
+            let lag = self
+                .ledger
+                .dispatched(cp.partition)
+                .unwrap_or(cp.position)
+                .saturating_sub(cp.position);
             self.metrics.committed(cp.partition, cp.position, lag);
         }
         for stuck in self.ledger.stuck() {
@@ -320,7 +368,11 @@ impl SourceContext {
     /// shutdown was requested, waits at most the shutdown timeout. Returns
     /// whether everything completed.
     pub async fn drain(&mut self) -> bool {
-        let deadline = if self.is_shutdown() { Some(Instant::now() + self.shutdown_timeout) } else { None };
+        let deadline = if self.is_shutdown() {
+            Some(Instant::now() + self.shutdown_timeout)
+        } else {
+            None
+        };
         self.drain_until(deadline, None).await
     }
 

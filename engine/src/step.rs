@@ -65,12 +65,20 @@ impl StepOutput {
 
     /// Fails an event for good: it goes to the dead-letter sink.
     pub fn fail(&mut self, event: Event, reason: impl Into<String>) {
-        self.failed.push(Failure { event, reason: reason.into(), retryable: false });
+        self.failed.push(Failure {
+            event,
+            reason: reason.into(),
+            retryable: false,
+        });
     }
 
     /// Fails an event for now: it is retried with backoff, then dead-lettered.
     pub fn fail_retryable(&mut self, event: Event, reason: impl Into<String>) {
-        self.failed.push(Failure { event, reason: reason.into(), retryable: true });
+        self.failed.push(Failure {
+            event,
+            reason: reason.into(),
+            retryable: true,
+        });
     }
 
     /// Empties every list, keeping their capacity.

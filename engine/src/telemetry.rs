@@ -156,7 +156,8 @@ impl SourceMetrics {
         self.commits.increment(1);
         let p = partition.to_string();
         gauge!(names::CHECKPOINT_POSITION, "source" => self.source.clone(), "partition" => p.clone()).set(position as f64);
-        gauge!(names::CHECKPOINT_LAG, "source" => self.source.clone(), "partition" => p).set(lag as f64);
+        gauge!(names::CHECKPOINT_LAG, "source" => self.source.clone(), "partition" => p)
+            .set(lag as f64);
     }
 
     /// A commit failed.

@@ -3,10 +3,10 @@
 
 use std::borrow::Cow;
 
-use hifijson::str::LexAlloc as _;
-use hifijson::token::Lex as _;
 use hifijson::num::Lex as _;
 use hifijson::str::Lex as _;
+use hifijson::str::LexAlloc as _;
+use hifijson::token::Lex as _;
 use hifijson::{Expect, SliceLexer, Token};
 
 /// Deepest nesting of arrays and objects weir's JSON readers accept.
@@ -36,7 +36,10 @@ pub(crate) struct ParseError {
 impl ParseError {
     /// An error at the token that starts with `rest` bytes left.
     fn at(problem: impl Into<Problem>, rest: usize) -> Self {
-        ParseError { problem: problem.into(), rest: Some(rest) }
+        ParseError {
+            problem: problem.into(),
+            rest: Some(rest),
+        }
     }
 }
 
@@ -48,7 +51,10 @@ impl<T: Into<hifijson::Error>> From<T> for Problem {
 
 impl<T: Into<hifijson::Error>> From<T> for ParseError {
     fn from(e: T) -> Self {
-        ParseError { problem: Problem::Lex(e.into()), rest: None }
+        ParseError {
+            problem: Problem::Lex(e.into()),
+            rest: None,
+        }
     }
 }
 
@@ -60,7 +66,9 @@ fn describe(problem: Problem, at: usize) -> String {
         Problem::Lex(E::Token(Expect::Eof)) => format!("trailing characters at byte {at}"),
         Problem::Lex(E::Token(expect)) => format!("expected {expect} at byte {at}"),
         Problem::Lex(E::Num(_)) => format!("expected digit at byte {at}"),
-        Problem::Lex(E::Str(hifijson::str::Error::Utf8(_))) => format!("invalid UTF-8 in string at byte {at}"),
+        Problem::Lex(E::Str(hifijson::str::Error::Utf8(_))) => {
+            format!("invalid UTF-8 in string at byte {at}")
+        }
         Problem::Lex(E::Str(e)) => format!("{e} at byte {at}"),
         Problem::Lex(E::Depth) => format!("nesting too deep at byte {at}"),
     }
@@ -68,7 +76,10 @@ fn describe(problem: Problem, at: usize) -> String {
 
 /// The next token after whitespace, with the bytes left where it starts;
 /// at the end of input, the error `expect`.
-pub(crate) fn next_token(lexer: &mut SliceLexer<'_>, expect: Expect) -> Result<(Token, usize), ParseError> {
+pub(crate) fn next_token(
+    lexer: &mut SliceLexer<'_>,
+    expect: Expect,
+) -> Result<(Token, usize), ParseError> {
     lexer.eat_whitespace();
     let rest = lexer.as_slice().len();
     match lexer.ws_token() {
@@ -125,7 +136,9 @@ pub(crate) fn key_colon<'a>(
 /// One less level of nesting allowed, or the error for the container that
 /// starts with `rest` bytes left.
 pub(crate) fn deeper(depth: usize, rest: usize) -> Result<usize, ParseError> {
-    depth.checked_sub(1).ok_or(ParseError::at(Problem::TooDeep, rest))
+    depth
+        .checked_sub(1)
+        .ok_or(ParseError::at(Problem::TooDeep, rest))
 }
 
 /// The error for a token that cannot start a value.
@@ -186,14 +199,21 @@ pub(crate) fn validate(bytes: &[u8], mut on_key: impl FnMut(&str)) -> Result<boo
 
 /// Skips the value that starts with `token` (`rest` bytes left there),
 /// allowing `depth` more levels of nesting.
-pub(crate) fn skip(lexer: &mut SliceLexer<'_>, token: Token, rest: usize, depth: usize) -> Result<(), ParseError> {
+pub(crate) fn skip(
+    lexer: &mut SliceLexer<'_>,
+    token: Token,
+    rest: usize,
+    depth: usize,
+) -> Result<(), ParseError> {
     match token {
         Token::Null | Token::True | Token::False => Ok(()),
         Token::DigitOrMinus => Ok(lexer.num_ignore().map(|_| ())?),
         Token::Quote => Ok(lexer.str_ignore()?),
         Token::LSquare => {
             let depth = deeper(depth, rest)?;
-            seq(lexer, Token::RSquare, |token, rest, lexer| skip(lexer, token, rest, depth))
+            seq(lexer, Token::RSquare, |token, rest, lexer| {
+                skip(lexer, token, rest, depth)
+            })
         }
         Token::LCurly => {
             let depth = deeper(depth, rest)?;
@@ -229,9 +249,14 @@ pub(crate) enum Found<'a> {
 /// JSON value, validating all of it (UTF-8 too). `None` when the path is
 /// absent, runs through a non-object, or ends at `null`. Like jq, a
 /// duplicate key counts with its last occurrence.
-pub(crate) fn lookup<'a, S: AsRef<str>>(bytes: &'a [u8], path: &[S]) -> Result<Option<Found<'a>>, String> {
+pub(crate) fn lookup<'a, S: AsRef<str>>(
+    bytes: &'a [u8],
+    path: &[S],
+) -> Result<Option<Found<'a>>, String> {
     check_utf8(bytes)?;
-    read_one(bytes, |token, rest, lexer| find(bytes, lexer, token, rest, path, MAX_DEPTH))
+    read_one(bytes, |token, rest, lexer| {
+        find(bytes, lexer, token, rest, path, MAX_DEPTH)
+    })
 }
 
 /// Finds `path` in the value that starts with `token` (`rest` bytes left
@@ -246,7 +271,9 @@ fn find<'a, S: AsRef<str>>(
 ) -> Result<Option<Found<'a>>, ParseError> {
     let Some((segment, path)) = path.split_first() else {
         // the end of the path: take the value itself
-        let text = |lexer: &SliceLexer<'a>| &bytes[bytes.len() - rest..bytes.len() - lexer.as_slice().len()];
+        let text = |lexer: &SliceLexer<'a>| {
+            &bytes[bytes.len() - rest..bytes.len() - lexer.as_slice().len()]
+        };
         return match token {
             Token::Null => Ok(None),
             Token::Quote => Ok(Some(Found::Str(lexer.str_string()?))),
@@ -315,7 +342,10 @@ mod tests {
 
     #[test]
     fn validates_and_lists_top_level_keys() {
-        assert_eq!(keys(r#" {"a": 1, "b\u0021": {"c": [1, 2.5e3, "x"]}} "#), Ok((true, vec!["a".into(), "b!".into()])));
+        assert_eq!(
+            keys(r#" {"a": 1, "b\u0021": {"c": [1, 2.5e3, "x"]}} "#),
+            Ok((true, vec!["a".into(), "b!".into()]))
+        );
         assert_eq!(keys("[1, 2]"), Ok((false, vec![])));
         assert_eq!(keys("\"s\""), Ok((false, vec![])));
     }
@@ -323,11 +353,23 @@ mod tests {
     #[test]
     fn errors_name_what_and_where() {
         assert_eq!(keys(r#"{"a" 1}"#), Err("expected colon at byte 5".into()));
-        assert_eq!(keys(r#"{"a" true}"#), Err("expected colon at byte 5".into()));
-        assert_eq!(keys(r#"{"a": 1,}"#), Err("expected string at byte 8".into()));
-        assert_eq!(keys(r#"{"a":1 "b":2}"#), Err("expected comma or end of sequence at byte 7".into()));
+        assert_eq!(
+            keys(r#"{"a" true}"#),
+            Err("expected colon at byte 5".into())
+        );
+        assert_eq!(
+            keys(r#"{"a": 1,}"#),
+            Err("expected string at byte 8".into())
+        );
+        assert_eq!(
+            keys(r#"{"a":1 "b":2}"#),
+            Err("expected comma or end of sequence at byte 7".into())
+        );
         assert_eq!(keys("{1: 2}"), Err("expected string at byte 1".into()));
-        assert_eq!(keys("[1, 2"), Err("expected comma or end of sequence at byte 5".into()));
+        assert_eq!(
+            keys("[1, 2"),
+            Err("expected comma or end of sequence at byte 5".into())
+        );
         assert_eq!(keys("[#]"), Err("expected value at byte 1".into()));
         assert_eq!(keys("[12] x"), Err("trailing characters at byte 5".into()));
         assert_eq!(keys("[12]]"), Err("trailing characters at byte 4".into()));
@@ -338,13 +380,18 @@ mod tests {
         assert_eq!(keys("[1, tru]"), Err("expected value at byte 4".into()));
         let mut bad = b"\"a".to_vec();
         bad.extend_from_slice(&[0xff, b'"']);
-        assert_eq!(validate(&bad, |_| ()), Err("invalid UTF-8 at byte 2".into()));
+        assert_eq!(
+            validate(&bad, |_| ()),
+            Err("invalid UTF-8 at byte 2".into())
+        );
     }
 
     #[test]
     fn rejects_deep_nesting_without_overflowing() {
         let deep = "[".repeat(100_000);
-        assert!(keys(&deep).unwrap_err().starts_with("nesting deeper than 128 levels"));
+        assert!(keys(&deep)
+            .unwrap_err()
+            .starts_with("nesting deeper than 128 levels"));
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(keys(&ok).is_ok());
         let too_deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
@@ -354,18 +401,34 @@ mod tests {
 
     #[test]
     fn looks_up_paths() {
-        let doc = br#"{"user": {"id": "u\"1", "n": 12.50, "tags": [1, 2 ], "none": null}, "x": true}"#;
-        assert_eq!(lookup(doc, &["user", "id"]), Ok(Some(Found::Str("u\"1".into()))));
-        assert_eq!(lookup(doc, &["user", "n"]), Ok(Some(Found::Scalar(b"12.50"))));
+        let doc =
+            br#"{"user": {"id": "u\"1", "n": 12.50, "tags": [1, 2 ], "none": null}, "x": true}"#;
+        assert_eq!(
+            lookup(doc, &["user", "id"]),
+            Ok(Some(Found::Str("u\"1".into())))
+        );
+        assert_eq!(
+            lookup(doc, &["user", "n"]),
+            Ok(Some(Found::Scalar(b"12.50")))
+        );
         assert_eq!(lookup(doc, &["x"]), Ok(Some(Found::Scalar(b"true"))));
-        assert_eq!(lookup(doc, &["user", "tags"]), Ok(Some(Found::Composite(b"[1, 2 ]"))));
+        assert_eq!(
+            lookup(doc, &["user", "tags"]),
+            Ok(Some(Found::Composite(b"[1, 2 ]")))
+        );
         assert_eq!(lookup(doc, &["user", "none"]), Ok(None));
         assert_eq!(lookup(doc, &["user", "missing"]), Ok(None));
         assert_eq!(lookup(doc, &["x", "deeper"]), Ok(None));
         assert_eq!(lookup(b"[1]", &["a"]), Ok(None));
         // the last duplicate wins, as in jq
-        assert_eq!(lookup(br#"{"a": {"b": 1}, "a": {"c": 2}}"#, &["a", "b"]), Ok(None));
-        assert_eq!(lookup(br#"{"a": 1, "a": 2}"#, &["a"]), Ok(Some(Found::Scalar(b"2"))));
+        assert_eq!(
+            lookup(br#"{"a": {"b": 1}, "a": {"c": 2}}"#, &["a", "b"]),
+            Ok(None)
+        );
+        assert_eq!(
+            lookup(br#"{"a": 1, "a": 2}"#, &["a"]),
+            Ok(Some(Found::Scalar(b"2")))
+        );
         // the whole document is validated, also after the field
         assert!(lookup(br#"{"a": 1, "b": }"#, &["a"]).is_err());
         assert!(lookup(br#"{"a": 1} x"#, &["a"]).is_err());

@@ -19,12 +19,18 @@ pub(crate) fn build(kind: &str, options: &str) -> Result<Arc<dyn StepFactory>, S
     let config = ComponentConfig::from_toml("step", kind, options).map_err(|e| e.to_string())?;
     let sinks: Vec<String> = SINKS.iter().map(|s| s.to_string()).collect();
     let mut ctx = StepContext::new(&sinks);
-    registry.build_step(&config, &mut ctx).map_err(|e| e.to_string())
+    registry
+        .build_step(&config, &mut ctx)
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `events` through one instance of `factory`.
 pub(crate) async fn run(factory: Arc<dyn StepFactory>, events: Vec<Event>) -> ChainOutput {
-    let spec = StepSpec { name: "step".into(), factory, metrics: StepMetrics::new("step") };
+    let spec = StepSpec {
+        name: "step".into(),
+        factory,
+        metrics: StepMetrics::new("step"),
+    };
     let retry = RetrySettings {
         max_attempts: 1,
         initial_backoff: Duration::from_millis(1),
@@ -40,23 +46,38 @@ pub(crate) async fn run(factory: Arc<dyn StepFactory>, events: Vec<Event>) -> Ch
 /// Builds step `kind` with `options` and runs JSON `values` through it.
 pub(crate) async fn run_values(kind: &str, options: &str, values: &[&str]) -> ChainOutput {
     let factory = build(kind, options).expect("valid options");
-    run(factory, values.iter().map(|v| Event::new(v.to_string())).collect()).await
+    run(
+        factory,
+        values.iter().map(|v| Event::new(v.to_string())).collect(),
+    )
+    .await
 }
 
 /// The values of `events`, as text.
 pub(crate) fn values(events: &[Event]) -> Vec<String> {
-    events.iter().map(|e| String::from_utf8_lossy(&e.value).into_owned()).collect()
+    events
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.value).into_owned())
+        .collect()
 }
 
 /// The dead events of `out`: value and reason.
 pub(crate) fn dead(out: &ChainOutput) -> Vec<(String, String)> {
     out.dead
         .iter()
-        .map(|d| (String::from_utf8_lossy(&d.event.value).into_owned(), d.reason.clone()))
+        .map(|d| {
+            (
+                String::from_utf8_lossy(&d.event.value).into_owned(),
+                d.reason.clone(),
+            )
+        })
         .collect()
 }
 
 /// The routed events of `out`: sink id and value.
 pub(crate) fn routed(out: &ChainOutput) -> Vec<(u16, String)> {
-    out.routed.iter().map(|(sink, e)| (*sink, String::from_utf8_lossy(&e.value).into_owned())).collect()
+    out.routed
+        .iter()
+        .map(|(sink, e)| (*sink, String::from_utf8_lossy(&e.value).into_owned()))
+        .collect()
 }

@@ -18,11 +18,22 @@ use super::scenario::{JQ_EXPR, JSON_PAYLOAD, PASSTHROUGH_PAYLOAD};
 const BATCH: usize = 1024;
 
 /// Renders one batch of generator events, as the generator source does.
-fn render_batch(template: &Template, rng: &mut XorShift, seq: &mut u64, n: usize, buf: &mut BytesMut) -> Vec<Event> {
+fn render_batch(
+    template: &Template,
+    rng: &mut XorShift,
+    seq: &mut u64,
+    n: usize,
+    buf: &mut BytesMut,
+) -> Vec<Event> {
     let mut events = Vec::with_capacity(n);
     buf.reserve(n * template.max_len(0));
     for _ in 0..n {
-        let vars = Vars { seq: *seq, partition: 0, key: b"", ts_ms: 0 };
+        let vars = Vars {
+            seq: *seq,
+            partition: 0,
+            key: b"",
+            ts_ms: 0,
+        };
         template.render(&vars, rng, buf);
         events.push(Event::new(buf.split().freeze()).with_offset(*seq));
         *seq += 1;
@@ -57,12 +68,20 @@ pub fn channel(events: u64) -> f64 {
 /// The json-map work in a plain loop: render, run the step, drop the output.
 pub fn json_map(events: u64) -> f64 {
     let registry = crate::registry();
-    let config = ComponentConfig::from_toml("json-add-field", "json-add-field", "field = \"seen\"\nvalue = true\n")
-        .expect("static options");
-    let factory = registry.build_step(&config, &mut StepContext::new(&[])).expect("json-add-field is registered");
+    let config = ComponentConfig::from_toml(
+        "json-add-field",
+        "json-add-field",
+        "field = \"seen\"\nvalue = true\n",
+    )
+    .expect("static options");
+    let factory = registry
+        .build_step(&config, &mut StepContext::new(&[]))
+        .expect("json-add-field is registered");
     let mut step = factory.build().expect("step builds");
     let template = Template::parse(JSON_PAYLOAD).expect("static template");
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let mut rng = XorShift::new(XorShift::SEED);
         let mut buf = BytesMut::new();
@@ -94,7 +113,9 @@ pub fn jq_map(events: u64) -> f64 {
         let n = (events - seq).min(BATCH as u64) as usize;
         let batch = render_batch(&template, &mut rng, &mut seq, n, &mut buf);
         for e in &batch {
-            let Ok(val) = weir_functions::jq::parse_json(&e.value) else { continue };
+            let Ok(val) = weir_functions::jq::parse_json(&e.value) else {
+                continue;
+            };
             for result in program.run(val) {
                 if let Ok(v) = result {
                     weir_functions::jq::write_json(&v, &mut out);

@@ -38,7 +38,11 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     crate::observability::init_logging();
     let Some(scenario) = SCENARIOS.iter().find(|s| s.name == args.scenario) else {
         let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
-        eprintln!("error: unknown scenario `{}`; known scenarios: {}", args.scenario, known.join(", "));
+        eprintln!(
+            "error: unknown scenario `{}`; known scenarios: {}",
+            args.scenario,
+            known.join(", ")
+        );
         return ExitCode::from(2);
     };
     match run(scenario, &args) {
@@ -59,7 +63,10 @@ pub fn bench(args: BenchArgs) -> ExitCode {
 /// Runs one scenario: the baseline first, then weir, in this process.
 pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String> {
     let events = args.events.unwrap_or(scenario.default_events);
-    let shards = args.shards.unwrap_or_else(|| weir_engine::shard::available_cores().len()).max(1);
+    let shards = args
+        .shards
+        .unwrap_or_else(|| weir_engine::shard::available_cores().len())
+        .max(1);
     // the recorder production runs with, so its cost is in the figure
     crate::observability::init_metrics();
 
@@ -76,10 +83,17 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let progress = progress::Progress::start(scenario.name, events, Arc::clone(&latency), config.sources[0].batch.max_events);
+    let progress = progress::Progress::start(
+        scenario.name,
+        events,
+        Arc::clone(&latency),
+        config.sources[0].batch.max_events,
+    );
     let started = Instant::now();
     let (trigger, _) = shutdown_channel();
-    runtime.block_on(pipeline.run(trigger)).map_err(|e| e.to_string())?;
+    runtime
+        .block_on(pipeline.run(trigger))
+        .map_err(|e| e.to_string())?;
     let seconds = started.elapsed().as_secs_f64();
     progress.finish();
     let events_per_sec = events as f64 / seconds;
@@ -88,7 +102,10 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
         events,
         seconds,
         events_per_sec,
-        baseline: Baseline { name: scenario.baseline_name.to_string(), events_per_sec: baseline_eps },
+        baseline: Baseline {
+            name: scenario.baseline_name.to_string(),
+            events_per_sec: baseline_eps,
+        },
         ratio: events_per_sec / baseline_eps,
         rss_peak_bytes: report::peak_rss_bytes(),
         p50_us: latency.quantile_micros(0.50),
@@ -97,7 +114,11 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
     })
 }
 
-fn pipeline_config(scenario: &Scenario, events: u64, shards: usize) -> Result<PipelineConfig, String> {
+fn pipeline_config(
+    scenario: &Scenario,
+    events: u64,
+    shards: usize,
+) -> Result<PipelineConfig, String> {
     let source = ComponentConfig::from_toml(
         "generator",
         "generator",
@@ -105,10 +126,13 @@ fn pipeline_config(scenario: &Scenario, events: u64, shards: usize) -> Result<Pi
     )
     .map_err(|d| d.to_string())?;
     let steps = match scenario.step {
-        Some((kind, options)) => vec![ComponentConfig::from_toml(kind, kind, options).map_err(|d| d.to_string())?],
+        Some((kind, options)) => {
+            vec![ComponentConfig::from_toml(kind, kind, options).map_err(|d| d.to_string())?]
+        }
         None => Vec::new(),
     };
-    let sink = ComponentConfig::from_toml("blackhole", "blackhole", "").map_err(|d| d.to_string())?;
+    let sink =
+        ComponentConfig::from_toml("blackhole", "blackhole", "").map_err(|d| d.to_string())?;
     let mut config = PipelineConfig::new_in_code(vec![source], steps, vec![sink]);
     config.pipeline.name = format!("bench-{}", scenario.name);
     config.pipeline.shards = Some(shards);

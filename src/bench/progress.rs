@@ -18,7 +18,12 @@ pub struct Progress {
 impl Progress {
     /// Starts drawing. Progress is estimated from delivered batches (every
     /// batch but the last is full).
-    pub fn start(label: &'static str, total: u64, delivered: Arc<LatencyHistogram>, batch: usize) -> Self {
+    pub fn start(
+        label: &'static str,
+        total: u64,
+        delivered: Arc<LatencyHistogram>,
+        batch: usize,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         // SAFETY: isatty only inspects the descriptor.
@@ -29,7 +34,11 @@ impl Progress {
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
                 let done = (delivered.count() * batch as u64).min(total);
-                let frac = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+                let frac = if total == 0 {
+                    1.0
+                } else {
+                    done as f64 / total as f64
+                };
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
                 if tty {
                     let filled = (frac * 30.0) as usize;
@@ -50,7 +59,10 @@ impl Progress {
                 eprintln!("\r{label} [{}] 100.0%", "#".repeat(30));
             }
         });
-        Progress { stop, thread: Some(thread) }
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Stops drawing.

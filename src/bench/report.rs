@@ -62,10 +62,23 @@ impl BenchReport {
             ("events", self.events.to_string()),
             ("seconds", format!("{:.3}", self.seconds)),
             ("events/s", human(self.events_per_sec)),
-            ("baseline", format!("{} — {} events/s", self.baseline.name, human(self.baseline.events_per_sec))),
+            (
+                "baseline",
+                format!(
+                    "{} — {} events/s",
+                    self.baseline.name,
+                    human(self.baseline.events_per_sec)
+                ),
+            ),
             ("ratio", format!("{:.2}", self.ratio)),
-            ("rss peak", format!("{:.1} MiB", self.rss_peak_bytes as f64 / (1024.0 * 1024.0))),
-            ("latency p50 / p99", format!("{} µs / {} µs", self.p50_us, self.p99_us)),
+            (
+                "rss peak",
+                format!("{:.1} MiB", self.rss_peak_bytes as f64 / (1024.0 * 1024.0)),
+            ),
+            (
+                "latency p50 / p99",
+                format!("{} µs / {} µs", self.p50_us, self.p99_us),
+            ),
         ];
         eprintln!("┌───────────────────┬──────────────────────────────────────────────");
         for (k, v) in rows {

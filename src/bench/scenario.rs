@@ -24,7 +24,8 @@ pub const PASSTHROUGH_PAYLOAD: &str =
     r#"{"id":"0a1b2c3d","user":"someone@example.org","amount":125.5,"currency":"EUR","ok":true}"#;
 
 /// A ~80-byte JSON event with changing fields.
-pub const JSON_PAYLOAD: &str = r#"{"id":{{seq}},"user":"user-{{rand:0:999}}","amount":{{rand:0:200}},"ok":true}"#;
+pub const JSON_PAYLOAD: &str =
+    r#"{"id":{{seq}},"user":"user-{{rand:0:999}}","amount":{{rand:0:200}},"ok":true}"#;
 
 /// The jq program of `jq-map`.
 pub const JQ_EXPR: &str = "select(.amount > 100) | .flag = true";
@@ -41,7 +42,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "json-map",
-        default_events: 4_000_000,
+        default_events: 20_000_000,
         payload: JSON_PAYLOAD,
         step: Some(("json-add-field", "field = \"seen\"\nvalue = true\n")),
         baseline_name: "the same generator and json-add-field work in a plain single-threaded loop",
@@ -49,7 +50,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "jq-map",
-        default_events: 2_000_000,
+        default_events: 4_000_000,
         payload: JSON_PAYLOAD,
         step: Some(("jq", "expr = 'select(.amount > 100) | .flag = true'\n")),
         baseline_name: "the same generator and a plain single-threaded jaq loop",

@@ -11,7 +11,12 @@ pub fn weir() -> Command {
 
 /// Runs `weir ARGS` in `dir` and returns its output.
 pub fn run_in(dir: &Path, args: &[&str]) -> Output {
-    weir().args(args).current_dir(dir).env("WEIR_LOG", "warn").output().expect("weir runs")
+    weir()
+        .args(args)
+        .current_dir(dir)
+        .env("WEIR_LOG", "warn")
+        .output()
+        .expect("weir runs")
 }
 
 /// Writes `text` to `dir/name` and returns the path.
@@ -27,12 +32,18 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// Reads a file sink's envelope output: one JSON object per line.
 pub fn read_envelopes(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad envelope {l:?}: {e}"))).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad envelope {l:?}: {e}")))
+        .collect()
 }
 
 /// Reads a file sink's value output: one line per event.
 pub fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// The stored checkpoint of `source` in `pipeline` under `dir`.

@@ -86,33 +86,45 @@ pub enum Timing {
 pub fn build(config: &ComponentConfig) -> Result<Box<dyn Source>, Diagnostic> {
     let options: CronOptions = config.options()?;
     let timing = match (&options.schedule, &options.interval) {
-        (Some(_), Some(_)) => return Err(config.option_error("interval", "set `schedule` or `interval`, not both")),
-        (None, None) => {
-            return Err(config.error("a cron source needs `schedule` (a cron expression) or `interval` (a duration)"))
+        (Some(_), Some(_)) => {
+            return Err(config.option_error("interval", "set `schedule` or `interval`, not both"))
         }
-        (Some(expr), None) => Schedule::parse(expr)
-            .map(Timing::Schedule)
-            .map_err(|e| config.option_error("schedule", format!("invalid cron expression `{expr}`: {e}")))?,
+        (None, None) => {
+            return Err(config.error(
+                "a cron source needs `schedule` (a cron expression) or `interval` (a duration)",
+            ))
+        }
+        (Some(expr), None) => Schedule::parse(expr).map(Timing::Schedule).map_err(|e| {
+            config.option_error("schedule", format!("invalid cron expression `{expr}`: {e}"))
+        })?,
         (None, Some(text)) => {
-            let period =
-                parse_duration(text).map_err(|e| config.option_error("interval", format!("`interval`: {e}")))?;
+            let period = parse_duration(text)
+                .map_err(|e| config.option_error("interval", format!("`interval`: {e}")))?;
             if period.is_zero() {
                 return Err(config.option_error("interval", "`interval` must be greater than 0"));
             }
             if period > MAX_INTERVAL {
-                return Err(
-                    config.option_error("interval", "`interval` must be at most 8784h (366 days); use `schedule`")
-                );
+                return Err(config.option_error(
+                    "interval",
+                    "`interval` must be at most 8784h (366 days); use `schedule`",
+                ));
             }
             Timing::Interval(period)
         }
     };
-    let template =
-        Template::parse(&options.payload).map_err(|e| config.option_error("payload", format!("`payload`: {e}")))?;
+    let template = Template::parse(&options.payload)
+        .map_err(|e| config.option_error("payload", format!("`payload`: {e}")))?;
     if template.uses_key() {
-        return Err(config.option_error("payload", "`payload` uses `{{key}}` but cron events have no key"));
+        return Err(config.option_error(
+            "payload",
+            "`payload` uses `{{key}}` but cron events have no key",
+        ));
     }
-    Ok(Box::new(CronSource { timing, template, count: options.count }))
+    Ok(Box::new(CronSource {
+        timing,
+        template,
+        count: options.count,
+    }))
 }
 
 /// Emits an event at every fire.
@@ -126,7 +138,11 @@ pub struct CronSource {
 /// The running clock.
 enum Clock {
     /// Cron: the pending fire (instant, epoch ms) and the last fire.
-    Cron { schedule: Schedule, next: Option<(Instant, i64)>, last: Option<i64> },
+    Cron {
+        schedule: Schedule,
+        next: Option<(Instant, i64)>,
+        last: Option<i64>,
+    },
     /// Interval ticks.
     Every(Interval),
 }
@@ -134,7 +150,11 @@ enum Clock {
 impl Clock {
     fn new(timing: Timing) -> Clock {
         match timing {
-            Timing::Schedule(schedule) => Clock::Cron { schedule, next: None, last: None },
+            Timing::Schedule(schedule) => Clock::Cron {
+                schedule,
+                next: None,
+                last: None,
+            },
             Timing::Interval(period) => {
                 let mut interval = tokio::time::interval_at(Instant::now() + period, period);
                 interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -147,15 +167,19 @@ impl Clock {
     /// Cancel safe: a pending cron fire is remembered.
     async fn fire(&mut self) -> Result<i64> {
         match self {
-            Clock::Cron { schedule, next, last } => {
+            Clock::Cron {
+                schedule,
+                next,
+                last,
+            } => {
                 let (at, fire_ms) = match *next {
                     Some(pending) => pending,
                     None => {
                         let now = now_ms();
                         let after = last.map_or(now, |last| last.max(now));
-                        let fire_ms = schedule
-                            .next_after(after)
-                            .ok_or_else(|| Error::user(format!("the schedule `{schedule}` never fires")))?;
+                        let fire_ms = schedule.next_after(after).ok_or_else(|| {
+                            Error::user(format!("the schedule `{schedule}` never fires"))
+                        })?;
                         let wait = Duration::from_millis(fire_ms.saturating_sub(now).max(0) as u64);
                         let pending = (Instant::now() + wait, fire_ms);
                         *next = Some(pending);
@@ -178,7 +202,11 @@ impl Clock {
 #[async_trait]
 impl Source for CronSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<()> {
-        let CronSource { timing, template, count } = *self;
+        let CronSource {
+            timing,
+            template,
+            count,
+        } = *self;
         let mut clock = Clock::new(timing);
         let mut rng = XorShift::default();
         let mut control = Control::new();
@@ -195,13 +223,32 @@ impl Source for CronSource {
                         Some(fixed) => fixed.clone(),
                         None => {
                             let mut buf = BytesMut::with_capacity(template.max_len(0));
-                            template.render(&Vars { seq, partition: 0, key: b"", ts_ms }, &mut rng, &mut buf);
+                            template.render(
+                                &Vars {
+                                    seq,
+                                    partition: 0,
+                                    key: b"",
+                                    ts_ms,
+                                },
+                                &mut rng,
+                                &mut buf,
+                            );
                             buf.freeze()
                         }
                     };
-                    let origin = Origin { offset: seq, ..Origin::default() };
-                    let event = Event { key: None, value, headers: Vec::new(), timestamp_ms: ts_ms, origin };
-                    ctx.dispatch(0, vec![event], seq + 1, Routing::Partition).await?;
+                    let origin = Origin {
+                        offset: seq,
+                        ..Origin::default()
+                    };
+                    let event = Event {
+                        key: None,
+                        value,
+                        headers: Vec::new(),
+                        timestamp_ms: ts_ms,
+                        origin,
+                    };
+                    ctx.dispatch(0, vec![event], seq + 1, Routing::Partition)
+                        .await?;
                     seq += 1;
                 }
             }
@@ -219,11 +266,18 @@ mod tests {
 
     #[tokio::test]
     async fn interval_fires_count_times() {
-        let config = ComponentConfig::from_toml("c", "cron", "interval = '20ms'\ncount = 3").unwrap();
+        let config =
+            ComponentConfig::from_toml("c", "cron", "interval = '20ms'\ncount = 3").unwrap();
         let started = std::time::Instant::now();
-        let run = Harness::new(2).run(build(&config).unwrap_or_else(|e| panic!("{e}"))).await;
+        let run = Harness::new(2)
+            .run(build(&config).unwrap_or_else(|e| panic!("{e}")))
+            .await;
         run.assert_ok();
-        assert!(started.elapsed() >= Duration::from_millis(55), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(55),
+            "{:?}",
+            started.elapsed()
+        );
         let events = run.events();
         assert_eq!(events.len(), 3);
         for (i, e) in events.iter().enumerate() {
@@ -237,7 +291,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_distant_schedule_stops_on_shutdown() {
-        let config = ComponentConfig::from_toml("c", "cron", "schedule = '0 0 1 1 *'\npayload = 'x'").unwrap();
+        let config =
+            ComponentConfig::from_toml("c", "cron", "schedule = '0 0 1 1 *'\npayload = 'x'")
+                .unwrap();
         let started = std::time::Instant::now();
         let run = Harness::new(1)
             .shutdown_after(Duration::from_millis(50))
@@ -269,7 +325,10 @@ mod tests {
         );
         assert!(options_error(build, "interval = '10 s'")
             .starts_with("error: <inline>:1:12: `interval`: invalid duration `10 s`"));
-        assert_eq!(options_error(build, "interval = '0s'"), "error: <inline>:1:12: `interval` must be greater than 0");
+        assert_eq!(
+            options_error(build, "interval = '0s'"),
+            "error: <inline>:1:12: `interval` must be greater than 0"
+        );
         assert_eq!(
             options_error(build, "interval = '99999999h'"),
             "error: <inline>:1:12: `interval` must be at most 8784h (366 days); use `schedule`"
@@ -287,7 +346,10 @@ mod tests {
 
     #[test]
     fn valid_options_build() {
-        for options in ["schedule = '*/5 9-17 * * 1-5'", "interval = '1.5s'\ncount = 2\npayload = '{{rand:1:6}}'"] {
+        for options in [
+            "schedule = '*/5 9-17 * * 1-5'",
+            "interval = '1.5s'\ncount = 2\npayload = '{{rand:1:6}}'",
+        ] {
             let config = ComponentConfig::from_toml("c", "cron", options).unwrap();
             assert!(build(&config).is_ok(), "{options}");
         }

@@ -39,7 +39,13 @@ pub struct GeneratorOptions {
 
 impl Default for GeneratorOptions {
     fn default() -> Self {
-        GeneratorOptions { count: None, rate: None, payload: default_payload(), key_cardinality: None, partitions: 0 }
+        GeneratorOptions {
+            count: None,
+            rate: None,
+            payload: default_payload(),
+            key_cardinality: None,
+            partitions: 0,
+        }
     }
 }
 
@@ -64,31 +70,46 @@ pub(crate) struct Settings {
 
 impl Settings {
     /// Checks `options`; errors are reported at the offending option.
-    pub(crate) fn from_options(options: GeneratorOptions, config: &ComponentConfig) -> Result<Settings, Diagnostic> {
+    pub(crate) fn from_options(
+        options: GeneratorOptions,
+        config: &ComponentConfig,
+    ) -> Result<Settings, Diagnostic> {
         Settings::check(options).map_err(|(key, message)| config.option_error(key, message))
     }
 
     /// Checks `options`; an error names the option and what is wrong.
     pub(crate) fn check(options: GeneratorOptions) -> Result<Settings, (&'static str, String)> {
         if let Some(rate) = options.rate {
-            if !(rate.is_finite() && rate > 0.0) || Duration::try_from_secs_f64(1.0 / rate).is_err() {
-                return Err(("rate", format!("`rate` must be a positive number of events per second, found {rate}")));
+            if !(rate.is_finite() && rate > 0.0) || Duration::try_from_secs_f64(1.0 / rate).is_err()
+            {
+                return Err((
+                    "rate",
+                    format!("`rate` must be a positive number of events per second, found {rate}"),
+                ));
             }
         }
         if options.key_cardinality == Some(0) {
-            return Err(("key_cardinality", "`key_cardinality` must be at least 1".to_string()));
+            return Err((
+                "key_cardinality",
+                "`key_cardinality` must be at least 1".to_string(),
+            ));
         }
         if options.partitions > MAX_PARTITIONS {
             return Err((
                 "partitions",
-                format!("`partitions` must be at most {MAX_PARTITIONS}, found {}", options.partitions),
+                format!(
+                    "`partitions` must be at most {MAX_PARTITIONS}, found {}",
+                    options.partitions
+                ),
             ));
         }
-        let template = Template::parse(&options.payload).map_err(|e| ("payload", format!("`payload`: {e}")))?;
+        let template = Template::parse(&options.payload)
+            .map_err(|e| ("payload", format!("`payload`: {e}")))?;
         if template.uses_key() && options.key_cardinality.is_none() {
             return Err((
                 "payload",
-                "`payload` uses `{{key}}` but events have no key; set `key_cardinality`".to_string(),
+                "`payload` uses `{{key}}` but events have no key; set `key_cardinality`"
+                    .to_string(),
             ));
         }
         Ok(Settings {

@@ -67,7 +67,9 @@ pub struct GeneratorSource {
 impl GeneratorSource {
     /// A source for these options; the error names the option at fault.
     pub fn new(options: GeneratorOptions) -> Result<Self, String> {
-        Settings::check(options).map(|settings| GeneratorSource { settings }).map_err(|(_, message)| message)
+        Settings::check(options)
+            .map(|settings| GeneratorSource { settings })
+            .map_err(|(_, message)| message)
     }
 }
 
@@ -121,13 +123,30 @@ impl Renderer {
                 Some(value) => value.clone(),
                 None => {
                     let key = key.as_deref().unwrap_or_default();
-                    let vars = Vars { seq, partition: plan.partition, key, ts_ms };
-                    self.settings.template.render(&vars, &mut self.rng, &mut self.buf);
+                    let vars = Vars {
+                        seq,
+                        partition: plan.partition,
+                        key,
+                        ts_ms,
+                    };
+                    self.settings
+                        .template
+                        .render(&vars, &mut self.rng, &mut self.buf);
                     self.buf.split().freeze()
                 }
             };
-            let origin = Origin { source: 0, partition: plan.partition, offset };
-            events.push(Event { key, value, headers: Vec::new(), timestamp_ms: ts_ms, origin });
+            let origin = Origin {
+                source: 0,
+                partition: plan.partition,
+                offset,
+            };
+            events.push(Event {
+                key,
+                value,
+                headers: Vec::new(),
+                timestamp_ms: ts_ms,
+                origin,
+            });
         }
         events
     }
@@ -151,7 +170,9 @@ impl Parked {
     }
 
     fn holds(&self, partition: u32) -> bool {
-        self.batches.iter().any(|(plan, _)| plan.partition == partition)
+        self.batches
+            .iter()
+            .any(|(plan, _)| plan.partition == partition)
     }
 
     fn park(&mut self, plan: BatchPlan, events: Vec<Event>) {
@@ -161,7 +182,9 @@ impl Parked {
     /// Dispatches every parked batch whose shard has room now.
     fn retry(&mut self, ctx: &mut SourceContext) {
         for _ in 0..self.batches.len() {
-            let Some((plan, events)) = self.batches.pop_front() else { break };
+            let Some((plan, events)) = self.batches.pop_front() else {
+                break;
+            };
             if let Err(events) = ctx.try_dispatch(plan.partition, events, plan.end()) {
                 self.batches.push_back((plan, events));
             }
@@ -171,7 +194,8 @@ impl Parked {
     /// Waits until the oldest parked batch is dispatched.
     async fn wait_oldest(&mut self, ctx: &mut SourceContext) -> Result<()> {
         if let Some((plan, events)) = self.batches.pop_front() {
-            ctx.dispatch(plan.partition, events, plan.end(), Routing::Partition).await?;
+            ctx.dispatch(plan.partition, events, plan.end(), Routing::Partition)
+                .await?;
         }
         Ok(())
     }
@@ -190,20 +214,39 @@ impl Source for GeneratorSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<()> {
         let settings = self.settings;
         let partitions = match settings.partitions {
-            0 => u32::try_from(ctx.shard_count()).unwrap_or(MAX_PARTITIONS).clamp(1, MAX_PARTITIONS),
+            0 => u32::try_from(ctx.shard_count())
+                .unwrap_or(MAX_PARTITIONS)
+                .clamp(1, MAX_PARTITIONS),
             n => n,
         };
         let mut planner = Planner::new(partitions, settings.count);
-        let key_len = if settings.key_cardinality.is_some() { MAX_KEY_LEN } else { 0 };
+        let key_len = if settings.key_cardinality.is_some() {
+            MAX_KEY_LEN
+        } else {
+            0
+        };
         let per_event = settings.template.max_len(key_len) + key_len;
         let limits = ctx.batch_settings();
-        let mut batch_len = limits.max_events.min((limits.max_bytes / per_event.max(1)).max(1)) as u64;
+        let mut batch_len = limits
+            .max_events
+            .min((limits.max_bytes / per_event.max(1)).max(1)) as u64;
         if let Some(rate) = settings.rate {
-            batch_len = batch_len.min((rate * limits.max_wait.as_secs_f64()) as u64).max(1);
+            batch_len = batch_len
+                .min((rate * limits.max_wait.as_secs_f64()) as u64)
+                .max(1);
         }
-        let routing = if settings.key_cardinality.is_some() { Routing::Key } else { Routing::Partition };
+        let routing = if settings.key_cardinality.is_some() {
+            Routing::Key
+        } else {
+            Routing::Partition
+        };
         let rate = settings.rate;
-        let mut renderer = Renderer { settings, buf: BytesMut::new(), rng: XorShift::default(), per_event };
+        let mut renderer = Renderer {
+            settings,
+            buf: BytesMut::new(),
+            rng: XorShift::default(),
+            per_event,
+        };
         let started = Instant::now();
         let mut emitted: u64 = 0;
         let mut control = Control::new();
@@ -245,9 +288,14 @@ impl Source for GeneratorSource {
                     let events = renderer.fill(&planner, &plan, now_ms());
                     emitted += plan.len;
                     match routing {
-                        Routing::Key => ctx.dispatch(plan.partition, events, plan.end(), routing).await?,
+                        Routing::Key => {
+                            ctx.dispatch(plan.partition, events, plan.end(), routing)
+                                .await?
+                        }
                         Routing::Partition => {
-                            if let Err(events) = ctx.try_dispatch(plan.partition, events, plan.end()) {
+                            if let Err(events) =
+                                ctx.try_dispatch(plan.partition, events, plan.end())
+                            {
                                 parked.park(plan, events);
                             }
                         }
@@ -273,7 +321,10 @@ mod tests {
     async fn run(options: &str, shards: usize) -> Run {
         let config = ComponentConfig::from_toml("gen", "generator", options).unwrap();
         let source = build(&config).unwrap_or_else(|e| panic!("{e}"));
-        let run = Harness::new(shards).batch(config.batch.clone()).run(source).await;
+        let run = Harness::new(shards)
+            .batch(config.batch.clone())
+            .run(source)
+            .await;
         run.assert_ok();
         run
     }
@@ -300,11 +351,21 @@ mod tests {
         let mut next_offset: BTreeMap<u32, u64> = BTreeMap::new();
         for batch in &run.batches {
             assert!(batch.events.len() <= 2);
-            assert_eq!(batch.shard, assign::shard_for_partition(0, batch.partition, 2), "routed by partition");
+            assert_eq!(
+                batch.shard,
+                assign::shard_for_partition(0, batch.partition, 2),
+                "routed by partition"
+            );
             for e in &batch.events {
-                assert_eq!(e.origin.partition, batch.partition, "one partition per batch");
+                assert_eq!(
+                    e.origin.partition, batch.partition,
+                    "one partition per batch"
+                );
                 let next = next_offset.entry(batch.partition).or_insert(0);
-                assert_eq!(e.origin.offset, *next, "offsets are contiguous per partition");
+                assert_eq!(
+                    e.origin.offset, *next,
+                    "offsets are contiguous per partition"
+                );
                 *next += 1;
             }
         }
@@ -314,36 +375,57 @@ mod tests {
     #[tokio::test]
     async fn one_partition_per_shard_by_default() {
         let run = run("count = 30\nbatch = { max_events = 4 }", 3).await;
-        let partitions: std::collections::BTreeSet<u32> = run.events().iter().map(|e| e.origin.partition).collect();
+        let partitions: std::collections::BTreeSet<u32> =
+            run.events().iter().map(|e| e.origin.partition).collect();
         assert_eq!(partitions, [0, 1, 2].into());
         assert_eq!(run.events().len(), 30);
     }
 
     #[tokio::test]
     async fn keyed_events_are_routed_by_key() {
-        let run = run("count = 200\npartitions = 1\nkey_cardinality = 7\npayload = '{{key}}/{{seq}}'", 4).await;
+        let run = run(
+            "count = 200\npartitions = 1\nkey_cardinality = 7\npayload = '{{key}}/{{seq}}'",
+            4,
+        )
+        .await;
         assert_eq!(run.events().len(), 200);
         for batch in &run.batches {
             for e in &batch.events {
                 let key = e.key.as_ref().unwrap();
                 let offset = e.origin.offset;
                 assert_eq!(key.as_ref(), format!("key-{}", offset % 7).as_bytes());
-                assert_eq!(e.value.as_ref(), format!("key-{}/{offset}", offset % 7).as_bytes());
-                assert_eq!(batch.shard, assign::shard_for_key(assign::hash_key(key), 4), "routed by key");
+                assert_eq!(
+                    e.value.as_ref(),
+                    format!("key-{}/{offset}", offset % 7).as_bytes()
+                );
+                assert_eq!(
+                    batch.shard,
+                    assign::shard_for_key(assign::hash_key(key), 4),
+                    "routed by key"
+                );
             }
         }
-        let shards: std::collections::BTreeSet<usize> = run.batches.iter().map(|b| b.shard).collect();
+        let shards: std::collections::BTreeSet<usize> =
+            run.batches.iter().map(|b| b.shard).collect();
         assert!(shards.len() > 1, "7 keys spread over several shards");
     }
 
     #[tokio::test]
     async fn a_batch_renders_into_one_buffer() {
-        let run = run("count = 8\npartitions = 1\npayload = '{{seq}}|{{partition}}|{{ts}}'", 1).await;
+        let run = run(
+            "count = 8\npartitions = 1\npayload = '{{seq}}|{{partition}}|{{ts}}'",
+            1,
+        )
+        .await;
         let events = run.events();
         assert_eq!(run.batches.len(), 1);
         for pair in events.windows(2) {
             let end = pair[0].value.as_ptr() as usize + pair[0].value.len();
-            assert_eq!(pair[1].value.as_ptr() as usize, end, "payloads are adjacent slices of one buffer");
+            assert_eq!(
+                pair[1].value.as_ptr() as usize,
+                end,
+                "payloads are adjacent slices of one buffer"
+            );
         }
         let first = String::from_utf8(events[0].value.to_vec()).unwrap();
         let parts: Vec<&str> = first.split('|').collect();
@@ -356,7 +438,9 @@ mod tests {
         let run = run("count = 5\npayload = 'same'", 1).await;
         let events = run.events();
         assert!(events.iter().all(|e| e.value.as_ref() == b"same"));
-        assert!(events.iter().all(|e| e.value.as_ptr() == events[0].value.as_ptr()));
+        assert!(events
+            .iter()
+            .all(|e| e.value.as_ptr() == events[0].value.as_ptr()));
     }
 
     #[tokio::test]
@@ -364,15 +448,25 @@ mod tests {
         let started = std::time::Instant::now();
         let run = run("count = 20\nrate = 200\nbatch = { max_wait = '10ms' }", 1).await;
         assert_eq!(run.events().len(), 20);
-        assert!(run.batches.iter().all(|b| b.events.len() <= 2), "rate × max_wait = 2 events per batch");
-        assert!(started.elapsed() >= Duration::from_millis(85), "{:?}", started.elapsed());
+        assert!(
+            run.batches.iter().all(|b| b.events.len() <= 2),
+            "rate × max_wait = 2 events per batch"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(85),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
     async fn unbounded_runs_until_shutdown() {
         let config = ComponentConfig::from_toml("gen", "generator", "rate = 1000").unwrap();
         let source = build(&config).unwrap_or_else(|e| panic!("{e}"));
-        let run = Harness::new(2).shutdown_after(Duration::from_millis(100)).run(source).await;
+        let run = Harness::new(2)
+            .shutdown_after(Duration::from_millis(100))
+            .run(source)
+            .await;
         run.assert_ok();
         assert!(!run.events().is_empty());
     }
@@ -412,6 +506,10 @@ mod tests {
         let options: GeneratorOptions = config.options().unwrap();
         assert_eq!(options, GeneratorOptions::default());
         assert_eq!(options.payload, DEFAULT_PAYLOAD);
-        assert!(GeneratorSource::new(GeneratorOptions { rate: Some(-1.0), ..GeneratorOptions::default() }).is_err());
+        assert!(GeneratorSource::new(GeneratorOptions {
+            rate: Some(-1.0),
+            ..GeneratorOptions::default()
+        })
+        .is_err());
     }
 }

@@ -40,7 +40,12 @@ impl Planner {
     /// [`MAX_PARTITIONS`]) for `count` events (`None`: unbounded).
     pub fn new(partitions: u32, count: Option<u64>) -> Self {
         let partitions = partitions.clamp(1, MAX_PARTITIONS);
-        Planner { partitions, count, next: vec![0; partitions as usize], cursor: 0 }
+        Planner {
+            partitions,
+            count,
+            next: vec![0; partitions as usize],
+            cursor: 0,
+        }
     }
 
     /// Number of partitions.
@@ -50,13 +55,21 @@ impl Planner {
 
     /// Global sequence number of the event at `offset` of `partition`.
     pub fn seq(&self, partition: u32, offset: u64) -> u64 {
-        offset.wrapping_mul(u64::from(self.partitions)).wrapping_add(u64::from(partition))
+        offset
+            .wrapping_mul(u64::from(self.partitions))
+            .wrapping_add(u64::from(partition))
     }
 
     /// Events partition `partition` gets in total; `None` when unbounded.
     pub fn partition_len(&self, partition: u32) -> Option<u64> {
         let p = u64::from(partition);
-        self.count.map(|count| if count > p { (count - p - 1) / u64::from(self.partitions) + 1 } else { 0 })
+        self.count.map(|count| {
+            if count > p {
+                (count - p - 1) / u64::from(self.partitions) + 1
+            } else {
+                0
+            }
+        })
     }
 
     /// The next batch of at most `max` events (at least 1), or `None` when
@@ -68,7 +81,11 @@ impl Planner {
     /// Like [`next_batch`](Self::next_batch), passing over partitions for
     /// which `paused` is true (their shard is full). `None` when no
     /// unpaused partition has events left.
-    pub fn next_batch_skipping(&mut self, max: u64, paused: impl Fn(u32) -> bool) -> Option<BatchPlan> {
+    pub fn next_batch_skipping(
+        &mut self,
+        max: u64,
+        paused: impl Fn(u32) -> bool,
+    ) -> Option<BatchPlan> {
         for _ in 0..self.partitions {
             let partition = self.cursor;
             self.cursor = (self.cursor + 1) % self.partitions;
@@ -76,11 +93,17 @@ impl Planner {
                 continue;
             }
             let first_offset = self.next[partition as usize];
-            let remaining = self.partition_len(partition).map_or(u64::MAX, |len| len - first_offset);
+            let remaining = self
+                .partition_len(partition)
+                .map_or(u64::MAX, |len| len - first_offset);
             if remaining > 0 {
                 let len = max.max(1).min(remaining);
                 self.next[partition as usize] = first_offset + len;
-                return Some(BatchPlan { partition, first_offset, len });
+                return Some(BatchPlan {
+                    partition,
+                    first_offset,
+                    len,
+                });
             }
         }
         None
@@ -101,14 +124,33 @@ mod tests {
 
     #[test]
     fn rotates_over_partitions_with_contiguous_offsets() {
-        assert_eq!(plans(3, Some(10), 2, 100), [(0, 0, 2), (1, 0, 2), (2, 0, 2), (0, 2, 4), (1, 2, 3), (2, 2, 3)]);
+        assert_eq!(
+            plans(3, Some(10), 2, 100),
+            [
+                (0, 0, 2),
+                (1, 0, 2),
+                (2, 0, 2),
+                (0, 2, 4),
+                (1, 2, 3),
+                (2, 2, 3)
+            ]
+        );
         assert_eq!(plans(1, Some(5), 2, 100), [(0, 0, 2), (0, 2, 4), (0, 4, 5)]);
-        assert_eq!(plans(2, None, 3, 4), [(0, 0, 3), (1, 0, 3), (0, 3, 6), (1, 3, 6)]);
+        assert_eq!(
+            plans(2, None, 3, 4),
+            [(0, 0, 3), (1, 0, 3), (0, 3, 6), (1, 3, 6)]
+        );
     }
 
     #[test]
     fn every_sequence_number_is_planned_once() {
-        for (partitions, count, max) in [(1, 0, 1), (3, 10, 4), (4, 3, 1000), (7, 1000, 13), (5, 5, 1)] {
+        for (partitions, count, max) in [
+            (1, 0, 1),
+            (3, 10, 4),
+            (4, 3, 1000),
+            (7, 1000, 13),
+            (5, 5, 1),
+        ] {
             let mut planner = Planner::new(partitions, Some(count));
             let mut seen = vec![false; count as usize];
             while let Some(plan) = planner.next_batch(max) {
@@ -116,7 +158,10 @@ mod tests {
                 for offset in plan.first_offset..plan.end() {
                     let seq = planner.seq(plan.partition, offset);
                     assert_eq!(seq % u64::from(partitions), u64::from(plan.partition));
-                    assert!(!std::mem::replace(&mut seen[seq as usize], true), "seq {seq} twice");
+                    assert!(
+                        !std::mem::replace(&mut seen[seq as usize], true),
+                        "seq {seq} twice"
+                    );
                 }
             }
             assert!(seen.iter().all(|&s| s), "{partitions} {count} {max}");

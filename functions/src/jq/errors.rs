@@ -16,8 +16,12 @@ pub(super) fn load(code: &str, errors: load::Errors<&str, ()>) -> String {
             load::Error::Lex(errors) => {
                 for (expect, at) in errors {
                     messages.push(match (expect, at.chars().next()) {
-                        (lex::Expect::Token, Some(c)) => format!("unexpected `{c}`{}", position(code, at)),
-                        (expect, _) => format!("expected {}{}", lex_expect(&expect), position(code, at)),
+                        (lex::Expect::Token, Some(c)) => {
+                            format!("unexpected `{c}`{}", position(code, at))
+                        }
+                        (expect, _) => {
+                            format!("expected {}{}", lex_expect(&expect), position(code, at))
+                        }
                     });
                 }
             }
@@ -27,7 +31,11 @@ pub(super) fn load(code: &str, errors: load::Errors<&str, ()>) -> String {
                     messages.push(if found.is_empty() {
                         format!("expected {expected} but found end of input")
                     } else {
-                        format!("expected {expected} but found `{}`{}", snippet(found), position(code, found))
+                        format!(
+                            "expected {expected} but found `{}`{}",
+                            snippet(found),
+                            position(code, found)
+                        )
                     });
                 }
             }
@@ -110,7 +118,11 @@ fn position(code: &str, part: &str) -> String {
     let Some(before) = code.get(..at) else {
         return String::new();
     };
-    let column = before.rsplit('\n').next().map_or(0, |line| line.chars().count()) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |line| line.chars().count())
+        + 1;
     if code.contains('\n') {
         let line = before.matches('\n').count() + 1;
         format!(" at line {line}, column {column}")

@@ -13,7 +13,9 @@ use hifijson::str::LexAlloc as _;
 use hifijson::{SliceLexer, Token};
 use jaq_json::Val;
 
-use crate::scan::{check_utf8, deeper, key_colon, not_a_value, read_one, seq, ParseError, MAX_DEPTH};
+use crate::scan::{
+    check_utf8, deeper, key_colon, not_a_value, read_one, seq, ParseError, MAX_DEPTH,
+};
 
 /// Parses one JSON value (surrounding whitespace allowed, nothing else).
 ///
@@ -26,12 +28,19 @@ use crate::scan::{check_utf8, deeper, key_colon, not_a_value, read_one, seq, Par
 /// `expected colon at byte 5`.
 pub fn parse_json(bytes: &[u8]) -> Result<Val, String> {
     check_utf8(bytes)?;
-    read_one(bytes, |token, rest, lexer| parse_value(lexer, token, rest, MAX_DEPTH))
+    read_one(bytes, |token, rest, lexer| {
+        parse_value(lexer, token, rest, MAX_DEPTH)
+    })
 }
 
 /// Parses the value that starts with `token` (`rest` bytes left there),
 /// allowing `depth` more levels of nesting.
-fn parse_value(lexer: &mut SliceLexer<'_>, token: Token, rest: usize, depth: usize) -> Result<Val, ParseError> {
+fn parse_value(
+    lexer: &mut SliceLexer<'_>,
+    token: Token,
+    rest: usize,
+    depth: usize,
+) -> Result<Val, ParseError> {
     match token {
         Token::Null => Ok(Val::Null),
         Token::True => Ok(Val::Bool(true)),
@@ -90,7 +99,11 @@ impl std::hash::Hasher for Fnv {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for &b in bytes {
             h ^= b as u64;
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -198,7 +211,14 @@ fn write_str(s: &str, out: &mut BytesMut) {
             b'\t' => b"\\t",
             b'\n' => b"\\n",
             b'\r' => b"\\r",
-            0..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]],
+            0..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ],
             _ => continue,
         };
         out.extend_from_slice(&bytes[start..i]);

@@ -55,13 +55,22 @@ pub fn compile(expr: &str) -> Result<JqProgram, String> {
     let loader = Loader::new(jaq_std::defs().chain(jaq_json::defs()));
     let arena = Arena::default();
     let modules = loader
-        .load(&arena, File { code: expr, path: () })
+        .load(
+            &arena,
+            File {
+                code: expr,
+                path: (),
+            },
+        )
         .map_err(|errors| errors::load(expr, errors))?;
     let filter = Compiler::default()
         .with_funs(jaq_std::funs().chain(jaq_json::funs()))
         .compile(modules)
         .map_err(|errors| errors::compile(expr, errors))?;
-    Ok(JqProgram { filter, inputs: RcIter::new(std::iter::empty()) })
+    Ok(JqProgram {
+        filter,
+        inputs: RcIter::new(std::iter::empty()),
+    })
 }
 
 impl JqProgram {

@@ -39,15 +39,22 @@ pub struct JsonAddFieldOptions {
 }
 
 /// Validates the options and renders the value as JSON once.
-pub fn build(config: &ComponentConfig, _ctx: &mut StepContext<'_>) -> Result<Arc<dyn StepFactory>, Diagnostic> {
+pub fn build(
+    config: &ComponentConfig,
+    _ctx: &mut StepContext<'_>,
+) -> Result<Arc<dyn StepFactory>, Diagnostic> {
     let options: JsonAddFieldOptions = config.options()?;
     let mut entry = Vec::new();
     // `"field":value`, ready to copy into every event
-    serde_json::to_writer(&mut entry, &options.field).map_err(|e| config.option_error("field", e.to_string()))?;
+    serde_json::to_writer(&mut entry, &options.field)
+        .map_err(|e| config.option_error("field", e.to_string()))?;
     entry.push(b':');
     serde_json::to_writer(&mut entry, &from_toml(options.value))
         .map_err(|e| config.option_error("value", e.to_string()))?;
-    Ok(Arc::new(JsonAddFieldFactory { field: options.field.into(), entry: entry.into() }))
+    Ok(Arc::new(JsonAddFieldFactory {
+        field: options.field.into(),
+        entry: entry.into(),
+    }))
 }
 
 /// Turns the TOML-shaped JSON that deserializing a TOML value gives into
@@ -79,7 +86,11 @@ pub struct JsonAddFieldFactory {
 
 impl StepFactory for JsonAddFieldFactory {
     fn build(&self) -> Result<Box<dyn Step>, String> {
-        Ok(Box::new(JsonAddField { field: self.field.clone(), entry: self.entry.clone(), buf: BytesMut::new() }))
+        Ok(Box::new(JsonAddField {
+            field: self.field.clone(),
+            entry: self.entry.clone(),
+            buf: BytesMut::new(),
+        }))
     }
 }
 
@@ -95,10 +106,17 @@ struct JsonAddField {
 impl Step for JsonAddField {
     async fn process(&mut self, input: &mut Vec<Event>, output: &mut StepOutput) {
         // one allocation for the batch: every value grows by about `entry`
-        let total: usize = input.iter().map(|e| e.value.len() + self.entry.len() + 1).sum();
+        let total: usize = input
+            .iter()
+            .map(|e| e.value.len() + self.entry.len() + 1)
+            .sum();
         self.buf.reserve(total);
         for event in input.drain(..) {
-            let rewrite = RewriteObject { field: &self.field, entry: &self.entry, out: &mut self.buf };
+            let rewrite = RewriteObject {
+                field: &self.field,
+                entry: &self.entry,
+                out: &mut self.buf,
+            };
             let mut de = serde_json::Deserializer::from_slice(&event.value);
             match rewrite.deserialize(&mut de).and_then(|()| de.end()) {
                 Ok(()) => {
@@ -220,10 +238,19 @@ mod tests {
     #[tokio::test]
     async fn keeps_the_rest_of_the_event() {
         let factory = build("json-add-field", "field = 'n'\nvalue = 1").unwrap();
-        let mut event = Event::new("{}").with_key("k").with_offset(3).with_timestamp_ms(9);
+        let mut event = Event::new("{}")
+            .with_key("k")
+            .with_offset(3)
+            .with_timestamp_ms(9);
         event.set_header("h", "v");
         let out = run(factory, vec![event.clone()]).await;
-        assert_eq!(out.events, vec![Event { value: r#"{"n":1}"#.into(), ..event }]);
+        assert_eq!(
+            out.events,
+            vec![Event {
+                value: r#"{"n":1}"#.into(),
+                ..event
+            }]
+        );
     }
 
     #[tokio::test]
@@ -232,7 +259,9 @@ mod tests {
         let out = run_values("json-add-field", options, &["{}"]).await;
         assert_eq!(
             values(&out.events),
-            vec![r#"{"meta":{"at":"1979-05-27T07:32:00Z","on":true,"ratio":0.5,"tags":["a","b"]}}"#]
+            vec![
+                r#"{"meta":{"at":"1979-05-27T07:32:00Z","on":true,"ratio":0.5,"tags":["a","b"]}}"#
+            ]
         );
     }
 
@@ -265,7 +294,10 @@ mod tests {
     #[test]
     fn config_errors() {
         let err = |options: &str| build("json-add-field", options).err().expect("an error");
-        assert_eq!(err("field = 'f'"), "error: <inline>:1:1: missing field `value`");
+        assert_eq!(
+            err("field = 'f'"),
+            "error: <inline>:1:1: missing field `value`"
+        );
         assert_eq!(
             err("field = 'f'\nvalue = 1\nvalues = 2"),
             "error: <inline>:3:1: unknown field `values`, expected `field` or `value`; did you mean `value`?"

@@ -50,9 +50,13 @@ pub enum OnError {
 }
 
 /// Validates the options and compiles the program once to report errors.
-pub fn build(config: &ComponentConfig, _ctx: &mut StepContext<'_>) -> Result<Arc<dyn StepFactory>, Diagnostic> {
+pub fn build(
+    config: &ComponentConfig,
+    _ctx: &mut StepContext<'_>,
+) -> Result<Arc<dyn StepFactory>, Diagnostic> {
     let options: JqOptions = config.options()?;
-    compile(&options.expr).map_err(|e| config.option_error("expr", format!("invalid jq program: {e}")))?;
+    compile(&options.expr)
+        .map_err(|e| config.option_error("expr", format!("invalid jq program: {e}")))?;
     Ok(Arc::new(JqFactory { options }))
 }
 
@@ -116,9 +120,15 @@ impl Step for JqStep {
                 continue;
             };
             for value in self.outputs.drain(..) {
-                output.emit(Event { value, ..event.clone() });
+                output.emit(Event {
+                    value,
+                    ..event.clone()
+                });
             }
-            output.emit(Event { value: last, ..event });
+            output.emit(Event {
+                value: last,
+                ..event
+            });
         }
     }
 }
@@ -156,10 +166,16 @@ mod tests {
     #[tokio::test]
     async fn keeps_key_headers_timestamp_and_origin() {
         let factory = build("jq", "expr = '.a'").unwrap();
-        let mut event = Event::new(r#"{"a": {"b": 1}}"#).with_key("k").with_offset(7).with_timestamp_ms(42);
+        let mut event = Event::new(r#"{"a": {"b": 1}}"#)
+            .with_key("k")
+            .with_offset(7)
+            .with_timestamp_ms(42);
         event.set_header("h", "v");
         let out = run(factory, vec![event.clone()]).await;
-        let expected = Event { value: r#"{"b":1}"#.into(), ..event };
+        let expected = Event {
+            value: r#"{"b":1}"#.into(),
+            ..event
+        };
         assert_eq!(out.events, vec![expected]);
     }
 
@@ -167,16 +183,24 @@ mod tests {
     async fn emits_many_in_order() {
         let factory = build("jq", "expr = '.items[] | {id: .}'").unwrap();
         let events = vec![
-            Event::new(r#"{"items": [1, 2, 3]}"#).with_key("a").with_offset(1),
+            Event::new(r#"{"items": [1, 2, 3]}"#)
+                .with_key("a")
+                .with_offset(1),
             Event::new(r#"{"items": []}"#).with_offset(2),
             Event::new(r#"{"items": ["x"]}"#).with_offset(3),
         ];
         let out = run(factory, events).await;
-        assert_eq!(values(&out.events), vec![r#"{"id":1}"#, r#"{"id":2}"#, r#"{"id":3}"#, r#"{"id":"x"}"#]);
+        assert_eq!(
+            values(&out.events),
+            vec![r#"{"id":1}"#, r#"{"id":2}"#, r#"{"id":3}"#, r#"{"id":"x"}"#]
+        );
         let offsets: Vec<u64> = out.events.iter().map(|e| e.origin.offset).collect();
         assert_eq!(offsets, vec![1, 1, 1, 3]);
         let keys: Vec<Option<&[u8]>> = out.events.iter().map(|e| e.key.as_deref()).collect();
-        assert_eq!(keys, vec![Some(b"a".as_ref()), Some(b"a"), Some(b"a"), None]);
+        assert_eq!(
+            keys,
+            vec![Some(b"a".as_ref()), Some(b"a"), Some(b"a"), None]
+        );
     }
 
     #[tokio::test]
@@ -194,7 +218,10 @@ mod tests {
         assert_eq!(
             dead(&out),
             vec![
-                (inputs[0].to_string(), "invalid JSON: expected comma or end of sequence at byte 7".to_string()),
+                (
+                    inputs[0].to_string(),
+                    "invalid JSON: expected comma or end of sequence at byte 7".to_string()
+                ),
                 (inputs[1].to_string(), "bad a".to_string()),
                 (inputs[3].to_string(), "late".to_string()),
             ]
@@ -222,9 +249,15 @@ mod tests {
     #[test]
     fn config_errors() {
         let err = |options: &str| build("jq", options).err().expect("an error");
-        assert_eq!(err("expr = '.a | foo'"), "error: <inline>:1:8: invalid jq program: undefined filter `foo/0` at column 6");
+        assert_eq!(
+            err("expr = '.a | foo'"),
+            "error: <inline>:1:8: invalid jq program: undefined filter `foo/0` at column 6"
+        );
         assert_eq!(err("expr = '.a'\nexrp = 1"), "error: <inline>:2:1: unknown field `exrp`, expected `expr` or `on_error`; did you mean `expr`?");
-        assert_eq!(err("on_error = 'keep'"), "error: <inline>:1:1: missing field `expr`");
+        assert_eq!(
+            err("on_error = 'keep'"),
+            "error: <inline>:1:1: missing field `expr`"
+        );
         assert_eq!(
             err("expr = '.'\non_error = 'retry'"),
             "error: <inline>:2:12: `on_error`: unknown variant `retry`, expected one of `fail`, `drop`, `keep`"

@@ -35,7 +35,10 @@ pub struct JsonOptions {
 }
 
 /// Validates the options.
-pub fn build(config: &ComponentConfig, _ctx: &mut StepContext<'_>) -> Result<Arc<dyn StepFactory>, Diagnostic> {
+pub fn build(
+    config: &ComponentConfig,
+    _ctx: &mut StepContext<'_>,
+) -> Result<Arc<dyn StepFactory>, Diagnostic> {
     let options: JsonOptions = config.options()?;
     for (i, field) in options.require.iter().enumerate() {
         if options.require[..i].contains(field) {
@@ -54,7 +57,11 @@ pub struct JsonFactory {
 impl StepFactory for JsonFactory {
     fn build(&self) -> Result<Box<dyn Step>, String> {
         let object = self.options.object || !self.options.require.is_empty();
-        Ok(Box::new(JsonStep { require: self.options.require.clone(), object, seen: Vec::new() }))
+        Ok(Box::new(JsonStep {
+            require: self.options.require.clone(),
+            object,
+            seen: Vec::new(),
+        }))
     }
 }
 
@@ -83,7 +90,11 @@ impl JsonStep {
         if self.object && !is_object {
             return Err(format!("expected a JSON object, found {}", kind_of(value)));
         }
-        let mut missing = require.iter().zip(seen.iter()).filter(|(_, seen)| !**seen).map(|(f, _)| f);
+        let mut missing = require
+            .iter()
+            .zip(seen.iter())
+            .filter(|(_, seen)| !**seen)
+            .map(|(f, _)| f);
         match (missing.next(), missing.next()) {
             (None, _) => Ok(()),
             (Some(field), None) => Err(format!("missing required field `{field}`")),
@@ -136,7 +147,13 @@ mod tests {
 
     #[tokio::test]
     async fn fails_invalid_json_with_the_position() {
-        let inputs = [r#"{"a": 1,}"#, "", "{\"a\": \"\u{1}\"}", "[1] 2", r#"{"ok": true}"#];
+        let inputs = [
+            r#"{"a": 1,}"#,
+            "",
+            "{\"a\": \"\u{1}\"}",
+            "[1] 2",
+            r#"{"ok": true}"#,
+        ];
         let out = run_values("json", "", &inputs).await;
         assert_eq!(values(&out.events), vec![r#"{"ok": true}"#]);
         let reasons: Vec<String> = dead(&out).into_iter().map(|(_, reason)| reason).collect();
@@ -153,7 +170,12 @@ mod tests {
 
     #[tokio::test]
     async fn requires_an_object() {
-        let out = run_values("json", "object = true", &[r#"{"a": 1}"#, "[1]", " 2", "null"]).await;
+        let out = run_values(
+            "json",
+            "object = true",
+            &[r#"{"a": 1}"#, "[1]", " 2", "null"],
+        )
+        .await;
         assert_eq!(values(&out.events), vec![r#"{"a": 1}"#]);
         let reasons: Vec<String> = dead(&out).into_iter().map(|(_, reason)| reason).collect();
         assert_eq!(
@@ -195,7 +217,13 @@ mod tests {
             err("requires = ['a']"),
             "error: <inline>:1:1: unknown field `requires`, expected `require` or `object`; did you mean `require`?"
         );
-        assert_eq!(err("object = 'yes'"), "error: <inline>:1:10: `object`: invalid type: string \"yes\", expected a boolean");
-        assert_eq!(err("require = ['a', 'a']"), "error: <inline>:1:11: field `a` is listed twice");
+        assert_eq!(
+            err("object = 'yes'"),
+            "error: <inline>:1:10: `object`: invalid type: string \"yes\", expected a boolean"
+        );
+        assert_eq!(
+            err("require = ['a', 'a']"),
+            "error: <inline>:1:11: field `a` is listed twice"
+        );
     }
 }

@@ -62,20 +62,33 @@ enum KeySource {
 }
 
 /// Validates the options (compiling `expr` once to report errors).
-pub fn build(config: &ComponentConfig, _ctx: &mut StepContext<'_>) -> Result<Arc<dyn StepFactory>, Diagnostic> {
+pub fn build(
+    config: &ComponentConfig,
+    _ctx: &mut StepContext<'_>,
+) -> Result<Arc<dyn StepFactory>, Diagnostic> {
     let options: KeyByOptions = config.options()?;
     let source = match (options.field, options.expr) {
-        (Some(field), None) => KeySource::Path(parse_path(&field).map_err(|e| config.option_error("field", e))?),
+        (Some(field), None) => {
+            KeySource::Path(parse_path(&field).map_err(|e| config.option_error("field", e))?)
+        }
         (None, Some(expr)) => {
-            compile(&expr).map_err(|e| config.option_error("expr", format!("invalid jq program: {e}")))?;
+            compile(&expr)
+                .map_err(|e| config.option_error("expr", format!("invalid jq program: {e}")))?;
             KeySource::Expr(expr)
         }
         (Some(_), Some(_)) => {
             return Err(config.option_error("expr", "set either `field` or `expr`, not both"));
         }
-        (None, None) => return Err(config.error("missing the key: set `field` (a path like `user.id`) or `expr`")),
+        (None, None) => {
+            return Err(
+                config.error("missing the key: set `field` (a path like `user.id`) or `expr`")
+            )
+        }
     };
-    Ok(Arc::new(KeyByFactory { source, on_missing: options.on_missing }))
+    Ok(Arc::new(KeyByFactory {
+        source,
+        on_missing: options.on_missing,
+    }))
 }
 
 /// Splits a dot path into its fields.
@@ -83,7 +96,9 @@ fn parse_path(field: &str) -> Result<Vec<String>, String> {
     let path = field.strip_prefix('.').unwrap_or(field);
     let fields: Vec<String> = path.split('.').map(str::to_string).collect();
     if fields.iter().any(String::is_empty) {
-        return Err(format!("invalid field path `{field}`: expected names separated by dots, like `user.id`"));
+        return Err(format!(
+            "invalid field path `{field}`: expected names separated by dots, like `user.id`"
+        ));
     }
     Ok(fields)
 }
@@ -101,7 +116,11 @@ impl StepFactory for KeyByFactory {
             KeySource::Path(path) => Reader::Path(path.clone()),
             KeySource::Expr(expr) => Reader::Expr(compile(expr)?),
         };
-        Ok(Box::new(KeyByStep { source, on_missing: self.on_missing, keys: BatchBytes::default() }))
+        Ok(Box::new(KeyByStep {
+            source,
+            on_missing: self.on_missing,
+            keys: BatchBytes::default(),
+        }))
     }
 }
 
@@ -126,12 +145,14 @@ impl KeyByStep {
     fn write_key(&mut self, value: &[u8]) -> Result<bool, String> {
         let out = self.keys.buf();
         match &self.source {
-            Reader::Path(path) => match lookup(value, path).map_err(|e| format!("invalid JSON: {e}"))? {
-                None => return Ok(false),
-                Some(Found::Str(s)) => out.extend_from_slice(s.as_bytes()),
-                Some(Found::Scalar(text)) => out.extend_from_slice(text),
-                Some(Found::Composite(text)) => write_compact(text, out),
-            },
+            Reader::Path(path) => {
+                match lookup(value, path).map_err(|e| format!("invalid JSON: {e}"))? {
+                    None => return Ok(false),
+                    Some(Found::Str(s)) => out.extend_from_slice(s.as_bytes()),
+                    Some(Found::Scalar(text)) => out.extend_from_slice(text),
+                    Some(Found::Composite(text)) => write_compact(text, out),
+                }
+            }
             Reader::Expr(program) => {
                 let input = parse_json(value).map_err(|e| format!("invalid JSON: {e}"))?;
                 match program.run(input).next().transpose()? {
@@ -183,7 +204,14 @@ mod tests {
     use weir_engine::Event;
 
     fn keys(events: &[Event]) -> Vec<Option<String>> {
-        events.iter().map(|e| e.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())).collect()
+        events
+            .iter()
+            .map(|e| {
+                e.key
+                    .as_ref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+            })
+            .collect()
     }
 
     const INPUTS: [&str; 5] = [
@@ -198,26 +226,63 @@ mod tests {
     async fn field_sets_the_key() {
         let out = run_values("key-by", "field = 'user.id'", &INPUTS).await;
         assert_eq!(values(&out.events), INPUTS.to_vec(), "values are unchanged");
-        let expected = vec![Some("u-1"), Some("42"), Some(r#"{"a":[1,2]}"#), Some("é\"x"), Some("true")];
-        assert_eq!(keys(&out.events), expected.into_iter().map(|k| k.map(String::from)).collect::<Vec<_>>());
+        let expected = vec![
+            Some("u-1"),
+            Some("42"),
+            Some(r#"{"a":[1,2]}"#),
+            Some("é\"x"),
+            Some("true"),
+        ];
+        assert_eq!(
+            keys(&out.events),
+            expected
+                .into_iter()
+                .map(|k| k.map(String::from))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]
     async fn expr_sets_the_key() {
         let out = run_values("key-by", "expr = '.user.id'", &INPUTS).await;
-        let expected = vec![Some("u-1"), Some("42"), Some(r#"{"a":[1,2]}"#), Some("é\"x"), Some("true")];
-        assert_eq!(keys(&out.events), expected.into_iter().map(|k| k.map(String::from)).collect::<Vec<_>>());
-        let out = run_values("key-by", r#"expr = '"\(.a)-\(.b)"'"#, &[r#"{"a": 1, "b": "x"}"#]).await;
+        let expected = vec![
+            Some("u-1"),
+            Some("42"),
+            Some(r#"{"a":[1,2]}"#),
+            Some("é\"x"),
+            Some("true"),
+        ];
+        assert_eq!(
+            keys(&out.events),
+            expected
+                .into_iter()
+                .map(|k| k.map(String::from))
+                .collect::<Vec<_>>()
+        );
+        let out = run_values(
+            "key-by",
+            r#"expr = '"\(.a)-\(.b)"'"#,
+            &[r#"{"a": 1, "b": "x"}"#],
+        )
+        .await;
         assert_eq!(keys(&out.events), vec![Some("1-x".to_string())]);
     }
 
     #[tokio::test]
     async fn missing_key_fails_or_keeps() {
-        let inputs = [r#"{"user": {}}"#, r#"{"user": {"id": null}}"#, r#"{"user": 3}"#, "[1]"];
+        let inputs = [
+            r#"{"user": {}}"#,
+            r#"{"user": {"id": null}}"#,
+            r#"{"user": 3}"#,
+            "[1]",
+        ];
         let out = run_values("key-by", "field = '.user.id'", &inputs).await;
         assert!(out.events.is_empty());
         let reasons: Vec<String> = dead(&out).into_iter().map(|(_, r)| r).collect();
-        assert_eq!(reasons, vec!["no key: field `user.id` is missing or null"; 4]);
+        assert_eq!(
+            reasons,
+            vec!["no key: field `user.id` is missing or null"; 4]
+        );
 
         let factory = build("key-by", "field = 'user.id'\non_missing = 'keep'").unwrap();
         let event = Event::new(r#"{"user": {}}"#).with_key("old");
@@ -225,23 +290,37 @@ mod tests {
         assert_eq!(out.events, vec![event, Event::new("{}")]);
 
         let out = run_values("key-by", "expr = '.a // empty'", &["{}"]).await;
-        assert_eq!(dead(&out)[0].1, "no key: the expression yielded nothing or null");
+        assert_eq!(
+            dead(&out)[0].1,
+            "no key: the expression yielded nothing or null"
+        );
     }
 
     #[tokio::test]
     async fn invalid_json_and_jq_errors_fail() {
-        let out = run_values("key-by", "field = 'a'\non_missing = 'keep'", &[r#"{"a": 1,"#]).await;
+        let out = run_values(
+            "key-by",
+            "field = 'a'\non_missing = 'keep'",
+            &[r#"{"a": 1,"#],
+        )
+        .await;
         assert_eq!(dead(&out)[0].1, "invalid JSON: expected value at byte 8");
         let out = run_values("key-by", r#"expr = 'error("no")'"#, &["{}"]).await;
         assert_eq!(dead(&out)[0].1, "no");
         let out = run_values("key-by", "expr = '.a'", &["{"]).await;
-        assert_eq!(dead(&out)[0].1, "invalid JSON: expected value or end of sequence at byte 1");
+        assert_eq!(
+            dead(&out)[0].1,
+            "invalid JSON: expected value or end of sequence at byte 1"
+        );
     }
 
     #[test]
     fn config_errors() {
         let err = |options: &str| build("key-by", options).err().expect("an error");
-        assert_eq!(err("field = 'a'\nexpr = '.a'"), "error: <inline>:2:8: set either `field` or `expr`, not both");
+        assert_eq!(
+            err("field = 'a'\nexpr = '.a'"),
+            "error: <inline>:2:8: set either `field` or `expr`, not both"
+        );
         assert_eq!(
             err("on_missing = 'keep'"),
             "error: <inline>:1:1: missing the key: set `field` (a path like `user.id`) or `expr`"
@@ -250,7 +329,10 @@ mod tests {
             err("field = 'user..id'"),
             "error: <inline>:1:9: invalid field path `user..id`: expected names separated by dots, like `user.id`"
         );
-        assert_eq!(err("expr = '.a |'"), "error: <inline>:1:8: invalid jq program: expected term but found end of input");
+        assert_eq!(
+            err("expr = '.a |'"),
+            "error: <inline>:1:8: invalid jq program: expected term but found end of input"
+        );
         assert_eq!(
             err("feild = 'a'"),
             "error: <inline>:1:1: unknown field `feild`, expected one of `field`, `expr`, `on_missing`; did you mean `field`?"

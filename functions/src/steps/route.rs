@@ -43,7 +43,10 @@ pub struct RouteRule {
 }
 
 /// Validates the rules: compiles each predicate once and resolves the sinks.
-pub fn build(config: &ComponentConfig, ctx: &mut StepContext<'_>) -> Result<Arc<dyn StepFactory>, Diagnostic> {
+pub fn build(
+    config: &ComponentConfig,
+    ctx: &mut StepContext<'_>,
+) -> Result<Arc<dyn StepFactory>, Diagnostic> {
     let options: RouteOptions = config.options()?;
     if options.rules.is_empty() {
         return Err(config.option_error("rules", "expected at least one rule"));
@@ -51,9 +54,15 @@ pub fn build(config: &ComponentConfig, ctx: &mut StepContext<'_>) -> Result<Arc<
     let mut rules = Vec::with_capacity(options.rules.len());
     for (i, rule) in options.rules.into_iter().enumerate() {
         let n = i + 1;
-        compile(&rule.when)
-            .map_err(|e| config.option_error("rules", format!("rule {n}: invalid jq predicate in `when`: {e}")))?;
-        let sink = ctx.route_to(&rule.sink).map_err(|e| config.option_error("rules", format!("rule {n}: {e}")))?;
+        compile(&rule.when).map_err(|e| {
+            config.option_error(
+                "rules",
+                format!("rule {n}: invalid jq predicate in `when`: {e}"),
+            )
+        })?;
+        let sink = ctx
+            .route_to(&rule.sink)
+            .map_err(|e| config.option_error("rules", format!("rule {n}: {e}")))?;
         rules.push((rule.when, sink));
     }
     Ok(Arc::new(RouteFactory { rules }))
@@ -88,7 +97,9 @@ impl RouteStep {
         let input = parse_json(value).map_err(|e| format!("invalid JSON: {e}"))?;
         for (i, (predicate, sink)) in self.rules.iter().enumerate() {
             // cloning a value only counts a reference
-            let matched = predicate.matches(input.clone()).map_err(|e| format!("rule {}: {e}", i + 1))?;
+            let matched = predicate
+                .matches(input.clone())
+                .map_err(|e| format!("rule {}: {e}", i + 1))?;
             if matched {
                 return Ok(Some(*sink));
             }
@@ -130,22 +141,36 @@ mod tests {
             r#"{"amount": null}"#,
         ];
         let out = run_values("route", RULES, &inputs).await;
-        assert_eq!(routed(&out), vec![(2, inputs[0].into()), (1, inputs[1].into()), (1, inputs[3].into())]);
+        assert_eq!(
+            routed(&out),
+            vec![
+                (2, inputs[0].into()),
+                (1, inputs[1].into()),
+                (1, inputs[3].into())
+            ]
+        );
         assert_eq!(values(&out.events), vec![inputs[2], inputs[4]]);
         assert!(out.dead.is_empty());
     }
 
     #[tokio::test]
     async fn fails_invalid_json_and_predicate_errors() {
-        let rules = "rules = [{ when = '.a == 1', sink = 'audit' }, { when = '.a.b', sink = 'audit' }]";
+        let rules =
+            "rules = [{ when = '.a == 1', sink = 'audit' }, { when = '.a.b', sink = 'audit' }]";
         let out = run_values("route", rules, &["{", r#"{"a": 2}"#, r#"{"a": 1}"#]).await;
         assert_eq!(routed(&out), vec![(1, r#"{"a": 1}"#.to_string())]);
         assert!(out.events.is_empty());
         assert_eq!(
             dead(&out),
             vec![
-                ("{".to_string(), "invalid JSON: expected value or end of sequence at byte 1".to_string()),
-                (r#"{"a": 2}"#.to_string(), "rule 2: cannot use 2 as iterable (array or object)".to_string()),
+                (
+                    "{".to_string(),
+                    "invalid JSON: expected value or end of sequence at byte 1".to_string()
+                ),
+                (
+                    r#"{"a": 2}"#.to_string(),
+                    "rule 2: cannot use 2 as iterable (array or object)".to_string()
+                ),
             ]
         );
     }
@@ -161,7 +186,10 @@ mod tests {
             err("rules = [{ when = '.a', sink = 'audit' }, { when = '.a |', sink = 'out' }]"),
             "error: <inline>:1:9: rule 2: invalid jq predicate in `when`: expected term but found end of input"
         );
-        assert_eq!(err("rules = []"), "error: <inline>:1:9: expected at least one rule");
+        assert_eq!(
+            err("rules = []"),
+            "error: <inline>:1:9: expected at least one rule"
+        );
         assert_eq!(
             err("rules = [{ when = '.a', sink = 'out', to = 'x' }]"),
             "error: <inline>:1:39: `rules[0]`: unknown field `to`, expected `when` or `sink`"

@@ -47,10 +47,16 @@ fn default_seed() -> u64 {
 }
 
 /// Validates the options.
-pub fn build(config: &ComponentConfig, _ctx: &mut StepContext<'_>) -> Result<Arc<dyn StepFactory>, Diagnostic> {
+pub fn build(
+    config: &ComponentConfig,
+    _ctx: &mut StepContext<'_>,
+) -> Result<Arc<dyn StepFactory>, Diagnostic> {
     let options: SampleOptions = config.options()?;
     if !(0.0..=1.0).contains(&options.rate) {
-        return Err(config.option_error("rate", format!("rate must be between 0.0 and 1.0, got {}", options.rate)));
+        return Err(config.option_error(
+            "rate",
+            format!("rate must be between 0.0 and 1.0, got {}", options.rate),
+        ));
     }
     Ok(Arc::new(SampleFactory {
         threshold: Threshold::new(options.rate),
@@ -183,7 +189,11 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_about_the_rate() {
-        let out = run(build("sample", "rate = 0.25").unwrap(), events(20_000, false)).await;
+        let out = run(
+            build("sample", "rate = 0.25").unwrap(),
+            events(20_000, false),
+        )
+        .await;
         let kept = out.events.len();
         assert!((4_500..5_500).contains(&kept), "kept {kept}");
         assert!(out.dead.is_empty());
@@ -197,8 +207,13 @@ mod tests {
     async fn by_key_keeps_all_or_none_of_a_key() {
         let factory = build("sample", "rate = 0.5\nby_key = true").unwrap();
         let out = run(factory.clone(), events(10_000, true)).await;
-        let kept_keys: std::collections::BTreeSet<_> = out.events.iter().map(|e| e.key.clone().unwrap()).collect();
-        assert!((180..320).contains(&kept_keys.len()), "kept {} keys", kept_keys.len());
+        let kept_keys: std::collections::BTreeSet<_> =
+            out.events.iter().map(|e| e.key.clone().unwrap()).collect();
+        assert!(
+            (180..320).contains(&kept_keys.len()),
+            "kept {} keys",
+            kept_keys.len()
+        );
         // every event of a kept key is kept: 20 events per key
         assert_eq!(out.events.len(), kept_keys.len() * 20);
         // another instance (another lane, another process) decides the same
@@ -219,16 +234,31 @@ mod tests {
                 kept += threshold.keeps(mix(h ^ salt)) as usize;
             }
         }
-        assert!((seen * 4 / 10..seen * 6 / 10).contains(&kept), "kept {kept} of {seen}");
+        assert!(
+            (seen * 4 / 10..seen * 6 / 10).contains(&kept),
+            "kept {kept} of {seen}"
+        );
     }
 
     #[test]
     fn config_errors() {
         let err = |options: &str| build("sample", options).err().expect("an error");
-        assert_eq!(err("rate = 1.5"), "error: <inline>:1:8: rate must be between 0.0 and 1.0, got 1.5");
-        assert_eq!(err("rate = -0.1"), "error: <inline>:1:8: rate must be between 0.0 and 1.0, got -0.1");
-        assert_eq!(err("rate = nan"), "error: <inline>:1:8: rate must be between 0.0 and 1.0, got NaN");
-        assert_eq!(err("by_key = true"), "error: <inline>:1:1: missing field `rate`");
+        assert_eq!(
+            err("rate = 1.5"),
+            "error: <inline>:1:8: rate must be between 0.0 and 1.0, got 1.5"
+        );
+        assert_eq!(
+            err("rate = -0.1"),
+            "error: <inline>:1:8: rate must be between 0.0 and 1.0, got -0.1"
+        );
+        assert_eq!(
+            err("rate = nan"),
+            "error: <inline>:1:8: rate must be between 0.0 and 1.0, got NaN"
+        );
+        assert_eq!(
+            err("by_key = true"),
+            "error: <inline>:1:1: missing field `rate`"
+        );
         assert_eq!(
             err("rate = 0.5\nbykey = true"),
             "error: <inline>:2:1: unknown field `bykey`, expected one of `rate`, `by_key`, `seed`; did you mean `by_key`?"
