@@ -116,12 +116,10 @@ pub fn jq_map(events: u64) -> f64 {
             let Ok(val) = weir_functions::jq::parse_json(&e.value) else {
                 continue;
             };
-            for result in program.run(val) {
-                if let Ok(v) = result {
-                    weir_functions::jq::write_json(&v, &mut out);
-                    std::hint::black_box(out.split().freeze());
-                    kept += 1;
-                }
+            for v in program.run(val).flatten() {
+                weir_functions::jq::write_json(&v, &mut out);
+                std::hint::black_box(out.split().freeze());
+                kept += 1;
             }
         }
     }

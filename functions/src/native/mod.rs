@@ -26,8 +26,11 @@
 //!
 //! Then add one line to [`crate::register`]:
 //!
-//! ```ignore
+//! ```
+//! # let mut registry = weir_engine::Registry::new();
+//! # use weir_functions::native;
 //! registry.step("json-add-field", native::json_add_field::build);
+//! # assert!(registry.step_kinds().any(|k| k == "json-add-field"));
 //! ```
 //!
 //! and the step is usable as `type = "json-add-field"` in `[[steps]]`.
