@@ -142,36 +142,33 @@ dir = "cp"
     );
 }
 
-#[test]
-fn order_holds_per_partition_across_shards_and_lanes() {
+/// Runs a generator → jq → file (envelope) pipeline with the given
+/// `[pipeline]` and generator settings and returns what the sink wrote.
+fn run_generator_pipeline(
+    pipeline_settings: &str,
+    generator_options: &str,
+) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write(
         dir.path(),
         "p.toml",
-        r#"
-[pipeline]
-name = "order"
-shards = 2
-max_inflight = 4
-[sources.gen]
-type = "generator"
-count = 40000
-partitions = 8
-payload = '{"seq":{{seq}},"p":{{partition}}}'
-batch = { max_events = 50 }
-[[steps]]
-type = "jq"
-expr = '.seen = true'
-[sinks.out]
-type = "file"
-path = "out.jsonl"
-format = "envelope"
-fsync = false
-"#,
+        &format!(
+            "[pipeline]\n{pipeline_settings}\n[sources.gen]\ntype = \"generator\"\n{generator_options}\n\
+             [[steps]]\ntype = \"jq\"\nexpr = '.seen = true'\n\
+             [sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\nformat = \"envelope\"\nfsync = false\n"
+        ),
     );
     let out = run_in(dir.path(), &["run", pipeline.to_str().unwrap()]);
     assert!(out.status.success(), "{}", show(&out));
-    let events = read_envelopes(&dir.path().join("out.jsonl"));
+    read_envelopes(&dir.path().join("out.jsonl"))
+}
+
+#[test]
+fn order_holds_per_partition_across_shards_and_lanes() {
+    let events = run_generator_pipeline(
+        "name = \"order\"\nshards = 2\nmax_inflight = 4",
+        "count = 40000\npartitions = 8\npayload = '{\"seq\":{{seq}},\"p\":{{partition}}}'\nbatch = { max_events = 50 }",
+    );
     assert_eq!(events.len(), 40000);
     let mut last: HashMap<u64, i64> = HashMap::new();
     for e in &events {
@@ -190,36 +187,10 @@ fsync = false
 
 #[test]
 fn order_holds_per_key_when_batches_of_a_partition_run_concurrently() {
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = write(
-        dir.path(),
-        "p.toml",
-        r#"
-[pipeline]
-name = "order-key"
-shards = 2
-ordering = "key"
-max_inflight = 4
-[sources.gen]
-type = "generator"
-count = 40000
-partitions = 1
-key_cardinality = 97
-payload = '{"seq":{{seq}},"key":"{{key}}"}'
-batch = { max_events = 64 }
-[[steps]]
-type = "jq"
-expr = '.seen = true'
-[sinks.out]
-type = "file"
-path = "out.jsonl"
-format = "envelope"
-fsync = false
-"#,
+    let events = run_generator_pipeline(
+        "name = \"order-key\"\nshards = 2\nordering = \"key\"\nmax_inflight = 4",
+        "count = 40000\npartitions = 1\nkey_cardinality = 97\npayload = '{\"seq\":{{seq}},\"key\":\"{{key}}\"}'\nbatch = { max_events = 64 }",
     );
-    let out = run_in(dir.path(), &["run", pipeline.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", show(&out));
-    let events = read_envelopes(&dir.path().join("out.jsonl"));
     assert_eq!(events.len(), 40000);
     let mut last: HashMap<String, i64> = HashMap::new();
     let mut out_of_partition_order = 0;
