@@ -205,11 +205,17 @@ impl SourceContext {
     }
 
     /// Completes when a batch of `events` events and `bytes` bytes for
-    /// `partition` would be accepted. Cancel safe.
-    pub async fn ready(&self, partition: u32, events: usize, bytes: usize) {
-        self.shards[self.shard_of(partition)]
-            .ready(events, bytes)
-            .await
+    /// `partition` would be accepted. Cancel safe; the future does not
+    /// borrow the context, so a source can wait on it beside
+    /// [`shutdown`](Self::shutdown) and [`checkpoint_tick`](Self::checkpoint_tick).
+    pub fn ready(
+        &self,
+        partition: u32,
+        events: usize,
+        bytes: usize,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let queue = self.shards[self.shard_of(partition)].clone();
+        async move { queue.ready(events, bytes).await }
     }
 
     async fn dispatch_inner(
@@ -421,5 +427,169 @@ impl SourceContext {
     /// Stops tracking a revoked partition (after its final commit).
     pub fn forget_partition(&mut self, partition: u32) {
         self.ledger.forget(partition);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{bounded, QueueLimits, QueueReceiver};
+    use crate::shutdown::shutdown_channel;
+    use crate::telemetry::QueueMetrics;
+
+    fn context(
+        shards: usize,
+        max_events: usize,
+    ) -> (
+        SourceContext,
+        Vec<QueueReceiver<Batch>>,
+        crate::ShutdownTrigger,
+    ) {
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for i in 0..shards {
+            let (tx, rx) = bounded(
+                QueueLimits {
+                    max_events,
+                    max_bytes: 1 << 20,
+                },
+                QueueMetrics::new(&format!("t-{i}")),
+            );
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let (trigger, signal) = shutdown_channel();
+        let ctx = SourceContext::new(SourceContextParts {
+            id: 0,
+            name: "src".into(),
+            shards: senders.into(),
+            latency: None,
+            shutdown: signal,
+            checkpoint_interval: Duration::from_millis(10),
+            shutdown_timeout: Duration::from_millis(200),
+            store: None,
+            batch: BatchSettings::default(),
+        });
+        (ctx, receivers, trigger)
+    }
+
+    fn events(n: u64) -> Vec<Event> {
+        (0..n).map(|i| Event::new("x").with_offset(i)).collect()
+    }
+
+    #[tokio::test]
+    async fn try_dispatch_hands_events_back_when_the_shard_is_full_and_ready_waits_for_room() {
+        let (mut ctx, mut rx, _trigger) = context(1, 10);
+        ctx.try_dispatch(0, events(8), 8).unwrap();
+        let back = ctx.try_dispatch(0, events(8), 16).unwrap_err();
+        assert_eq!(back.len(), 8, "the events come back for the source to hold");
+        let (first, permit) = rx[0].recv().await.unwrap();
+        let ready = ctx.ready(0, 8, 8);
+        tokio::pin!(ready);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut ready)
+                .await
+                .is_err(),
+            "still full"
+        );
+        drop(permit);
+        tokio::time::timeout(Duration::from_secs(1), ready)
+            .await
+            .expect("room after the permit is released");
+        ctx.try_dispatch(0, back, 16).unwrap();
+        first.ack.ack();
+        assert_eq!(
+            ctx.take_checkpoints(),
+            vec![Checkpoint {
+                partition: 0,
+                position: 8
+            }]
+        );
+        assert_eq!(ctx.inflight(), 1, "the refused attempt is not tracked");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_partition_drains_within_its_deadline_then_commits() {
+        let (mut ctx, mut rx, _trigger) = context(2, 1000);
+        ctx.dispatch(0, events(3), 3, Routing::Partition)
+            .await
+            .unwrap();
+        ctx.dispatch(1, events(3), 3, Routing::Partition)
+            .await
+            .unwrap();
+        let b0 = rx[ctx.shard_of(0)].recv().await.unwrap().0;
+        let b1 = rx[ctx.shard_of(1)].recv().await.unwrap().0;
+        let deadline = Instant::now() + Duration::from_millis(30);
+        assert!(
+            !ctx.drain_partition(0, deadline).await,
+            "partition 0 is still in flight"
+        );
+        assert!(Instant::now() >= deadline);
+        let acker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            b0.ack.ack();
+        });
+        assert!(
+            ctx.drain_partition(0, Instant::now() + Duration::from_secs(5))
+                .await
+        );
+        acker.await.unwrap();
+        // partition 1 is still pending and does not hold partition 0 back
+        assert_eq!(
+            ctx.take_checkpoints(),
+            vec![Checkpoint {
+                partition: 0,
+                position: 3
+            }]
+        );
+        ctx.forget_partition(0);
+        assert_eq!(ctx.inflight(), 1);
+        b1.ack.ack();
+    }
+
+    #[tokio::test]
+    async fn key_routing_splits_a_batch_over_shards_and_acks_once_all_parts_are_done() {
+        let (mut ctx, mut rx, _trigger) = context(2, 1000);
+        let keyed: Vec<Event> = (0..64)
+            .map(|i| Event::new("v").with_key(format!("k{i}")).with_offset(i))
+            .collect();
+        ctx.dispatch(0, keyed, 64, Routing::Key).await.unwrap();
+        let a = rx[0].recv().await.unwrap().0;
+        let b = rx[1].recv().await.unwrap().0;
+        assert_eq!(a.events.len() + b.events.len(), 64);
+        for e in a.events.iter() {
+            assert_eq!(
+                assign::shard_for_key(assign::hash_key(e.key.as_ref().unwrap()), 2),
+                0
+            );
+        }
+        a.ack.ack();
+        assert_eq!(
+            ctx.take_checkpoints(),
+            vec![],
+            "half a batch is not a checkpoint"
+        );
+        b.ack.ack();
+        assert_eq!(
+            ctx.take_checkpoints(),
+            vec![Checkpoint {
+                partition: 0,
+                position: 64
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn drain_after_shutdown_gives_up_at_the_timeout() {
+        let (mut ctx, mut rx, trigger) = context(1, 1000);
+        ctx.dispatch(0, events(1), 1, Routing::Partition)
+            .await
+            .unwrap();
+        let _held = rx[0].recv().await.unwrap();
+        trigger.trigger();
+        let started = Instant::now();
+        assert!(!ctx.drain().await);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
