@@ -1,6 +1,7 @@
-//! The admin HTTP server, off the hot path: `/metrics` (Prometheus text),
-//! `/health` (the process is up), `/ready` (the pipeline runs) and
-//! `/api/pipeline` (JSON: name, state, shards, sources, steps, sinks).
+//! The admin HTTP server, off the hot path: `/` (the dashboard page),
+//! `/metrics` (Prometheus text), `/health` (the process is up), `/ready`
+//! (the pipeline runs) and `/api/pipeline` (JSON: name, state, shards,
+//! sources, steps, sinks, end-to-end latency percentiles).
 //!
 //! A deliberately small HTTP/1.1 responder: one request per connection,
 //! GET only, so the admin port pulls in no web framework.
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use weir_engine::LatencyHistogram;
 
 /// What the admin server reports.
 pub struct AdminState {
@@ -21,7 +23,12 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// `/api/pipeline` body.
     pub description: serde_json::Value,
+    /// End-to-end latency of delivered batches.
+    pub latency: Arc<LatencyHistogram>,
 }
+
+/// The dashboard: one static page that polls `/api/pipeline` and `/metrics`.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Binds `addr` and serves until the process ends. Returns the bound address.
 pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<SocketAddr> {
@@ -58,6 +65,7 @@ async fn handle(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, path) {
+        ("GET", "/") => ("200 OK", "text/html; charset=utf-8", DASHBOARD.to_string()),
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4",
@@ -80,6 +88,14 @@ async fn handle(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
                 "stopped"
             }
             .into();
+            let l = &state.latency;
+            d["latency"] = serde_json::json!({
+                "count": l.count(),
+                "p50_us": l.quantile_micros(0.50),
+                "p90_us": l.quantile_micros(0.90),
+                "p99_us": l.quantile_micros(0.99),
+                "p999_us": l.quantile_micros(0.999),
+            });
             ("200 OK", "application/json", d.to_string())
         }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),

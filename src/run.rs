@@ -53,6 +53,7 @@ pub fn run(file: &Path) -> ExitCode {
         });
         let state = Arc::new(AdminState {
             metrics,
+            latency: pipeline.latency(),
             ready: AtomicBool::new(false),
             description: serde_json::json!({
                 "name": config.pipeline.name,

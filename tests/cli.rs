@@ -207,6 +207,16 @@ fn admin_server_serves_health_readiness_metrics_and_pipeline_state() {
     assert_eq!(api["name"], "admin-test");
     assert_eq!(api["state"], "running");
     assert_eq!(api["steps"][0]["type"], "jq");
+    assert!(api["latency"]["count"].as_u64().unwrap() > 0, "{api}");
+    assert!(
+        api["latency"]["p99_us"].as_u64().unwrap() >= api["latency"]["p50_us"].as_u64().unwrap()
+    );
+    let (status, page) = get(port, "/").unwrap();
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        page.contains("<title>weir</title>") && page.contains("/api/pipeline"),
+        "the dashboard page"
+    );
     assert_eq!(get(port, "/nope").unwrap().0, "HTTP/1.1 404 Not Found");
     // SAFETY: signals our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
