@@ -33,7 +33,7 @@ pub fn run(file: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let (trigger, _) = shutdown_channel();
         let on_signal = trigger.clone();
         let mut term = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
@@ -84,14 +84,24 @@ pub fn run(file: &Path) -> ExitCode {
         let result = pipeline.run(trigger).await;
         state.ready.store(false, Ordering::Relaxed);
         match result {
-            Ok(_) => {
+            Ok(report) if report.drained => {
                 tracing::info!("pipeline finished: everything dispatched was delivered and committed");
                 ExitCode::SUCCESS
+            }
+            Ok(_) => {
+                eprintln!(
+                    "error: some events were not delivered (see the errors above); \
+                     the checkpoint stops before them and they will be read again"
+                );
+                ExitCode::FAILURE
             }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // a step or sink stuck past the shutdown deadline must not keep the process alive
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }

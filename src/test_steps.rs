@@ -79,7 +79,7 @@ pub fn test(file: &Path, input: &Path, allow_failures: bool) -> ExitCode {
         let _ = writeln!(
             stdout,
             "route {} {}",
-            sink_names[*sink as usize],
+            sink_names.get(*sink as usize).map_or("?", String::as_str),
             String::from_utf8_lossy(&e.value)
         );
     }

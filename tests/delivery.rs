@@ -296,3 +296,45 @@ timeout = "10s"
     let distinct: std::collections::HashSet<&String> = lines.iter().collect();
     assert_eq!(distinct.len(), n);
 }
+
+#[test]
+fn a_sink_that_cannot_open_stops_the_pipeline_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "blocker", "a file where a directory should be");
+    let pipeline = write(
+        dir.path(),
+        "p.toml",
+        "[sources.gen]\ntype = \"generator\"\n[sinks.out]\ntype = \"file\"\npath = \"blocker/out.jsonl\"\n[checkpoint]\ndir = \"cp\"\n",
+    );
+    // an unbounded generator: only the sink's failure can end this run
+    let started = Instant::now();
+    let out = run_in(dir.path(), &["run", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sink `out`") && stderr.contains("blocker"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_pipeline_whose_every_sink_is_routed_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write(
+        dir.path(),
+        "p.toml",
+        "[sources.gen]\ntype = \"generator\"\n[[steps]]\ntype = \"route\"\nrules = [{ when = \".amount > 100\", sink = \"big\" }]\n[sinks.big]\ntype = \"stdout\"\n",
+    );
+    let out = run_in(dir.path(), &["validate", pipeline.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no sink receives the pipeline's output"),
+        "{}",
+        show(&out)
+    );
+}

@@ -31,6 +31,8 @@ struct PartitionLedger {
     dispatched: Option<u64>,
     /// Whether the head of the queue is a failed batch (the partition is stuck).
     stuck: bool,
+    /// Whether `stuck` was already reported.
+    stuck_reported: bool,
 }
 
 impl PartitionLedger {
@@ -43,6 +45,14 @@ impl PartitionLedger {
                 }
                 AckStatus::Failed => {
                     self.stuck = true;
+                    // the watermark cannot pass the failed head: keep only the
+                    // head and what is still in flight, so memory stays bounded
+                    let head = self.inflight.pop_front();
+                    self.inflight
+                        .retain(|(_, s)| s.status() == AckStatus::Pending);
+                    if let Some(head) = head {
+                        self.inflight.push_front(head);
+                    }
                     return;
                 }
                 AckStatus::Pending => return,
@@ -87,6 +97,19 @@ impl AckLedger {
         ledger.inflight.push_back((end, state));
     }
 
+    /// Forgets the last batch tracked for `partition` (a dispatch given up
+    /// before the batch was handed on).
+    pub fn untrack_last(&mut self, partition: u32) {
+        if let Some(ledger) = self.partitions.get_mut(&partition) {
+            ledger.inflight.pop_back();
+            ledger.dispatched = ledger
+                .inflight
+                .back()
+                .map(|(end, _)| *end)
+                .or(ledger.watermark);
+        }
+    }
+
     /// Moves every watermark forward and returns those that changed since the
     /// last call: the positions to commit.
     pub fn take_checkpoints(&mut self) -> Vec<Checkpoint> {
@@ -101,6 +124,21 @@ impl AckLedger {
                     });
                 }
                 ledger.reported = ledger.watermark;
+            }
+        }
+        out
+    }
+
+    /// Partitions that became stuck since the last call.
+    pub fn take_newly_stuck(&mut self) -> Vec<StuckPartition> {
+        let mut out = Vec::new();
+        for (&partition, l) in &mut self.partitions {
+            if l.stuck && !l.stuck_reported {
+                l.stuck_reported = true;
+                out.push(StuckPartition {
+                    partition,
+                    watermark: l.watermark,
+                });
             }
         }
         out
@@ -238,6 +276,29 @@ mod tests {
                 watermark: None
             }]
         );
+        assert_eq!(ledger.take_newly_stuck().len(), 1);
+        assert!(ledger.take_newly_stuck().is_empty(), "reported once");
+    }
+
+    #[test]
+    fn a_stuck_partition_keeps_only_its_failed_head_and_pending_batches() {
+        let mut ledger = AckLedger::new();
+        let failed = AckToken::detached();
+        ledger.track(0, 1, failed.state());
+        failed.fail();
+        let mut pending = Vec::new();
+        for i in 0..100u64 {
+            let t = AckToken::detached();
+            ledger.track(0, i + 2, t.state());
+            if i % 10 == 0 {
+                pending.push(t);
+            } else {
+                t.ack();
+            }
+        }
+        assert!(ledger.take_checkpoints().is_empty());
+        assert_eq!(ledger.inflight(0), 1 + pending.len());
+        pending.into_iter().for_each(AckToken::ack);
     }
 
     #[test]

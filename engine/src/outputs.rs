@@ -50,7 +50,14 @@ impl Outputs {
         if !out.routed.is_empty() {
             let mut per_sink: Vec<Vec<Event>> = vec![Vec::new(); self.sinks.len()];
             for (sink, event) in out.routed.drain(..) {
-                per_sink[sink as usize].push(event);
+                match per_sink.get_mut(sink as usize) {
+                    Some(events) => events.push(event),
+                    // a step routed to a sink id it did not get from StepContext: a bug
+                    None => {
+                        tracing::error!(sink, "a step routed an event to an unknown sink; its batch will not be committed");
+                        ack.share().fail();
+                    }
+                }
             }
             for (sink, events) in per_sink.into_iter().enumerate() {
                 if !events.is_empty() {

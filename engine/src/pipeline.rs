@@ -111,6 +111,26 @@ impl Pipeline {
         let default_sinks: Vec<SinkId> = (0..sink_names.len() as SinkId)
             .filter(|id| !routed.contains(id) && Some(*id) != dead_letter)
             .collect();
+        if default_sinks.is_empty() && !sink_names.is_empty() && errors.is_empty() {
+            let at = config.sinks.first().map(|c| c.location());
+            let msg = "no sink receives the pipeline's output: every sink is a route target or the dead-letter sink, \
+                       so events no rule matches would be lost; add a sink for them (type = \"blackhole\" to discard them on purpose)";
+            errors.push(match at {
+                Some(at) => weir_config::Diagnostic::at(at, msg),
+                None => weir_config::Diagnostic::new(msg),
+            });
+        }
+        for (what, n) in [
+            ("sources", config.sources.len()),
+            ("sinks", config.sinks.len()),
+        ] {
+            if n > u16::MAX as usize {
+                errors.push(weir_config::Diagnostic::new(format!(
+                    "{n} {what}; at most {} are supported",
+                    u16::MAX
+                )));
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -177,10 +197,23 @@ impl Pipeline {
                 Some(d) if d as usize != i => Some(sink_senders[d as usize].clone()),
                 _ => None,
             };
+            // a sink gathering as much as its queue holds would keep the permits
+            // of everything it gathered and wait out max_wait on every write
+            let mut batch = s.batch;
+            let (half_events, half_bytes) = (
+                (q.sink_max_events / 2).max(1),
+                (q.sink_max_bytes / 2).max(1),
+            );
+            if batch.max_events > half_events || batch.max_bytes > half_bytes {
+                tracing::warn!(sink = %s.name, max_events = half_events, max_bytes = half_bytes,
+                    "sink batch limits lowered to half its queue (queues.sink_max_events / sink_max_bytes)");
+                batch.max_events = batch.max_events.min(half_events);
+                batch.max_bytes = batch.max_bytes.min(half_bytes);
+            }
             let runner = SinkRunner {
                 name: Arc::clone(&s.name),
                 input: rx,
-                batch: s.batch,
+                batch,
                 retry: cfg.retry.clone(),
                 dead_letter,
                 source_names: Arc::clone(&source_names),
@@ -241,6 +274,7 @@ impl Pipeline {
 
         // sources
         let mut source_tasks = tokio::task::JoinSet::new();
+        let mut incomplete = Vec::new();
         let drain_timeout = cfg.shutdown.timeout.mul_f64(0.9);
         for (id, s) in self.sources.into_iter().enumerate() {
             let ctx = SourceContext::new(SourceContextParts {
@@ -254,6 +288,7 @@ impl Pipeline {
                 store: Some(s.store),
                 batch: s.batch,
             });
+            incomplete.push(ctx.incomplete_flag());
             let name = Arc::clone(&s.name);
             source_tasks.spawn(async move { (name, s.source.run(ctx).await) });
         }
@@ -267,28 +302,45 @@ impl Pipeline {
         };
         let mut first_error: Option<Error> = None;
         let finish = async {
-            while let Some(joined) = source_tasks.join_next().await {
-                match joined {
-                    Ok((_, Ok(()))) => {}
-                    Ok((name, Err(e))) => {
-                        tracing::error!(source = %name, error = %e, "source failed; shutting down");
-                        first_error.get_or_insert(e.context(format!("source `{name}`")));
-                        shutdown.trigger();
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(Error::internal(format!("source task: {e}")));
-                        shutdown.trigger();
+            while !source_tasks.is_empty() {
+                tokio::select! {
+                    biased;
+                    Some(joined) = source_tasks.join_next() => match joined {
+                        Ok((_, Ok(()))) => {}
+                        Ok((name, Err(e))) => {
+                            tracing::error!(source = %name, error = %e, "source failed; shutting down");
+                            first_error.get_or_insert(e.context(format!("source `{name}`")));
+                            shutdown.trigger();
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(Error::internal(format!("source task: {e}")));
+                            shutdown.trigger();
+                        }
+                    },
+                    // a sink that fails (cannot open, panics) must stop the reading at
+                    // once; one that ends cleanly does so only after every shard ended
+                    Some(joined) = sink_tasks.join_next() => {
+                        let failure = match joined {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(e),
+                            Err(e) => Some(Error::internal(format!("sink task: {e}"))),
+                        };
+                        if let Some(e) = failure {
+                            tracing::error!(error = %e, "sink failed; shutting down");
+                            first_error.get_or_insert(e);
+                            shutdown.trigger();
+                        }
                     }
                 }
             }
             tracing::debug!("sources finished; waiting for shards");
-            for t in threads {
-                match tokio::task::spawn_blocking(move || t.join()).await {
-                    Ok(Ok(Ok(()))) => {}
-                    Ok(Ok(Err(e))) => {
+            for done in threads {
+                match done.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
                         first_error.get_or_insert(e.context("shard"));
                     }
-                    _ => {
+                    Err(_) => {
                         first_error.get_or_insert(Error::internal("shard thread panicked"));
                     }
                 }
@@ -319,7 +371,11 @@ impl Pipeline {
         tracing::debug!(elapsed = ?started.elapsed(), "pipeline stopped");
         match first_error {
             Some(e) => Err(e),
-            None => Ok(RunReport { drained: true }),
+            None => Ok(RunReport {
+                drained: !incomplete
+                    .iter()
+                    .any(|f| f.load(std::sync::atomic::Ordering::Relaxed)),
+            }),
         }
     }
 }

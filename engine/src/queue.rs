@@ -125,23 +125,41 @@ impl<T> QueueSender<T> {
     /// Cancel safety: if the future is dropped before it completes, the item
     /// is dropped with it and nothing is queued.
     pub async fn send(&self, item: T, events: usize, bytes: usize) -> Result<(), SendError<T>> {
+        self.send_unless(item, events, bytes, std::future::pending::<()>())
+            .await
+    }
+
+    /// Like [`send`](Self::send), but gives up when `cancel` completes first:
+    /// the item comes back as [`SendError::Full`]. Cancel safe in the same
+    /// way as `send`.
+    pub async fn send_unless(
+        &self,
+        item: T,
+        events: usize,
+        bytes: usize,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<(), SendError<T>> {
         let units = self.shared.units(events, bytes);
         let permit = match Arc::clone(&self.shared.semaphore).try_acquire_many_owned(units) {
             Ok(p) => p,
-            Err(_) => {
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(SendError::Closed(item)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
                 let started = Instant::now();
                 self.shared.metrics.full();
-                let permit = Arc::clone(&self.shared.semaphore)
-                    .acquire_many_owned(units)
-                    .await;
+                let acquired = tokio::select! {
+                    biased;
+                    p = Arc::clone(&self.shared.semaphore).acquire_many_owned(units) => Some(p),
+                    _ = cancel => None,
+                };
                 let waited = started.elapsed();
                 self.shared
                     .blocked_nanos
                     .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
                 self.shared.metrics.blocked(waited);
-                match permit {
-                    Ok(p) => p,
-                    Err(_) => return Err(SendError::Closed(item)),
+                match acquired {
+                    Some(Ok(p)) => p,
+                    Some(Err(_)) => return Err(SendError::Closed(item)),
+                    None => return Err(SendError::Full(item)),
                 }
             }
         };
@@ -286,6 +304,18 @@ mod tests {
         assert!(sender.await.unwrap());
         assert!(tx.blocked() >= Duration::from_millis(20));
         assert_eq!(rx.recv().await.unwrap().0, 2);
+    }
+
+    #[tokio::test]
+    async fn send_unless_gives_the_item_back_when_cancelled() {
+        let (tx, _rx) = queue(1, 1_000);
+        tx.send(1, 1, 1).await.unwrap();
+        let cancel = tokio::time::sleep(Duration::from_millis(10));
+        assert_eq!(
+            tx.send_unless(2, 1, 1, cancel).await,
+            Err(SendError::Full(2))
+        );
+        assert_eq!(tx.events(), 1, "nothing was taken");
     }
 
     #[tokio::test]

@@ -41,21 +41,23 @@ pub struct ShardPlan {
 }
 
 /// Starts the shard's thread. The thread ends when the inbox closes and every
-/// lane finished.
-pub fn spawn(plan: ShardPlan) -> std::io::Result<std::thread::JoinHandle<Result<()>>> {
+/// lane finished; the returned receiver then gets its result (an error if
+/// the receiver sees the sender dropped: the thread panicked).
+pub fn spawn(plan: ShardPlan) -> std::io::Result<tokio::sync::oneshot::Receiver<Result<()>>> {
+    let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name(format!("weir-shard-{}", plan.index)).spawn(move || {
         if let Some(core) = plan.core {
             if let Err(e) = pin_to_core(core) {
                 tracing::warn!(shard = plan.index, core, error = %e, "could not pin shard to its core");
             }
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::internal(format!("shard runtime: {e}")))?;
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&runtime, run(plan))
-    })
+        let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => tokio::task::LocalSet::new().block_on(&runtime, run(plan)),
+            Err(e) => Err(Error::internal(format!("shard runtime: {e}"))),
+        };
+        let _ = done.send(outcome);
+    })?;
+    Ok(result)
 }
 
 /// The cores this process may run on.
@@ -64,7 +66,8 @@ pub fn available_cores() -> Vec<usize> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            return (0..n.min(libc::CPU_SETSIZE as usize)).collect();
         }
         (0..libc::CPU_SETSIZE as usize)
             .filter(|&c| libc::CPU_ISSET(c, &set))
@@ -106,13 +109,17 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
     while let Some((batch, permit)) = plan.inbox.recv().await {
         let permit = Rc::new(permit);
         if lanes == 1 {
-            let _ = senders[0].send((batch, permit));
+            senders[0]
+                .send((batch, permit))
+                .map_err(|_| lane_died(plan.index))?;
             continue;
         }
         match plan.ordering {
             Ordering::Partition => {
                 let lane = assign::lane_for_partition(batch.source, batch.partition, lanes);
-                let _ = senders[lane].send((batch, permit));
+                senders[lane]
+                    .send((batch, permit))
+                    .map_err(|_| lane_died(plan.index))?;
             }
             Ordering::Key => {
                 let Batch {
@@ -140,7 +147,9 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
                         events,
                         ack: ack.share(),
                     };
-                    let _ = senders[lane].send((sub, Rc::clone(&permit)));
+                    senders[lane]
+                        .send((sub, Rc::clone(&permit)))
+                        .map_err(|_| lane_died(plan.index))?;
                 }
                 ack.ack();
             }
@@ -152,6 +161,17 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
             .map_err(|e| Error::internal(format!("lane task: {e}")))?;
     }
     Ok(())
+}
+
+/// A lane's task ended while its shard still runs: a step panicked. The
+/// shard stops with an error (so the pipeline shuts down) rather than
+/// dropping every later batch of that lane.
+fn lane_died(shard: usize) -> Error {
+    tracing::error!(
+        shard,
+        "a lane stopped: a step panicked; stopping the pipeline"
+    );
+    Error::internal(format!("shard {shard}: a step panicked"))
 }
 
 async fn lane(

@@ -69,7 +69,11 @@ impl SinkRunner {
                     None => break,
                 },
             };
-            let deadline = tokio::time::Instant::now() + self.batch.max_wait;
+            let now = tokio::time::Instant::now();
+            // an absurdly long max_wait means "wait for a full batch"
+            let deadline = now
+                .checked_add(self.batch.max_wait)
+                .unwrap_or(now + std::time::Duration::from_secs(86_400 * 365));
             let mut bytes = self.absorb(&mut pending, &mut permits, first);
             while pending.events.len() < self.batch.max_events && bytes < self.batch.max_bytes {
                 let next = match self.input.try_recv() {
@@ -105,7 +109,8 @@ impl SinkRunner {
     ) -> usize {
         let (mut batch, permit) = item;
         let bytes = size_of_events(&batch.events);
-        if pending.events.is_empty() {
+        // keep whichever buffer is larger, so the gathering buffer is reused
+        if pending.events.is_empty() && pending.events.capacity() < batch.events.len() {
             std::mem::swap(&mut pending.events, &mut batch.events);
         } else {
             pending.events.append(&mut batch.events);

@@ -35,6 +35,22 @@ pub trait Source: Send {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<()>;
 }
 
+/// Why [`SourceContext::try_dispatch`] did not dispatch.
+#[derive(Debug)]
+pub enum TryDispatchError {
+    /// The owning shard is full; the events come back.
+    Full(Vec<Event>),
+    /// The owning shard is gone (the pipeline is failing).
+    Closed,
+}
+
+/// How a send to a shard ended.
+enum Sent {
+    Yes,
+    Shutdown(Batch),
+    Closed,
+}
+
 /// How a dispatched batch is spread over shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Routing {
@@ -57,6 +73,9 @@ pub struct SourceContext {
     checkpoint: tokio::time::Interval,
     shutdown_timeout: Duration,
     store: Option<CheckpointStore>,
+    /// Set when a batch failed for good or a drain gave up: the run did not
+    /// deliver everything it dispatched.
+    incomplete: Arc<std::sync::atomic::AtomicBool>,
     metrics: SourceMetrics,
     batch: BatchSettings,
     split: Vec<Vec<Event>>,
@@ -103,6 +122,7 @@ impl SourceContext {
             checkpoint,
             shutdown_timeout: parts.shutdown_timeout,
             store: parts.store,
+            incomplete: Arc::default(),
             metrics,
             batch: parts.batch,
         }
@@ -148,36 +168,99 @@ impl SourceContext {
     /// shard is full. `end` is the position after the last event: what a
     /// restart resumes from once this batch is delivered.
     ///
-    /// Cancel safety: not cancel safe; a cancelled dispatch loses track of
-    /// the batch (it is never committed, so nothing is lost, but it is re-read).
+    /// If shutdown is requested while it waits, the batch is given up (it was
+    /// never delivered, so it is not committed and is read again after a
+    /// restart) and `Ok(())` is returned: the source sees the shutdown at its
+    /// next wait and drains.
+    ///
+    /// Cancel safety: not cancel safe. Do not put `dispatch` in a `select!`;
+    /// a dropped dispatch leaves a failed batch that stops the partition's
+    /// checkpoint for the rest of the run. To wait on something else while a
+    /// shard is full, use [`try_dispatch`](Self::try_dispatch) and
+    /// [`ready`](Self::ready).
     pub async fn dispatch(
         &mut self,
         partition: u32,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         end: u64,
         routing: Routing,
     ) -> Result<()> {
-        match self.dispatch_inner(partition, events, end, routing).await {
-            Ok(()) => Ok(()),
-            Err(SendError::Full(_)) => unreachable!("a waiting dispatch never reports full"),
-            Err(SendError::Closed(_)) => {
-                Err(Error::internal("shard inbox closed while the source runs"))
+        self.stamp(partition, &mut events);
+        let n = events.len();
+        let bytes = size_of_events(&events);
+        let ack = self.new_token();
+        self.ledger.track(partition, end, ack.state());
+        self.metrics.dispatched(n, bytes);
+        let shards = self.shards.len();
+        if routing == Routing::Partition || shards == 1 {
+            let shard = self.shard_of(partition);
+            let batch = Batch {
+                source: self.id,
+                partition,
+                events,
+                ack,
+            };
+            return match self.send(shard, batch, n, bytes).await {
+                Sent::Yes => Ok(()),
+                Sent::Shutdown(batch) => {
+                    // never handed on: forget it rather than leave a failed entry
+                    self.ledger.untrack_last(partition);
+                    batch.ack.abandon();
+                    Ok(())
+                }
+                Sent::Closed => Err(Error::internal("shard inbox closed while the source runs")),
+            };
+        }
+        let home = self.shard_of(partition);
+        for part in &mut self.split {
+            part.clear(); // left over only if an earlier dispatch was cancelled
+        }
+        for e in events.drain(..) {
+            let shard = match &e.key {
+                Some(k) => assign::shard_for_key(assign::hash_key(k), shards),
+                None => home,
+            };
+            self.split[shard].push(e);
+        }
+        let mut result = Ok(());
+        for shard in 0..shards {
+            if self.split[shard].is_empty() {
+                continue;
+            }
+            let events =
+                std::mem::replace(&mut self.split[shard], Vec::with_capacity(n / shards + 1));
+            let (n, bytes) = (events.len(), size_of_events(&events));
+            let batch = Batch {
+                source: self.id,
+                partition,
+                events,
+                ack: ack.share(),
+            };
+            match self.send(shard, batch, n, bytes).await {
+                Sent::Yes => {}
+                // the unsent part's share fails the batch: its position is not committed
+                Sent::Shutdown(_) => {}
+                Sent::Closed => {
+                    result = Err(Error::internal("shard inbox closed while the source runs"))
+                }
             }
         }
+        ack.ack();
+        result
     }
 
     /// Like [`dispatch`](Self::dispatch) with [`Routing::Partition`], but
-    /// never waits: when the owning shard is full the events come back, and
-    /// the source should pause that partition until
-    /// [`ready`](Self::ready) completes (Kafka `pause`, NATS stop pulling).
+    /// never waits: when the owning shard is full the events come back
+    /// ([`TryDispatchError::Full`]), and the source should pause that
+    /// partition until [`ready`](Self::ready) completes (Kafka `pause`, NATS
+    /// stop pulling). A refused attempt is not tracked.
     pub fn try_dispatch(
         &mut self,
         partition: u32,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         end: u64,
-    ) -> Result<(), Vec<Event>> {
+    ) -> Result<(), TryDispatchError> {
         let shard = self.shard_of(partition);
-        let mut events = events;
         self.stamp(partition, &mut events);
         let n = events.len();
         let bytes = size_of_events(&events);
@@ -195,19 +278,27 @@ impl SourceContext {
                 self.metrics.dispatched(n, bytes);
                 Ok(())
             }
-            Err(SendError::Full(b)) | Err(SendError::Closed(b)) => {
+            Err(SendError::Full(b)) => {
                 self.metrics.paused();
-                let Batch { events, ack, .. } = b;
-                ack.abandon(); // never tracked in the ledger
-                Err(events)
+                b.ack.abandon(); // never tracked in the ledger
+                Err(TryDispatchError::Full(b.events))
+            }
+            Err(SendError::Closed(b)) => {
+                b.ack.abandon();
+                Err(TryDispatchError::Closed)
             }
         }
     }
 
     /// Completes when a batch of `events` events and `bytes` bytes for
-    /// `partition` would be accepted. Cancel safe; the future does not
-    /// borrow the context, so a source can wait on it beside
+    /// `partition` would be accepted (or the shard is gone; the next
+    /// [`try_dispatch`](Self::try_dispatch) then says so). Cancel safe; the
+    /// future does not borrow the context, so a source can wait on it beside
     /// [`shutdown`](Self::shutdown) and [`checkpoint_tick`](Self::checkpoint_tick).
+    ///
+    /// Room is not reserved: a source blocked in [`dispatch`](Self::dispatch)
+    /// on the same shard may take it first, and `try_dispatch` may be refused
+    /// again.
     pub fn ready(
         &self,
         partition: u32,
@@ -218,82 +309,18 @@ impl SourceContext {
         async move { queue.ready(events, bytes).await }
     }
 
-    async fn dispatch_inner(
-        &mut self,
-        partition: u32,
-        mut events: Vec<Event>,
-        end: u64,
-        routing: Routing,
-    ) -> std::result::Result<(), SendError<Batch>> {
-        self.stamp(partition, &mut events);
-        let n = events.len();
-        let bytes = size_of_events(&events);
-        let ack = self.new_token();
-        self.ledger.track(partition, end, ack.state());
-        self.metrics.dispatched(n, bytes);
-        let shards = self.shards.len();
-        if routing == Routing::Partition || shards == 1 {
-            let shard = self.shard_of(partition);
-            return self
-                .send(
-                    shard,
-                    Batch {
-                        source: self.id,
-                        partition,
-                        events,
-                        ack,
-                    },
-                    n,
-                    bytes,
-                )
-                .await;
-        }
-        let home = self.shard_of(partition);
-        let mut split = std::mem::take(&mut self.split);
-        for e in events.drain(..) {
-            let shard = match &e.key {
-                Some(k) => assign::shard_for_key(assign::hash_key(k), shards),
-                None => home,
-            };
-            split[shard].push(e);
-        }
-        let mut result = Ok(());
-        for (shard, part) in split.iter_mut().enumerate() {
-            if part.is_empty() {
-                continue;
-            }
-            let events = std::mem::replace(part, Vec::with_capacity(n / shards + 1));
-            let (n, bytes) = (events.len(), size_of_events(&events));
-            let batch = Batch {
-                source: self.id,
-                partition,
-                events,
-                ack: ack.share(),
-            };
-            if let Err(e) = self.send(shard, batch, n, bytes).await {
-                result = Err(e);
-            }
-        }
-        self.split = split;
-        ack.ack();
-        result
-    }
-
-    async fn send(
-        &self,
-        shard: usize,
-        batch: Batch,
-        n: usize,
-        bytes: usize,
-    ) -> std::result::Result<(), SendError<Batch>> {
+    async fn send(&self, shard: usize, batch: Batch, n: usize, bytes: usize) -> Sent {
         let queue = &self.shards[shard];
-        match queue.try_send(batch, n, bytes) {
-            Ok(()) => Ok(()),
-            Err(SendError::Full(batch)) => {
-                self.metrics.paused();
-                queue.send(batch, n, bytes).await
-            }
-            Err(e) => Err(e),
+        let batch = match queue.try_send(batch, n, bytes) {
+            Ok(()) => return Sent::Yes,
+            Err(SendError::Closed(_)) => return Sent::Closed,
+            Err(SendError::Full(batch)) => batch,
+        };
+        self.metrics.paused();
+        match queue.send_unless(batch, n, bytes, self.shutdown()).await {
+            Ok(()) => Sent::Yes,
+            Err(SendError::Full(batch)) => Sent::Shutdown(batch),
+            Err(SendError::Closed(_)) => Sent::Closed,
         }
     }
 
@@ -338,7 +365,9 @@ impl SourceContext {
                 .saturating_sub(cp.position);
             self.metrics.committed(cp.partition, cp.position, lag);
         }
-        for stuck in self.ledger.stuck() {
+        for stuck in self.ledger.take_newly_stuck() {
+            self.incomplete
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(
                 source = %self.name, partition = stuck.partition, watermark = ?stuck.watermark,
                 "a batch failed delivery; the checkpoint will not move past it and it will be re-read after a restart"
@@ -375,11 +404,23 @@ impl SourceContext {
     /// whether everything completed.
     pub async fn drain(&mut self) -> bool {
         let deadline = if self.is_shutdown() {
-            Some(Instant::now() + self.shutdown_timeout)
+            after(self.shutdown_timeout)
         } else {
             None
         };
-        self.drain_until(deadline, None).await
+        let drained = self.drain_until(deadline, None).await;
+        if !drained {
+            self.incomplete
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        drained
+    }
+
+    /// A flag that is set once this source failed to deliver something it
+    /// dispatched (a batch failed for good, or a drain timed out). The
+    /// pipeline reads it after the source returned.
+    pub fn incomplete_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.incomplete)
     }
 
     /// Waits until every dispatched batch of `partition` completed, or the
@@ -416,7 +457,8 @@ impl SourceContext {
                         _ = notified => {}
                         _ = poll => {}
                         _ = shutdown.triggered() => {
-                            return Box::pin(self.drain_until(Some(Instant::now() + self.shutdown_timeout), partition)).await;
+                            let deadline = after(self.shutdown_timeout);
+                            return Box::pin(self.drain_until(deadline, partition)).await;
                         }
                     }
                 }
@@ -428,6 +470,11 @@ impl SourceContext {
     pub fn forget_partition(&mut self, partition: u32) {
         self.ledger.forget(partition);
     }
+}
+
+/// `now + d`, or `None` (no deadline) when that is past what `Instant` holds.
+fn after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
 }
 
 #[cfg(test)]
@@ -481,7 +528,9 @@ mod tests {
     async fn try_dispatch_hands_events_back_when_the_shard_is_full_and_ready_waits_for_room() {
         let (mut ctx, mut rx, _trigger) = context(1, 10);
         ctx.try_dispatch(0, events(8), 8).unwrap();
-        let back = ctx.try_dispatch(0, events(8), 16).unwrap_err();
+        let Err(TryDispatchError::Full(back)) = ctx.try_dispatch(0, events(8), 16) else {
+            panic!("the shard is full")
+        };
         assert_eq!(back.len(), 8, "the events come back for the source to hold");
         let (first, permit) = rx[0].recv().await.unwrap();
         let ready = ctx.ready(0, 8, 8);

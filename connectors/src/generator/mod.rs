@@ -38,6 +38,7 @@ use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
 use tokio::time::Instant;
 use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::source::TryDispatchError;
 use weir_engine::{Event, Origin, Result, Routing, Source, SourceContext};
 
 pub use config::{GeneratorOptions, DEFAULT_PAYLOAD};
@@ -152,6 +153,10 @@ impl Renderer {
     }
 }
 
+fn shard_gone() -> weir_engine::Error {
+    weir_engine::Error::internal("a shard stopped while the generator runs")
+}
+
 /// Batches whose shard was full, one per paused partition, oldest first.
 /// A paused partition gets no new batch until its parked one is dispatched,
 /// so offsets stay in order; the other partitions keep going.
@@ -180,15 +185,18 @@ impl Parked {
     }
 
     /// Dispatches every parked batch whose shard has room now.
-    fn retry(&mut self, ctx: &mut SourceContext) {
+    fn retry(&mut self, ctx: &mut SourceContext) -> Result<()> {
         for _ in 0..self.batches.len() {
             let Some((plan, events)) = self.batches.pop_front() else {
                 break;
             };
-            if let Err(events) = ctx.try_dispatch(plan.partition, events, plan.end()) {
-                self.batches.push_back((plan, events));
+            match ctx.try_dispatch(plan.partition, events, plan.end()) {
+                Ok(()) => {}
+                Err(TryDispatchError::Full(events)) => self.batches.push_back((plan, events)),
+                Err(TryDispatchError::Closed) => return Err(shard_gone()),
             }
         }
+        Ok(())
     }
 
     /// Waits until the oldest parked batch is dispatched.
@@ -271,7 +279,7 @@ impl Source for GeneratorSource {
                 Wake::Input(()) => {
                     if routing == Routing::Partition {
                         // a full shard pauses only its partitions: retry those first
-                        parked.retry(&mut ctx);
+                        parked.retry(&mut ctx)?;
                         if parked.len() == partitions as usize {
                             parked.wait_oldest(&mut ctx).await?;
                             continue;
@@ -293,10 +301,10 @@ impl Source for GeneratorSource {
                                 .await?
                         }
                         Routing::Partition => {
-                            if let Err(events) =
-                                ctx.try_dispatch(plan.partition, events, plan.end())
-                            {
-                                parked.park(plan, events);
+                            match ctx.try_dispatch(plan.partition, events, plan.end()) {
+                                Ok(()) => {}
+                                Err(TryDispatchError::Full(events)) => parked.park(plan, events),
+                                Err(TryDispatchError::Closed) => return Err(shard_gone()),
                             }
                         }
                     }
