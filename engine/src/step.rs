@@ -95,7 +95,9 @@ impl StepOutput {
 pub trait Step {
     /// Processes a batch. Take events out of `input` (e.g. `input.drain(..)`)
     /// and write every outcome into `output`. Events left in `input` when the
-    /// call returns are kept unchanged.
+    /// call returns are kept unchanged. An event taken out and given no
+    /// outcome counts as delivered once the batch completes, so a step must
+    /// not hold events back across calls.
     async fn process(&mut self, input: &mut Vec<Event>, output: &mut StepOutput);
 }
 
