@@ -338,3 +338,50 @@ fn a_pipeline_whose_every_sink_is_routed_is_rejected() {
         show(&out)
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_sink_stuck_in_io_cannot_keep_the_process_alive_past_the_shutdown_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    // opening a FIFO for writing blocks until a reader comes: none ever does
+    let pipeline = write(
+        dir.path(),
+        "p.toml",
+        "[sources.gen]\ntype = \"generator\"\n[sinks.out]\ntype = \"file\"\npath = \"fifo\"\n[shutdown]\ntimeout = \"2s\"\n[checkpoint]\ndir = \"cp\"\n",
+    );
+    let mut child = common::KillOnDrop(
+        common::weir()
+            .args(["run", pipeline.to_str().unwrap()])
+            .current_dir(dir.path())
+            .env("WEIR_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let stop = Instant::now();
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(1), "a timed-out shutdown is a failure");
+            break;
+        }
+        assert!(
+            stop.elapsed() < Duration::from_secs(8),
+            "still running {:?} after SIGTERM",
+            stop.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("shutdown did not finish within"),
+        "{stderr}"
+    );
+}
