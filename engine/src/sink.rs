@@ -109,8 +109,8 @@ impl SinkRunner {
     ) -> usize {
         let (mut batch, permit) = item;
         let bytes = size_of_events(&batch.events);
-        // keep whichever buffer is larger, so the gathering buffer is reused
-        if pending.events.is_empty() && pending.events.capacity() < batch.events.len() {
+        // the first batch is taken as is (no copy); later ones are appended
+        if pending.events.is_empty() {
             std::mem::swap(&mut pending.events, &mut batch.events);
         } else {
             pending.events.append(&mut batch.events);
