@@ -42,6 +42,10 @@ pub enum TryDispatchError {
     Full(Vec<Event>),
     /// The owning shard is gone (the pipeline is failing).
     Closed,
+    /// An earlier dispatch was given up at shutdown: nothing more is
+    /// dispatched in this run (a later batch could otherwise be committed
+    /// past the one that never went out).
+    ShuttingDown(Vec<Event>),
 }
 
 /// How a send to a shard ended.
@@ -79,6 +83,10 @@ pub struct SourceContext {
     metrics: SourceMetrics,
     batch: BatchSettings,
     split: Vec<Vec<Event>>,
+    /// Set when a dispatch was given up at shutdown. From then on nothing is
+    /// dispatched: the given-up batch left a gap in its partition, and a
+    /// later batch acked behind it would carry the watermark over the gap.
+    given_up: bool,
 }
 
 /// Parts to build a [`SourceContext`] (used by the pipeline and by tests).
@@ -125,6 +133,7 @@ impl SourceContext {
             incomplete: Arc::default(),
             metrics,
             batch: parts.batch,
+            given_up: false,
         }
     }
 
@@ -171,7 +180,8 @@ impl SourceContext {
     /// If shutdown is requested while it waits, the batch is given up (it was
     /// never delivered, so it is not committed and is read again after a
     /// restart) and `Ok(())` is returned: the source sees the shutdown at its
-    /// next wait and drains.
+    /// next wait and drains. Every later dispatch in this run is refused the
+    /// same way (and returns `Ok(())`), so nothing after the gap is committed.
     ///
     /// Cancel safety: not cancel safe. Do not put `dispatch` in a `select!`;
     /// a dropped dispatch leaves a failed batch that stops the partition's
@@ -185,6 +195,9 @@ impl SourceContext {
         end: u64,
         routing: Routing,
     ) -> Result<()> {
+        if self.given_up {
+            return Ok(()); // read again after a restart; see `given_up`
+        }
         self.stamp(partition, &mut events);
         let n = events.len();
         let bytes = size_of_events(&events);
@@ -204,6 +217,7 @@ impl SourceContext {
                 Sent::Yes => Ok(()),
                 Sent::Shutdown(batch) => {
                     // never handed on: forget it rather than leave a failed entry
+                    self.given_up = true;
                     self.ledger.untrack_last(partition);
                     batch.ack.abandon();
                     Ok(())
@@ -239,7 +253,7 @@ impl SourceContext {
             match self.send(shard, batch, n, bytes).await {
                 Sent::Yes => {}
                 // the unsent part's share fails the batch: its position is not committed
-                Sent::Shutdown(_) => {}
+                Sent::Shutdown(_) => self.given_up = true,
                 Sent::Closed => {
                     result = Err(Error::internal("shard inbox closed while the source runs"))
                 }
@@ -260,6 +274,9 @@ impl SourceContext {
         mut events: Vec<Event>,
         end: u64,
     ) -> Result<(), TryDispatchError> {
+        if self.given_up {
+            return Err(TryDispatchError::ShuttingDown(events));
+        }
         let shard = self.shard_of(partition);
         self.stamp(partition, &mut events);
         let n = events.len();
@@ -640,5 +657,42 @@ mod tests {
         assert!(!ctx.drain().await);
         assert!(started.elapsed() >= Duration::from_millis(200));
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn after_a_dispatch_is_given_up_at_shutdown_no_later_batch_is_committed_past_it() {
+        let (mut ctx, mut rx, trigger) = context(1, 10);
+        ctx.dispatch(0, events(10), 10, Routing::Partition)
+            .await
+            .unwrap();
+        // the shard is full: this dispatch waits until shutdown gives it up
+        let stop = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            trigger.trigger();
+            trigger
+        });
+        ctx.dispatch(0, events(10), 20, Routing::Partition)
+            .await
+            .unwrap();
+        let _trigger = stop.await.unwrap();
+        // the shard drains: there is room again, but the batch 10..20 never went out
+        let (first, permit) = rx[0].recv().await.unwrap();
+        first.ack.ack();
+        drop(permit);
+        ctx.dispatch(0, events(10), 30, Routing::Partition)
+            .await
+            .unwrap();
+        assert!(matches!(
+            ctx.try_dispatch(0, events(10), 30),
+            Err(TryDispatchError::ShuttingDown(_))
+        ));
+        assert!(rx[0].try_recv().is_none(), "nothing after the gap went out");
+        assert_eq!(
+            ctx.take_checkpoints(),
+            vec![Checkpoint {
+                partition: 0,
+                position: 10
+            }]
+        );
     }
 }

@@ -194,6 +194,8 @@ impl Parked {
                 Ok(()) => {}
                 Err(TryDispatchError::Full(events)) => self.batches.push_back((plan, events)),
                 Err(TryDispatchError::Closed) => return Err(shard_gone()),
+                // stopping: the rest is generated again after a restart
+                Err(TryDispatchError::ShuttingDown(_)) => return Ok(()),
             }
         }
         Ok(())
@@ -305,6 +307,7 @@ impl Source for GeneratorSource {
                                 Ok(()) => {}
                                 Err(TryDispatchError::Full(events)) => parked.park(plan, events),
                                 Err(TryDispatchError::Closed) => return Err(shard_gone()),
+                                Err(TryDispatchError::ShuttingDown(_)) => {}
                             }
                         }
                     }
