@@ -45,7 +45,7 @@ mod tree;
 
 pub use component::ComponentConfig;
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
-pub use duration::{parse_duration, DurationError};
+pub use duration::{deserialize as deserialize_duration, parse_duration, DurationError};
 pub use load::{load, parse_str};
 pub use pipeline::PipelineConfig;
 pub use settings::{

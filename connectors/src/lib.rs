@@ -1,4 +1,4 @@
-//! weir's built-in connectors: sources for benchmarks, local runs and
+//! weir's built-in connectors: `kafka` (source and sink); sources for benchmarks, local runs and
 //! replays (`generator`, `file`, `stdin`, `cron`) and simple sinks
 //! (`stdout`, `file`, `blackhole`).
 //!
@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod file_sink;
 pub mod file_source;
 pub mod generator;
+pub mod kafka;
 mod line_source;
 mod lines;
 mod numbers;
@@ -34,9 +35,11 @@ pub fn register(registry: &mut Registry) {
     registry.source("file", file_source::build);
     registry.source("stdin", stdin::build);
     registry.source("cron", cron::build);
+    registry.source("kafka", kafka::source::build);
     registry.sink("stdout", stdout::build);
     registry.sink("file", file_sink::build);
     registry.sink("blackhole", blackhole::build);
+    registry.sink("kafka", kafka::sink::build);
 }
 
 #[cfg(test)]
@@ -49,7 +52,7 @@ mod tests {
         register(&mut registry);
         let sources: Vec<_> = registry.source_kinds().collect();
         let sinks: Vec<_> = registry.sink_kinds().collect();
-        assert_eq!(sources, ["cron", "file", "generator", "stdin"]);
-        assert_eq!(sinks, ["blackhole", "file", "stdout"]);
+        assert_eq!(sources, ["cron", "file", "generator", "kafka", "stdin"]);
+        assert_eq!(sinks, ["blackhole", "file", "kafka", "stdout"]);
     }
 }

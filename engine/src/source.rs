@@ -75,6 +75,7 @@ pub struct SourceContext {
     latency: Option<Arc<LatencyHistogram>>,
     shutdown: ShutdownSignal,
     checkpoint: tokio::time::Interval,
+    checkpoint_interval: Duration,
     shutdown_timeout: Duration,
     store: Option<CheckpointStore>,
     /// Set when a batch failed for good or a drain gave up: the run did not
@@ -128,6 +129,7 @@ impl SourceContext {
             latency: parts.latency,
             shutdown: parts.shutdown,
             checkpoint,
+            checkpoint_interval: parts.checkpoint_interval,
             shutdown_timeout: parts.shutdown_timeout,
             store: parts.store,
             incomplete: Arc::default(),
@@ -147,7 +149,17 @@ impl SourceContext {
         self.id
     }
 
-    /// How large and how old a batch may grow before it is dispatched.
+    /// How often the source commits its acked positions.
+    pub fn checkpoint_interval(&self) -> Duration {
+        self.checkpoint_interval
+    }
+
+    /// How long a drain after shutdown may take.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// Batching limits for this source.
     pub fn batch_settings(&self) -> &BatchSettings {
         &self.batch
     }

@@ -70,6 +70,16 @@ pub mod names {
     pub const DROPPED: &str = "weir_dropped_total";
     /// Seconds from dispatch until every sink confirmed a batch.
     pub const END_TO_END_LATENCY: &str = "weir_end_to_end_seconds";
+    /// Messages between a Kafka partition's high watermark and the
+    /// consumer's position, by `source`, `topic` and `partition` (from
+    /// librdkafka's statistics, every 5s).
+    pub const KAFKA_CONSUMER_LAG: &str = "weir_kafka_consumer_lag";
+    /// Kafka partitions revoked or assigned, by `source` and `kind`
+    /// (`revoke`, `assign`).
+    pub const KAFKA_REBALANCES: &str = "weir_kafka_rebalances_total";
+    /// Records a Kafka sink could not deliver (after librdkafka's own
+    /// retries), by `sink`.
+    pub const KAFKA_DELIVERY_ERRORS: &str = "weir_kafka_delivery_errors_total";
 }
 
 /// Metrics of one bounded queue.

@@ -1,0 +1,23 @@
+//! Apache Kafka: the `kafka` source (a consumer-group member whose offsets
+//! are committed from the ack ledger) and the `kafka` sink (an idempotent
+//! producer whose delivery reports complete the acks).
+//!
+//! - **Delivery**: at-least-once end to end. The source commits, per
+//!   partition, the offset after the longest run of acked messages, so a
+//!   crash re-reads at most what was in flight since the last commit.
+//! - **Ordering**: per partition. A partition is owned by one shard.
+//! - **Backpressure**: per partition; a full shard pauses its partitions in
+//!   librdkafka, others keep flowing.
+//! - **Rebalances**: cooperative; a revoked partition is drained (within
+//!   `revoke_timeout`) and committed before it is released.
+//!
+//! docs/connectors/kafka.md is the user's guide.
+
+pub mod config;
+mod context;
+mod partitions;
+pub mod sink;
+pub mod source;
+mod staging;
+
+pub use config::{KafkaSinkOptions, KafkaSourceOptions};

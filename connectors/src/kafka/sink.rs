@@ -1,0 +1,240 @@
+//! The `kafka` sink: an idempotent producer. A batch is acknowledged when
+//! librdkafka's delivery report confirmed every record (`acks = all`).
+//!
+//! - Records keep the event's key (partitioned by murmur2, like the Java
+//!   client), value, headers and timestamp.
+//! - librdkafka retries a failed send itself until `delivery_timeout`; a
+//!   record that still fails fails its batch, which the engine retries
+//!   (its other records are then written again: at-least-once) and finally
+//!   dead-letters. Nothing is dropped silently.
+//! - As a dead-letter sink it writes the failed events with the error, the
+//!   stage and the origin in `weir.*` headers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::Notify;
+use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::telemetry::names;
+use weir_engine::{Error, Event, Result, Sink};
+
+use super::config::KafkaSinkOptions;
+use super::context::log_to_tracing;
+
+/// Builds a `kafka` sink from its configuration.
+pub fn build(config: &ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic> {
+    let options = KafkaSinkOptions::from_config(config)?;
+    Ok(Box::new(KafkaSink {
+        name: config.name.clone(),
+        options,
+        producer: None,
+    }))
+}
+
+/// Writes events to one topic.
+pub struct KafkaSink {
+    name: String,
+    options: KafkaSinkOptions,
+    producer: Option<ThreadedProducer<DeliveryContext>>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one batch's records, filled in by delivery reports.
+#[derive(Debug)]
+pub(crate) struct BatchDelivery {
+    remaining: AtomicUsize,
+    failed: AtomicUsize,
+    first_error: Mutex<Option<String>>,
+    done: Notify,
+}
+
+impl BatchDelivery {
+    fn new(records: usize) -> Self {
+        BatchDelivery {
+            remaining: AtomicUsize::new(records),
+            failed: AtomicUsize::new(0),
+            first_error: Mutex::new(None),
+            done: Notify::new(),
+        }
+    }
+
+    /// One record is settled; `error` if it failed.
+    fn settle(&self, error: Option<String>) {
+        if let Some(error) = error {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert(error);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.done.notified();
+            if self.remaining.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The producer's librdkafka context: delivery reports settle batches.
+pub(crate) struct DeliveryContext {
+    name: String,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log_to_tracing(&self.name, level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(sink = %self.name, %error, reason, "kafka client error");
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Arc<BatchDelivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<BatchDelivery>) {
+        match result {
+            Ok(_) => batch.settle(None),
+            Err((e, _)) => {
+                metrics::counter!(names::KAFKA_DELIVERY_ERRORS, "sink" => self.name.clone())
+                    .increment(1);
+                batch.settle(Some(e.to_string()));
+            }
+        }
+    }
+}
+
+/// Pause before retrying a send that found librdkafka's queue full.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn open(&mut self) -> Result<()> {
+        let context = DeliveryContext {
+            name: self.name.clone(),
+        };
+        let producer: ThreadedProducer<DeliveryContext> = self
+            .options
+            .client_config()
+            .create_with_context(context)
+            .map_err(|e| Error::user(format!("invalid client configuration: {e}")))?;
+        let topic = self.options.topic.clone();
+        let brokers = self.options.brokers.clone();
+        let timeout = Duration::from_secs(10);
+        let producer = tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|e| {
+                    Error::retryable(format!(
+                        "cannot reach the brokers `{brokers}` within {timeout:?}: {e}"
+                    ))
+                })?;
+            let ok = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            if !ok {
+                return Err(Error::user(format!(
+                    "topic `{topic}` does not exist on `{brokers}` (weir does not create topics)"
+                )));
+            }
+            Ok(producer)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("kafka sink open: {e}")))??;
+        self.producer = Some(producer);
+        Ok(())
+    }
+
+    async fn write(&mut self, events: &[Event]) -> Result<()> {
+        let producer = self
+            .producer
+            .as_ref()
+            .ok_or_else(|| Error::internal("the kafka sink was written to before it was opened"))?;
+        let batch = Arc::new(BatchDelivery::new(events.len()));
+        let topic = self.options.topic.as_str();
+        for e in events {
+            let mut record = BaseRecord::with_opaque_to(topic, Arc::clone(&batch))
+                .payload(&e.value[..]);
+            if let Some(key) = &e.key {
+                record = record.key(&key[..]);
+            }
+            if e.timestamp_ms > 0 {
+                record = record.timestamp(e.timestamp_ms);
+            }
+            if !e.headers.is_empty() {
+                let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
+                for (k, v) in &e.headers {
+                    headers = headers.insert(Header {
+                        key: &String::from_utf8_lossy(k),
+                        value: Some(&v[..]),
+                    });
+                }
+                record = record.headers(headers);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                    }
+                    Err((error, back)) => {
+                        drop(back);
+                        batch.settle(Some(error.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+        batch.wait().await;
+        let failed = batch.failed.load(Ordering::Relaxed);
+        if failed == 0 {
+            return Ok(());
+        }
+        let first = batch
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        Err(Error::retryable(format!(
+            "{failed} of {} records were not delivered to `{topic}`: {first}",
+            events.len()
+        )))
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        if let Some(producer) = self.producer.take() {
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)))
+                .await
+                .map_err(|e| Error::internal(format!("kafka sink close: {e}")))?
+                .map_err(|e| Error::retryable(format!("flushing the producer: {e}")))?;
+        }
+        Ok(())
+    }
+}

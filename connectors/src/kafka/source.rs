@@ -1,0 +1,401 @@
+//! The `kafka` source: a consumer-group member whose offsets are committed
+//! from the ack ledger.
+//!
+//! A dedicated thread owns the librdkafka consumer. It polls messages,
+//! gathers them per partition (max events, max bytes, max wait), and hands
+//! each batch to the shard that owns the partition without ever blocking:
+//! when that shard is full the batch is parked and the partition is paused
+//! in librdkafka, and resumed once the parked batches went out. Other
+//! partitions keep flowing. Rebalances are handled in
+//! [`super::context`]; offsets are committed every checkpoint interval
+//! (asynchronously), on revocation and at shutdown (synchronously).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::TopicPartitionList;
+use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::source::TryDispatchError;
+use weir_engine::{Error, Event, Result, Source, SourceContext};
+
+use super::config::KafkaSourceOptions;
+use super::context::{Changes, KafkaContext};
+use super::partitions::{LastId, PartitionIds};
+use super::staging::Staging;
+use crate::control::now_ms;
+
+/// Builds a `kafka` source from its configuration.
+pub fn build(config: &ComponentConfig) -> Result<Box<dyn Source>, Diagnostic> {
+    let options = KafkaSourceOptions::from_config(config)?;
+    Ok(Box::new(KafkaSource { options }))
+}
+
+/// Consumes topics as a member of a consumer group.
+#[derive(Debug)]
+pub struct KafkaSource {
+    options: KafkaSourceOptions,
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<()> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Handle::current();
+        let name = format!("weir-kafka-{}", ctx.name());
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let result = consume(self.options, ctx, runtime);
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| Error::internal(format!("starting the kafka consumer thread: {e}")))?;
+        done_rx
+            .await
+            .unwrap_or_else(|_| Err(Error::internal("the kafka consumer thread panicked")))
+    }
+}
+
+/// How often the loop looks at the clock, the shutdown signal and parked
+/// partitions while messages keep coming.
+const HOUSEKEEPING_EVERY: u32 = 256;
+/// Poll timeout while some partition is parked.
+const PARKED_POLL: Duration = Duration::from_millis(2);
+/// Longest poll when nothing is due.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// One assigned partition's state in the loop.
+#[derive(Debug, Default)]
+struct Partition {
+    staging: Staging,
+    /// Batches refused by a full shard, oldest first.
+    parked: VecDeque<(Vec<Event>, u64)>,
+    /// Whether librdkafka was told to pause it.
+    paused: bool,
+}
+
+/// The consumer thread's body.
+fn consume(
+    options: KafkaSourceOptions,
+    source: SourceContext,
+    runtime: tokio::runtime::Handle,
+) -> Result<()> {
+    let name = source.name().to_string();
+    let shutdown = source.shutdown_signal();
+    let checkpoint_every = source.checkpoint_interval();
+    let batch = source.batch_settings().clone();
+    let context = KafkaContext {
+        name: name.clone(),
+        source: Mutex::new(source),
+        ids: Mutex::new(PartitionIds::default()),
+        uncommitted: Mutex::default(),
+        rebalanced: AtomicBool::new(false),
+        changes: Mutex::new(Changes::default()),
+        commit_failed: AtomicBool::new(false),
+        runtime,
+        revoke_timeout: options.revoke_timeout,
+    };
+    let consumer: BaseConsumer<KafkaContext> = options
+        .client_config()
+        .create_with_context(context)
+        .map_err(|e| Error::user(format!("kafka source `{name}`: invalid client configuration: {e}")))?;
+    check_topics(&consumer, &options, &name)?;
+    let subscription = options.subscription();
+    let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| Error::user(format!("kafka source `{name}`: subscribing to {topics:?}: {e}")))?;
+    tracing::info!(source = %name, topics = ?topics, group = %options.group, "kafka source subscribed");
+
+    let mut lp = Loop {
+        consumer: &consumer,
+        partitions: Vec::new(),
+        parked_count: 0,
+        last: LastId::default(),
+        max_events: batch.max_events,
+        max_bytes: batch.max_bytes,
+        max_wait: batch.max_wait,
+        stopping: false,
+    };
+    let result = lp.run(&shutdown, checkpoint_every);
+    // stop: nothing staged or parked was dispatched, so nothing of it is committed
+    lp.partitions.clear();
+    let context = consumer.context();
+    {
+        let mut source = KafkaContext::lock(&context.source);
+        context.runtime.block_on(source.drain());
+        context.commit(&consumer, &mut source, CommitMode::Sync);
+    }
+    // leaving the group revokes what is left (drained already) and commits nothing new
+    drop(consumer);
+    result
+}
+
+/// The consume loop's state.
+struct Loop<'c> {
+    consumer: &'c BaseConsumer<KafkaContext>,
+    /// Indexed by weir partition id.
+    partitions: Vec<Partition>,
+    /// Partitions with parked batches.
+    parked_count: usize,
+    last: LastId,
+    max_events: usize,
+    max_bytes: usize,
+    max_wait: Duration,
+    /// Set when dispatch was refused for shutdown.
+    stopping: bool,
+}
+
+impl<'c> Loop<'c> {
+    fn context(&self) -> &'c KafkaContext {
+        self.consumer.context()
+    }
+
+    fn run(&mut self, shutdown: &weir_engine::ShutdownSignal, checkpoint_every: Duration) -> Result<()> {
+        let mut next_commit = Instant::now() + checkpoint_every;
+        let mut since_housekeeping = 0u32;
+        loop {
+            let timeout = self.poll_timeout();
+            let message = self.consumer.poll(timeout);
+            if self.context().rebalanced.swap(false, Ordering::Acquire) {
+                self.apply_rebalance();
+            }
+            let mut housekeeping = true;
+            match message {
+                None => {}
+                Some(Err(e)) => {
+                    tracing::warn!(source = %self.context().name, error = %e, "kafka consumer error");
+                }
+                Some(Ok(m)) => {
+                    let context = self.consumer.context();
+                    let id = self.last.lookup(m.topic(), m.partition(), || {
+                        KafkaContext::lock(&context.ids).id(m.topic(), m.partition())
+                    });
+                    let (max_events, max_bytes) = (self.max_events, self.max_bytes);
+                    let p = self.partition(id);
+                    let headers = m.headers();
+                    let header_iter = headers.into_iter().flat_map(|h| {
+                        h.iter().map(|h| (h.key, h.value.unwrap_or_default()))
+                    });
+                    let ts = m.timestamp().to_millis().unwrap_or(0);
+                    let offset = u64::try_from(m.offset()).unwrap_or(0);
+                    p.staging
+                        .push(m.key(), m.payload(), header_iter, ts, offset, Instant::now);
+                    if p.staging.len() >= max_events || p.staging.bytes() >= max_bytes {
+                        self.flush(id)?;
+                    }
+                    since_housekeeping += 1;
+                    housekeeping = since_housekeeping >= HOUSEKEEPING_EVERY;
+                }
+            }
+            if housekeeping {
+                since_housekeeping = 0;
+                if shutdown.is_triggered() || self.stopping {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                self.flush_due(now)?;
+                if self.parked_count > 0 {
+                    self.retry_parked()?;
+                }
+                let context = self.consumer.context();
+                if now >= next_commit || context.commit_failed.swap(false, Ordering::Relaxed) {
+                    next_commit = now + checkpoint_every;
+                    let mut source = KafkaContext::lock(&context.source);
+                    context.commit(self.consumer, &mut source, CommitMode::Async);
+                }
+            }
+        }
+    }
+
+    fn partition(&mut self, id: u32) -> &mut Partition {
+        let i = id as usize;
+        if i >= self.partitions.len() {
+            self.partitions.resize_with(i + 1, Partition::default);
+        }
+        &mut self.partitions[i]
+    }
+
+    /// Until the oldest staged batch is due, within bounds.
+    fn poll_timeout(&self) -> Duration {
+        if self.parked_count > 0 {
+            return PARKED_POLL;
+        }
+        let oldest = self
+            .partitions
+            .iter()
+            .filter_map(|p| p.staging.started())
+            .min();
+        match oldest {
+            Some(t) => (t + self.max_wait)
+                .saturating_duration_since(Instant::now())
+                .min(IDLE_POLL),
+            None => IDLE_POLL,
+        }
+    }
+
+    /// Dispatches every staged batch whose wait is over.
+    fn flush_due(&mut self, now: Instant) -> Result<()> {
+        for id in 0..self.partitions.len() {
+            let due = self.partitions[id]
+                .staging
+                .started()
+                .is_some_and(|t| now >= t + self.max_wait);
+            if due {
+                self.flush(id as u32)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a partition's staged batch on, or parks it behind earlier
+    /// parked ones (order per partition holds).
+    fn flush(&mut self, id: u32) -> Result<()> {
+        let Some(batch) = self.partitions[id as usize].staging.take(now_ms()) else {
+            return Ok(());
+        };
+        if !self.partitions[id as usize].parked.is_empty() {
+            self.partitions[id as usize].parked.push_back(batch);
+            return Ok(());
+        }
+        let (events, end) = batch;
+        let refused = {
+            let mut source = KafkaContext::lock(&self.context().source);
+            source.try_dispatch(id, events, end)
+        };
+        match refused {
+            Ok(()) => Ok(()),
+            Err(TryDispatchError::Full(events)) => {
+                self.park(id, events, end);
+                Ok(())
+            }
+            Err(TryDispatchError::ShuttingDown(_)) => {
+                self.stopping = true;
+                Ok(())
+            }
+            Err(TryDispatchError::Closed) => Err(shard_gone()),
+        }
+    }
+
+    fn park(&mut self, id: u32, events: Vec<Event>, end: u64) {
+        let p = &mut self.partitions[id as usize];
+        p.parked.push_back((events, end));
+        if p.parked.len() == 1 {
+            self.parked_count += 1;
+        }
+        if !p.paused {
+            p.paused = true;
+            self.pause(id, true);
+        }
+    }
+
+    /// Retries parked batches in order; resumes partitions that emptied.
+    fn retry_parked(&mut self) -> Result<()> {
+        for id in 0..self.partitions.len() {
+            if self.partitions[id].parked.is_empty() {
+                continue;
+            }
+            loop {
+                let Some((events, end)) = self.partitions[id].parked.pop_front() else {
+                    break;
+                };
+                let refused = {
+                    let mut source = KafkaContext::lock(&self.context().source);
+                    source.try_dispatch(id as u32, events, end)
+                };
+                match refused {
+                    Ok(()) => {}
+                    Err(TryDispatchError::Full(events)) => {
+                        self.partitions[id].parked.push_front((events, end));
+                        break;
+                    }
+                    Err(TryDispatchError::ShuttingDown(_)) => {
+                        self.stopping = true;
+                        return Ok(());
+                    }
+                    Err(TryDispatchError::Closed) => return Err(shard_gone()),
+                }
+            }
+            if self.partitions[id].parked.is_empty() {
+                self.parked_count -= 1;
+                self.partitions[id].paused = false;
+                self.pause(id as u32, false);
+            }
+        }
+        Ok(())
+    }
+
+    fn pause(&self, id: u32, pause: bool) {
+        let context = self.context();
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        if let Some((topic, partition)) = KafkaContext::lock(&context.ids).get(id) {
+            tpl.add_partition(topic, partition);
+        }
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            tracing::warn!(source = %context.name, partition = id, error = %e, pause, "kafka pause/resume failed");
+        }
+    }
+
+    /// Drops what was staged or parked for revoked partitions (never
+    /// dispatched: the next owner reads it); new partitions start unpaused.
+    fn apply_rebalance(&mut self) {
+        let changes = std::mem::take(&mut *KafkaContext::lock(&self.context().changes));
+        // librdkafka may keep a pause across a revoke and re-assign: resume them
+        for &id in &changes.assigned {
+            self.pause(id, false);
+        }
+        for id in changes.revoked.into_iter().chain(changes.assigned) {
+            let p = self.partition(id);
+            p.staging.clear();
+            let had_parked = !p.parked.is_empty();
+            p.parked.clear();
+            p.paused = false;
+            if had_parked {
+                self.parked_count -= 1;
+            }
+        }
+    }
+}
+
+fn shard_gone() -> Error {
+    Error::internal("a shard stopped while the kafka source runs")
+}
+
+/// Fails early and clearly when the brokers cannot be reached or a listed
+/// topic does not exist (weir never creates topics).
+fn check_topics(
+    consumer: &BaseConsumer<KafkaContext>,
+    options: &KafkaSourceOptions,
+    name: &str,
+) -> Result<()> {
+    let metadata = consumer
+        .fetch_metadata(None, options.connect_timeout)
+        .map_err(|e| {
+            Error::retryable(format!(
+                "kafka source `{name}`: cannot reach the brokers `{}` within {:?}: {e}",
+                options.brokers, options.connect_timeout
+            ))
+        })?;
+    for topic in &options.topics {
+        let found = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !found {
+            return Err(Error::user(format!(
+                "kafka source `{name}`: topic `{topic}` does not exist on `{}` (weir does not create topics; create it, or fix `topics`)",
+                options.brokers
+            )));
+        }
+    }
+    Ok(())
+}

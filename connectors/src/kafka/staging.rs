@@ -1,0 +1,151 @@
+//! Messages of one partition gathered into a batch. Their keys, values and
+//! headers are copied into one buffer per batch, so a batch costs one
+//! allocation, not several per message; events are slices of it.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use weir_engine::{Event, Origin};
+
+/// Where one message's parts sit in the buffer.
+#[derive(Debug, Clone)]
+struct Slot {
+    key: Option<Range<usize>>,
+    value: Range<usize>,
+    /// Index range into [`Staging::headers`].
+    headers: Range<usize>,
+    timestamp_ms: i64,
+    offset: u64,
+}
+
+/// A partition's batch under construction.
+#[derive(Debug, Default)]
+pub(crate) struct Staging {
+    buf: BytesMut,
+    slots: Vec<Slot>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    /// When the first message of this batch arrived.
+    started: Option<Instant>,
+    /// The offset after the last message.
+    end: u64,
+}
+
+impl Staging {
+    /// Appends one message. `now` is read by the caller, once per poll burst.
+    pub(crate) fn push<'h>(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+        timestamp_ms: i64,
+        offset: u64,
+        now: impl FnOnce() -> Instant,
+    ) {
+        if self.slots.is_empty() {
+            self.started = Some(now());
+        }
+        let key = key.map(|k| self.append(k));
+        let value = self.append(value.unwrap_or_default());
+        let first_header = self.headers.len();
+        for (name, v) in headers {
+            let name = self.append(name.as_bytes());
+            let v = self.append(v);
+            self.headers.push((name, v));
+        }
+        self.slots.push(Slot {
+            key,
+            value,
+            headers: first_header..self.headers.len(),
+            timestamp_ms,
+            offset,
+        });
+        self.end = offset + 1;
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        start..self.buf.len()
+    }
+
+    /// Messages gathered.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes gathered.
+    pub(crate) fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// When the batch's first message arrived.
+    pub(crate) fn started(&self) -> Option<Instant> {
+        self.started
+    }
+
+    /// Takes the batch: its events and the offset after its last one.
+    pub(crate) fn take(&mut self, timestamp_fallback: i64) -> Option<(Vec<Event>, u64)> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let data: Bytes = self.buf.split().freeze();
+        let mut events = Vec::with_capacity(self.slots.len());
+        for slot in self.slots.drain(..) {
+            let headers = self.headers[slot.headers]
+                .iter()
+                .map(|(k, v)| (data.slice(k.clone()), data.slice(v.clone())))
+                .collect();
+            events.push(Event {
+                key: slot.key.map(|k| data.slice(k)),
+                value: data.slice(slot.value),
+                headers,
+                timestamp_ms: if slot.timestamp_ms > 0 {
+                    slot.timestamp_ms
+                } else {
+                    timestamp_fallback
+                },
+                origin: Origin {
+                    offset: slot.offset,
+                    ..Origin::default()
+                },
+            });
+        }
+        self.headers.clear();
+        self.started = None;
+        Some((events, self.end))
+    }
+
+    /// Drops what was gathered (its partition was revoked).
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.slots.clear();
+        self.headers.clear();
+        self.started = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_slices_of_one_buffer_with_keys_headers_and_offsets() {
+        let mut s = Staging::default();
+        let now = Instant::now();
+        s.push(Some(b"k1"), Some(b"v1"), [("h", &b"x"[..])].into_iter(), 7, 10, || now);
+        s.push(None, None, std::iter::empty(), 0, 11, || now);
+        assert_eq!((s.len(), s.bytes()), (2, 6));
+        let (events, end) = s.take(99).unwrap();
+        assert_eq!(end, 12);
+        assert_eq!(events[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(&events[0].value[..], b"v1");
+        assert_eq!(events[0].headers, vec![(Bytes::from("h"), Bytes::from("x"))]);
+        assert_eq!((events[0].timestamp_ms, events[0].origin.offset), (7, 10));
+        assert_eq!(events[1].key, None);
+        assert!(events[1].value.is_empty(), "a tombstone has an empty value");
+        assert_eq!(events[1].timestamp_ms, 99, "no timestamp: the fallback");
+        assert!(s.take(0).is_none());
+        assert!(s.started().is_none());
+    }
+}
