@@ -1,0 +1,252 @@
+//! A real Kafka broker for the tests, started through the project's
+//! `scripts/kafka-dev.sh` (KRaft, on the machine's JDK), and a small client
+//! to create topics, produce and read back.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-dev.sh")
+}
+
+/// A broker in its own temporary directory, stopped (and removed) on drop.
+/// Derefs to a [`Client`] of it.
+pub struct Broker {
+    client: Client,
+    port: u16,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts a broker on a free port. Panics (the test fails) if it cannot.
+    pub fn start() -> Broker {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("kafka");
+        let bootstrap = start_in(&dir, None);
+        let port = bootstrap.rsplit(':').next().unwrap().parse().unwrap();
+        Broker {
+            client: Client { bootstrap },
+            port,
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    /// Stops the broker, keeping its data.
+    pub fn stop(&self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["stop", "--keep", "--dir"])
+            .arg(&self.dir)
+            .output()
+            .expect("kafka-dev.sh runs");
+        assert!(out.status.success(), "stopping the broker: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&self) {
+        start_in(&self.dir, Some(self.port));
+    }
+}
+
+impl std::ops::Deref for Broker {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Test-side client calls against a broker.
+pub struct Client {
+    /// `host:port` of the broker.
+    pub bootstrap: String,
+}
+
+impl Client {
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = rt
+            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+            .expect("create_topics");
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+        }
+    }
+
+    /// A producer for this broker.
+    pub fn producer(&self) -> ThreadedProducer<DefaultProducerContext> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap()
+    }
+
+    /// Produces `records` (key, value) to `topic` and waits until all are
+    /// acknowledged.
+    pub fn produce(&self, topic: &str, records: impl IntoIterator<Item = (Option<String>, String)>) {
+        let producer = self.producer();
+        for (key, value) in records {
+            let mut record = BaseRecord::to(topic).payload(value.as_bytes());
+            if let Some(k) = &key {
+                record = record.key(k.as_bytes());
+            }
+            let mut record = record;
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(60)).expect("all records acknowledged");
+    }
+
+    /// Reads every partition of `topic` from the start until `count`
+    /// records were read or `timeout` passed.
+    pub fn read(&self, topic: &str, count: usize, timeout: Duration) -> Vec<Record> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", "weir-test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in metadata.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while out.len() < count && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => out.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_string(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// The committed offsets of `group` on `topic`, by partition.
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Adds a header to a record's headers (for tests that send headers).
+pub fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(*v),
+        })
+    })
+}
+
+/// One record read back.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<String>,
+    /// Its value.
+    pub value: String,
+    /// Its headers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .args(["stop", "--dir"])
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+fn start_in(dir: &Path, port: Option<u16>) -> String {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script()).arg("start").arg("--dir").arg(dir);
+    if let Some(p) = port {
+        cmd.args(["--port", &p.to_string()]);
+    }
+    let out = cmd.output().expect("kafka-dev.sh runs");
+    assert!(
+        out.status.success(),
+        "the Kafka broker did not start (a test never skips for that):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
+        .expect("KAFKA_BOOTSTRAP in the output")
+        .to_string()
+}

@@ -1,0 +1,398 @@
+//! The `kafka` source and sink against a real broker (KRaft, started by
+//! scripts/kafka-dev.sh): exact content through a step, kill -9 and
+//! restart, a second process joining the group, the broker restarting,
+//! dead letters to a topic, and clear errors for unreachable brokers and
+//! unknown topics.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kafka::{Broker, Record};
+use common::{show, write, KillOnDrop};
+
+/// A pipeline reading `in`, applying `expr`, writing to `out`.
+fn pipeline(dir: &Path, broker: &Broker, name: &str, expr: &str, extra: &str) -> String {
+    let text = format!(
+        r#"
+[pipeline]
+name = "{name}"
+[sources.in]
+type = "kafka"
+brokers = "{b}"
+topics = ["in"]
+group = "weir-{name}"
+batch = {{ max_events = 500 }}
+[[steps]]
+name = "map"
+type = "jq"
+expr = '{expr}'
+[sinks.out]
+type = "kafka"
+brokers = "{b}"
+topic = "out"
+[checkpoint]
+interval = "100ms"
+[shutdown]
+timeout = "20s"
+{extra}
+"#,
+        b = broker.bootstrap
+    );
+    write(dir, &format!("{name}.toml"), &text)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn start_weir(dir: &Path, pipeline: &str) -> KillOnDrop {
+    KillOnDrop(
+        common::weir()
+            .args(["run", pipeline])
+            .current_dir(dir)
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// SIGTERM, wait, and return the exit status and the log.
+fn stop_weir(mut child: KillOnDrop) -> (std::process::ExitStatus, String) {
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = wait_at_most(&mut child.0, Duration::from_secs(60));
+    let mut log = String::new();
+    if let Some(mut err) = child.0.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut log);
+    }
+    (status, log)
+}
+
+fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < limit, "weir did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the group committed `total` offsets on `topic`.
+fn await_committed(broker: &Broker, group: &str, partitions: i32, total: i64, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let sum: i64 = broker.committed(group, "in", partitions).values().sum();
+        if sum >= total {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "group {group} committed {sum} of {total} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ids(records: &[Record]) -> Vec<u64> {
+    records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.value)
+                .unwrap_or_else(|e| panic!("output {:?} is not JSON: {e}", r.value));
+            v["id"].as_u64().expect("an id")
+        })
+        .collect()
+}
+
+fn numbered(n: u64, keys: u64) -> impl Iterator<Item = (Option<String>, String)> {
+    (0..n).map(move |i| (Some(format!("k{}", i % keys)), format!("{{\"id\":{i}}}")))
+}
+
+#[test]
+fn kafka_to_kafka_through_a_jq_step_keeps_content_keys_and_key_order() {
+    let broker = Broker::start();
+    broker.create_topic("in", 4);
+    broker.create_topic("out", 3);
+    let n = 2_000;
+    broker.produce("in", numbered(n, 10));
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker, "exact", ".seen = true", "");
+    let weir = start_weir(dir.path(), &p);
+    let out = broker.read("out", n as usize, Duration::from_secs(60));
+    await_committed(&broker, "weir-exact", 4, n as i64, Duration::from_secs(30));
+    let (status, log) = stop_weir(weir);
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert_eq!(out.len(), n as usize, "{log}");
+    let mut last_per_key: HashMap<String, u64> = HashMap::new();
+    let mut seen = HashSet::new();
+    let mut by_partition: Vec<&Record> = out.iter().collect();
+    by_partition.sort_by_key(|r| (r.partition, r.offset));
+    for r in by_partition {
+        let v: serde_json::Value = serde_json::from_str(&r.value).unwrap();
+        let id = v["id"].as_u64().unwrap();
+        assert_eq!(v, serde_json::json!({"id": id, "seen": true}), "exact content");
+        let key = r.key.clone().expect("the key is kept");
+        assert_eq!(key, format!("k{}", id % 10));
+        if let Some(prev) = last_per_key.insert(key.clone(), id) {
+            assert!(id > prev, "key {key}: {id} after {prev}");
+        }
+        assert!(seen.insert(id), "duplicate {id} in a clean run");
+    }
+    assert_eq!(seen.len(), n as usize);
+    // the final commit covers everything
+    let committed: i64 = broker.committed("weir-exact", "in", 4).values().sum();
+    assert_eq!(committed, n as i64);
+}
+
+#[test]
+fn kill_9_and_restart_loses_nothing_and_duplicates_only_what_was_uncommitted() {
+    let broker = Broker::start();
+    broker.create_topic("in", 4);
+    broker.create_topic("out", 4);
+    let n: u64 = 200_000;
+    broker.produce("in", numbered(n, 1000));
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker, "crash", ".seen = true", "");
+    let mut weir = start_weir(dir.path(), &p);
+    await_committed(&broker, "weir-crash", 4, (n * 3 / 10) as i64, Duration::from_secs(120));
+    weir.0.kill().unwrap(); // SIGKILL: no drain, no final commit
+    weir.0.wait().unwrap();
+    let committed_at_kill: i64 = broker.committed("weir-crash", "in", 4).values().sum();
+    let written_at_kill = broker.read("out", n as usize, Duration::from_secs(5)).len() as i64;
+    assert!(
+        committed_at_kill < n as i64,
+        "everything was done before the kill; make the input larger"
+    );
+
+    let weir = start_weir(dir.path(), &p);
+    await_committed(&broker, "weir-crash", 4, n as i64, Duration::from_secs(120));
+    let (status, log) = stop_weir(weir);
+    assert!(status.success(), "exit {status:?}\n{log}");
+    let out = broker.read("out", 2 * n as usize, Duration::from_secs(20));
+    let distinct: HashSet<u64> = ids(&out).into_iter().collect();
+    assert_eq!(distinct.len(), n as usize, "every input event is in the output");
+    let duplicates = out.len() as i64 - n as i64;
+    let uncommitted = written_at_kill - committed_at_kill;
+    assert!(
+        duplicates <= uncommitted.max(0),
+        "{duplicates} duplicates, but only {uncommitted} events were written after the last commit"
+    );
+}
+
+#[test]
+fn a_second_process_joining_the_group_takes_partitions_and_nothing_is_lost() {
+    let broker = Broker::start();
+    broker.create_topic("in", 6);
+    broker.create_topic("out", 6);
+    let n: u64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker, "join", ".seen = true", "");
+    // produce while the group changes, so both members have work
+    let producer = {
+        let bootstrap = broker.bootstrap.clone();
+        std::thread::spawn(move || {
+            let b = common::kafka::Client { bootstrap };
+            for chunk in 0..20 {
+                b.produce(
+                    "in",
+                    (chunk * 3000..(chunk + 1) * 3000)
+                        .map(|i| (Some(format!("k{}", i % 100)), format!("{{\"id\":{i}}}"))),
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let first = start_weir(dir.path(), &p);
+    await_committed(&broker, "weir-join", 6, 3000, Duration::from_secs(60));
+    let second = start_weir(dir.path(), &p);
+    producer.join().unwrap();
+    await_committed(&broker, "weir-join", 6, n as i64, Duration::from_secs(120));
+    let (s1, log1) = stop_weir(first);
+    let (s2, log2) = stop_weir(second);
+    assert!(s1.success() && s2.success(), "{log1}\n---\n{log2}");
+    assert!(log1.contains("partitions revoked"), "the first member gave partitions up:\n{log1}");
+    assert!(log2.contains("partitions assigned"), "the second member got partitions:\n{log2}");
+    let out = broker.read("out", 2 * n as usize, Duration::from_secs(20));
+    let distinct: HashSet<u64> = ids(&out).into_iter().collect();
+    assert_eq!(distinct.len(), n as usize, "nothing lost across the rebalance");
+}
+
+#[test]
+fn the_broker_stopping_for_ten_seconds_loses_nothing() {
+    let broker = Broker::start();
+    broker.create_topic("in", 2);
+    broker.create_topic("out", 2);
+    let half: u64 = 20_000;
+    broker.produce("in", numbered(half, 50));
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker, "outage", ".seen = true", "");
+    let weir = start_weir(dir.path(), &p);
+    await_committed(&broker, "weir-outage", 2, 1_000, Duration::from_secs(60));
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(10));
+    broker.restart();
+    broker.produce(
+        "in",
+        (half..2 * half).map(|i| (Some(format!("k{}", i % 50)), format!("{{\"id\":{i}}}"))),
+    );
+    await_committed(&broker, "weir-outage", 2, 2 * half as i64, Duration::from_secs(180));
+    let (status, log) = stop_weir(weir);
+    assert!(status.success(), "exit {status:?}\n{log}");
+    let out = broker.read("out", 4 * half as usize, Duration::from_secs(20));
+    let distinct: HashSet<u64> = ids(&out).into_iter().collect();
+    assert_eq!(distinct.len(), 2 * half as usize, "weir resumed after the outage");
+}
+
+#[test]
+fn poison_events_reach_the_dead_letter_topic_with_the_error_in_headers() {
+    let broker = Broker::start();
+    broker.create_topic("in", 2);
+    broker.create_topic("out", 2);
+    broker.create_topic("dlq", 1);
+    let records = (0..500u64).map(|i| {
+        let value = match i {
+            100 => "{not json".to_string(),
+            300 => "{\"id\":300,\"poison\":true}".to_string(),
+            _ => format!("{{\"id\":{i}}}"),
+        };
+        (Some(format!("k{}", i % 7)), value)
+    });
+    broker.produce("in", records);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"
+[sinks.dlq]
+type = "kafka"
+brokers = "{}"
+topic = "dlq"
+[dead_letter]
+sink = "dlq"
+"#,
+        broker.bootstrap
+    );
+    let text = std::fs::read_to_string(pipeline(dir.path(), &broker, "poison", "", "")).unwrap();
+    let text = text
+        .replace(
+            "[[steps]]\nname = \"map\"\ntype = \"jq\"\nexpr = ''",
+            "[[steps]]\nname = \"parse\"\ntype = \"json\"\n[[steps]]\nname = \"check\"\ntype = \"jq\"\nexpr = 'if .poison then error(\"poison pill \\(.id)\") else . end'",
+        )
+        + &extra;
+    let p = write(dir.path(), "poison2.toml", &text);
+    let weir = start_weir(dir.path(), p.to_str().unwrap());
+    let dead = broker.read("dlq", 2, Duration::from_secs(60));
+    let good = broker.read("out", 498, Duration::from_secs(60));
+    await_committed(&broker, "weir-poison", 2, 500, Duration::from_secs(30));
+    let (status, log) = stop_weir(weir);
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert_eq!(good.len(), 498, "the rest flow");
+    assert_eq!(dead.len(), 2, "{dead:#?}");
+    let header = |r: &Record, k: &str| {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no header {k} on {r:?}"))
+    };
+    let invalid = dead.iter().find(|r| r.value == "{not json").expect("the invalid JSON");
+    assert_eq!(header(invalid, "weir.stage"), "parse");
+    assert!(header(invalid, "weir.error").to_lowercase().contains("json"));
+    assert_eq!(header(invalid, "weir.source"), "in");
+    assert_eq!(invalid.key.as_deref(), Some("k2"), "the key is kept");
+    let poison = dead.iter().find(|r| r.value.contains("poison")).expect("the poison event");
+    assert_eq!(header(poison, "weir.stage"), "check");
+    assert!(header(poison, "weir.error").contains("poison pill 300"));
+}
+
+#[test]
+fn unreachable_brokers_and_unknown_topics_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // nothing listens on port 1
+    let unreachable = write(
+        dir.path(),
+        "down.toml",
+        r#"
+[pipeline]
+name = "down"
+[sources.in]
+type = "kafka"
+brokers = "127.0.0.1:1"
+topics = ["in"]
+group = "g"
+connect_timeout = "2s"
+[sinks.out]
+type = "blackhole"
+"#,
+    );
+    let started = Instant::now();
+    let out = common::run_in(dir.path(), &["run", unreachable.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the brokers `127.0.0.1:1`"),
+        "{}",
+        show(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let broker = Broker::start();
+    broker.create_topic("out", 1);
+    let unknown = write(
+        dir.path(),
+        "unknown.toml",
+        &format!(
+            r#"
+[pipeline]
+name = "unknown"
+[sources.in]
+type = "kafka"
+brokers = "{b}"
+topics = ["no-such-topic"]
+group = "g"
+[sinks.out]
+type = "kafka"
+brokers = "{b}"
+topic = "out"
+"#,
+            b = broker.bootstrap
+        ),
+    );
+    let out = common::run_in(dir.path(), &["run", unknown.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("topic `no-such-topic` does not exist"),
+        "{}",
+        show(&out)
+    );
+    let sink_unknown = write(
+        dir.path(),
+        "sink.toml",
+        &format!(
+            r#"
+[pipeline]
+name = "sink"
+[sources.in]
+type = "generator"
+count = 10
+[sinks.out]
+type = "kafka"
+brokers = "{b}"
+topic = "missing-out"
+"#,
+            b = broker.bootstrap
+        ),
+    );
+    let out = common::run_in(dir.path(), &["run", sink_unknown.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("topic `missing-out` does not exist"),
+        "{}",
+        show(&out)
+    );
+}
