@@ -47,30 +47,41 @@ timeout = "20s"
         .into_owned()
 }
 
-fn start_weir(dir: &Path, pipeline: &str) -> KillOnDrop {
-    KillOnDrop(
-        common::weir()
-            .args(["run", pipeline])
-            .current_dir(dir)
-            .env("WEIR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+/// A running `weir run`, its log going to a file (a pipe nobody reads
+/// would fill up and stall it).
+struct Weir {
+    child: KillOnDrop,
+    log: std::path::PathBuf,
+}
+
+fn start_weir(dir: &Path, pipeline: &str) -> Weir {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = dir.join(format!("weir-{n}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = common::weir()
+        .args(["run", pipeline])
+        .current_dir(dir)
+        .env("WEIR_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    Weir {
+        child: KillOnDrop(child),
+        log,
+    }
 }
 
 /// SIGTERM, wait, and return the exit status and the log.
-fn stop_weir(mut child: KillOnDrop) -> (std::process::ExitStatus, String) {
+fn stop_weir(mut weir: Weir) -> (std::process::ExitStatus, String) {
     // SAFETY: kill sends a signal to our own child.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    let status = wait_at_most(&mut child.0, Duration::from_secs(60));
-    let mut log = String::new();
-    if let Some(mut err) = child.0.stderr.take() {
-        use std::io::Read;
-        let _ = err.read_to_string(&mut log);
-    }
-    (status, log)
+    unsafe { libc::kill(weir.child.0.id() as i32, libc::SIGTERM) };
+    let status = wait_at_most(&mut weir.child.0, Duration::from_secs(60));
+    (
+        status,
+        std::fs::read_to_string(&weir.log).unwrap_or_default(),
+    )
 }
 
 fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -79,25 +90,40 @@ fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(started.elapsed() < limit, "weir did not exit within {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "weir did not exit within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the group committed `total` offsets on `topic`; returns
+/// what it committed.
+fn committed_within(
+    broker: &Broker,
+    group: &str,
+    partitions: i32,
+    total: i64,
+    limit: Duration,
+) -> i64 {
+    let started = Instant::now();
+    loop {
+        let sum: i64 = broker.committed(group, "in", partitions).values().sum();
+        if sum >= total || started.elapsed() >= limit {
+            return sum;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 /// Waits until the group committed `total` offsets on `topic`.
 fn await_committed(broker: &Broker, group: &str, partitions: i32, total: i64, limit: Duration) {
-    let started = Instant::now();
-    loop {
-        let sum: i64 = broker.committed(group, "in", partitions).values().sum();
-        if sum >= total {
-            return;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "group {group} committed {sum} of {total} within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let sum = committed_within(broker, group, partitions, total, limit);
+    assert!(
+        sum >= total,
+        "group {group} committed {sum} of {total} within {limit:?}"
+    );
 }
 
 fn ids(records: &[Record]) -> Vec<u64> {
@@ -137,7 +163,11 @@ fn kafka_to_kafka_through_a_jq_step_keeps_content_keys_and_key_order() {
     for r in by_partition {
         let v: serde_json::Value = serde_json::from_str(&r.value).unwrap();
         let id = v["id"].as_u64().unwrap();
-        assert_eq!(v, serde_json::json!({"id": id, "seen": true}), "exact content");
+        assert_eq!(
+            v,
+            serde_json::json!({"id": id, "seen": true}),
+            "exact content"
+        );
         let key = r.key.clone().expect("the key is kept");
         assert_eq!(key, format!("k{}", id % 10));
         if let Some(prev) = last_per_key.insert(key.clone(), id) {
@@ -161,9 +191,15 @@ fn kill_9_and_restart_loses_nothing_and_duplicates_only_what_was_uncommitted() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &broker, "crash", ".seen = true", "");
     let mut weir = start_weir(dir.path(), &p);
-    await_committed(&broker, "weir-crash", 4, (n * 3 / 10) as i64, Duration::from_secs(120));
-    weir.0.kill().unwrap(); // SIGKILL: no drain, no final commit
-    weir.0.wait().unwrap();
+    await_committed(
+        &broker,
+        "weir-crash",
+        4,
+        (n * 3 / 10) as i64,
+        Duration::from_secs(120),
+    );
+    weir.child.0.kill().unwrap(); // SIGKILL: no drain, no final commit
+    weir.child.0.wait().unwrap();
     let committed_at_kill: i64 = broker.committed("weir-crash", "in", 4).values().sum();
     let written_at_kill = broker.read("out", n as usize, Duration::from_secs(5)).len() as i64;
     assert!(
@@ -177,7 +213,11 @@ fn kill_9_and_restart_loses_nothing_and_duplicates_only_what_was_uncommitted() {
     assert!(status.success(), "exit {status:?}\n{log}");
     let out = broker.read("out", 2 * n as usize, Duration::from_secs(20));
     let distinct: HashSet<u64> = ids(&out).into_iter().collect();
-    assert_eq!(distinct.len(), n as usize, "every input event is in the output");
+    assert_eq!(
+        distinct.len(),
+        n as usize,
+        "every input event is in the output"
+    );
     let duplicates = out.len() as i64 - n as i64;
     let uncommitted = written_at_kill - committed_at_kill;
     assert!(
@@ -217,11 +257,21 @@ fn a_second_process_joining_the_group_takes_partitions_and_nothing_is_lost() {
     let (s1, log1) = stop_weir(first);
     let (s2, log2) = stop_weir(second);
     assert!(s1.success() && s2.success(), "{log1}\n---\n{log2}");
-    assert!(log1.contains("partitions revoked"), "the first member gave partitions up:\n{log1}");
-    assert!(log2.contains("partitions assigned"), "the second member got partitions:\n{log2}");
+    assert!(
+        log1.contains("partitions revoked"),
+        "the first member gave partitions up:\n{log1}"
+    );
+    assert!(
+        log2.contains("partitions assigned"),
+        "the second member got partitions:\n{log2}"
+    );
     let out = broker.read("out", 2 * n as usize, Duration::from_secs(20));
     let distinct: HashSet<u64> = ids(&out).into_iter().collect();
-    assert_eq!(distinct.len(), n as usize, "nothing lost across the rebalance");
+    assert_eq!(
+        distinct.len(),
+        n as usize,
+        "nothing lost across the rebalance"
+    );
 }
 
 #[test]
@@ -242,12 +292,23 @@ fn the_broker_stopping_for_ten_seconds_loses_nothing() {
         "in",
         (half..2 * half).map(|i| (Some(format!("k{}", i % 50)), format!("{{\"id\":{i}}}"))),
     );
-    await_committed(&broker, "weir-outage", 2, 2 * half as i64, Duration::from_secs(180));
+    let sum = committed_within(
+        &broker,
+        "weir-outage",
+        2,
+        2 * half as i64,
+        Duration::from_secs(120),
+    );
     let (status, log) = stop_weir(weir);
+    assert_eq!(sum, 2 * half as i64, "committed after the outage\n{log}");
     assert!(status.success(), "exit {status:?}\n{log}");
     let out = broker.read("out", 4 * half as usize, Duration::from_secs(20));
     let distinct: HashSet<u64> = ids(&out).into_iter().collect();
-    assert_eq!(distinct.len(), 2 * half as usize, "weir resumed after the outage");
+    assert_eq!(
+        distinct.len(),
+        2 * half as usize,
+        "weir resumed after the outage"
+    );
 }
 
 #[test]
@@ -300,12 +361,20 @@ sink = "dlq"
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| panic!("no header {k} on {r:?}"))
     };
-    let invalid = dead.iter().find(|r| r.value == "{not json").expect("the invalid JSON");
+    let invalid = dead
+        .iter()
+        .find(|r| r.value == "{not json")
+        .expect("the invalid JSON");
     assert_eq!(header(invalid, "weir.stage"), "parse");
-    assert!(header(invalid, "weir.error").to_lowercase().contains("json"));
+    assert!(header(invalid, "weir.error")
+        .to_lowercase()
+        .contains("json"));
     assert_eq!(header(invalid, "weir.source"), "in");
     assert_eq!(invalid.key.as_deref(), Some("k2"), "the key is kept");
-    let poison = dead.iter().find(|r| r.value.contains("poison")).expect("the poison event");
+    let poison = dead
+        .iter()
+        .find(|r| r.value.contains("poison"))
+        .expect("the poison event");
     assert_eq!(header(poison, "weir.stage"), "check");
     assert!(header(poison, "weir.error").contains("poison pill 300"));
 }

@@ -82,9 +82,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
 
 /// `deserialize_with` function for a [`Duration`] written as a string
 /// (`"250ms"`, `"10s"`); connectors use it for their own duration options.
-pub fn deserialize<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Duration, D::Error> {
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     deserializer.deserialize_str(DurationVisitor)
 }
 

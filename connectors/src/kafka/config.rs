@@ -60,11 +60,17 @@ pub struct KafkaSourceOptions {
     /// How long a revoked partition may take to finish its in-flight
     /// batches before its offset is committed and it is released; default
     /// 10s.
-    #[serde(default = "default_revoke_timeout", deserialize_with = "weir_config::deserialize_duration")]
+    #[serde(
+        default = "default_revoke_timeout",
+        deserialize_with = "weir_config::deserialize_duration"
+    )]
     pub revoke_timeout: Duration,
     /// How long to wait for the brokers' metadata at start; default 10s.
     /// Unreachable brokers or a missing topic fail the pipeline after it.
-    #[serde(default = "default_connect_timeout", deserialize_with = "weir_config::deserialize_duration")]
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "weir_config::deserialize_duration"
+    )]
     pub connect_timeout: Duration,
     /// Any librdkafka consumer property, passed through as is (TLS, SASL,
     /// OAuth, fetch sizes...). weir's own settings (`enable.auto.commit`,
@@ -83,11 +89,17 @@ pub struct KafkaSinkOptions {
     pub topic: String,
     /// How long librdkafka may keep gathering records before it sends a
     /// request; default 5ms.
-    #[serde(default = "default_linger", deserialize_with = "weir_config::deserialize_duration")]
+    #[serde(
+        default = "default_linger",
+        deserialize_with = "weir_config::deserialize_duration"
+    )]
     pub linger: Duration,
     /// How long a record may take to be delivered, retries included,
     /// before its delivery fails; default 120s.
-    #[serde(default = "default_delivery_timeout", deserialize_with = "weir_config::deserialize_duration")]
+    #[serde(
+        default = "default_delivery_timeout",
+        deserialize_with = "weir_config::deserialize_duration"
+    )]
     pub delivery_timeout: Duration,
     /// Any librdkafka producer property, passed through as is (TLS, SASL,
     /// compression, batch sizes...).
@@ -139,7 +151,11 @@ impl KafkaSourceOptions {
         if let Some(t) = options.topics.iter().find(|t| t.trim().is_empty()) {
             return Err(config.option_error("topics", format!("topic name {t:?} is empty")));
         }
-        if let Some(key) = options.options.keys().find(|k| SOURCE_OWNED.contains(&k.as_str())) {
+        if let Some(key) = options
+            .options
+            .keys()
+            .find(|k| SOURCE_OWNED.contains(&k.as_str()))
+        {
             return Err(config.option_error(
                 "options",
                 format!("`{key}` is set by weir (offsets are committed from the ack ledger; the group is `group`) and cannot be overridden"),
@@ -234,10 +250,9 @@ mod tests {
     fn a_source_needs_topics_or_a_pattern_but_not_both() {
         let none = parse("brokers = \"b:9092\"\ngroup = \"g\"").unwrap_err();
         assert!(none.contains("set `topics`"), "{none}");
-        let both = parse(
-            "brokers = \"b:9092\"\ngroup = \"g\"\ntopics = [\"a\"]\ntopic_pattern = \"a.*\"",
-        )
-        .unwrap_err();
+        let both =
+            parse("brokers = \"b:9092\"\ngroup = \"g\"\ntopics = [\"a\"]\ntopic_pattern = \"a.*\"")
+                .unwrap_err();
         assert!(both.contains("not both"), "{both}");
         let ok = parse("brokers = \"b:9092\"\ngroup = \"g\"\ntopic_pattern = \"a.*\"").unwrap();
         assert_eq!(ok.subscription(), ["^a.*"]);
@@ -257,7 +272,10 @@ mod tests {
         let c = ok.client_config();
         assert_eq!(c.get("fetch.min.bytes"), Some("1000"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
-        assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
         assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
     }
 }

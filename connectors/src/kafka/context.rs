@@ -90,7 +90,10 @@ impl KafkaContext {
             let Some((topic, partition)) = ids.get(id) else {
                 return false;
             };
-            match committed.find_partition(topic, partition).map(|e| e.offset()) {
+            match committed
+                .find_partition(topic, partition)
+                .map(|e| e.offset())
+            {
                 Some(Offset::Offset(o)) => u64::try_from(o).map_or(true, |o| o < position),
                 _ => true,
             }

@@ -42,12 +42,7 @@ pub(crate) struct LastId {
 
 impl LastId {
     /// The id for a message's topic-partition.
-    pub(crate) fn lookup(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        ids: impl FnOnce() -> u32,
-    ) -> u32 {
+    pub(crate) fn lookup(&mut self, topic: &str, partition: i32, ids: impl FnOnce() -> u32) -> u32 {
         match self.id {
             Some(id) if self.partition == partition && self.topic == topic => id,
             _ => {

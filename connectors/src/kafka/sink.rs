@@ -178,8 +178,8 @@ impl Sink for KafkaSink {
         let batch = Arc::new(BatchDelivery::new(events.len()));
         let topic = self.options.topic.as_str();
         for e in events {
-            let mut record = BaseRecord::with_opaque_to(topic, Arc::clone(&batch))
-                .payload(&e.value[..]);
+            let mut record =
+                BaseRecord::with_opaque_to(topic, Arc::clone(&batch)).payload(&e.value[..]);
             if let Some(key) = &e.key {
                 record = record.key(&key[..]);
             }

@@ -102,13 +102,19 @@ fn consume(
     let consumer: BaseConsumer<KafkaContext> = options
         .client_config()
         .create_with_context(context)
-        .map_err(|e| Error::user(format!("kafka source `{name}`: invalid client configuration: {e}")))?;
+        .map_err(|e| {
+            Error::user(format!(
+                "kafka source `{name}`: invalid client configuration: {e}"
+            ))
+        })?;
     check_topics(&consumer, &options, &name)?;
     let subscription = options.subscription();
     let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&topics)
-        .map_err(|e| Error::user(format!("kafka source `{name}`: subscribing to {topics:?}: {e}")))?;
+    consumer.subscribe(&topics).map_err(|e| {
+        Error::user(format!(
+            "kafka source `{name}`: subscribing to {topics:?}: {e}"
+        ))
+    })?;
     tracing::info!(source = %name, topics = ?topics, group = %options.group, "kafka source subscribed");
 
     let mut lp = Loop {
@@ -155,7 +161,11 @@ impl<'c> Loop<'c> {
         self.consumer.context()
     }
 
-    fn run(&mut self, shutdown: &weir_engine::ShutdownSignal, checkpoint_every: Duration) -> Result<()> {
+    fn run(
+        &mut self,
+        shutdown: &weir_engine::ShutdownSignal,
+        checkpoint_every: Duration,
+    ) -> Result<()> {
         let mut next_commit = Instant::now() + checkpoint_every;
         let mut since_housekeeping = 0u32;
         loop {
@@ -178,9 +188,9 @@ impl<'c> Loop<'c> {
                     let (max_events, max_bytes) = (self.max_events, self.max_bytes);
                     let p = self.partition(id);
                     let headers = m.headers();
-                    let header_iter = headers.into_iter().flat_map(|h| {
-                        h.iter().map(|h| (h.key, h.value.unwrap_or_default()))
-                    });
+                    let header_iter = headers
+                        .into_iter()
+                        .flat_map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())));
                     let ts = m.timestamp().to_millis().unwrap_or(0);
                     let offset = u64::try_from(m.offset()).unwrap_or(0);
                     p.staging

@@ -133,14 +133,24 @@ mod tests {
     fn a_batch_is_slices_of_one_buffer_with_keys_headers_and_offsets() {
         let mut s = Staging::default();
         let now = Instant::now();
-        s.push(Some(b"k1"), Some(b"v1"), [("h", &b"x"[..])].into_iter(), 7, 10, || now);
+        s.push(
+            Some(b"k1"),
+            Some(b"v1"),
+            [("h", &b"x"[..])].into_iter(),
+            7,
+            10,
+            || now,
+        );
         s.push(None, None, std::iter::empty(), 0, 11, || now);
         assert_eq!((s.len(), s.bytes()), (2, 6));
         let (events, end) = s.take(99).unwrap();
         assert_eq!(end, 12);
         assert_eq!(events[0].key.as_deref(), Some(&b"k1"[..]));
         assert_eq!(&events[0].value[..], b"v1");
-        assert_eq!(events[0].headers, vec![(Bytes::from("h"), Bytes::from("x"))]);
+        assert_eq!(
+            events[0].headers,
+            vec![(Bytes::from("h"), Bytes::from("x"))]
+        );
         assert_eq!((events[0].timestamp_ms, events[0].origin.offset), (7, 10));
         assert_eq!(events[1].key, None);
         assert!(events[1].value.is_empty(), "a tombstone has an empty value");
