@@ -3,6 +3,7 @@
 //! table at the end, and with `--json` one JSON object as the last line.
 
 mod baseline;
+mod kafka;
 mod progress;
 mod report;
 mod scenario;
@@ -20,7 +21,7 @@ pub use scenario::{Scenario, SCENARIOS};
 /// Arguments of `weir bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// The scenario: passthrough, json-map or jq-map.
+    /// The scenario: passthrough, json-map, jq-map, kafka or kafka-to-kafka.
     pub scenario: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
@@ -31,13 +32,24 @@ pub struct BenchArgs {
     /// Shards (default: one per core).
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Kafka scenarios: bootstrap brokers to use; without it a dev broker
+    /// is started (scripts/kafka-dev.sh: needs a JDK and Maven) and stopped.
+    #[arg(long)]
+    pub brokers: Option<String>,
 }
 
 /// Runs the command.
 pub fn bench(args: BenchArgs) -> ExitCode {
     crate::observability::init_logging();
+    if kafka::SCENARIOS.contains(&args.scenario.as_str()) {
+        return finish(kafka::run(&args.scenario, &args), &args);
+    }
     let Some(scenario) = SCENARIOS.iter().find(|s| s.name == args.scenario) else {
-        let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+        let known: Vec<&str> = SCENARIOS
+            .iter()
+            .map(|s| s.name)
+            .chain(kafka::SCENARIOS.iter().copied())
+            .collect();
         eprintln!(
             "error: unknown scenario `{}`; known scenarios: {}",
             args.scenario,
@@ -45,7 +57,11 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    match run(scenario, &args) {
+    finish(run(scenario, &args), &args)
+}
+
+fn finish(result: Result<BenchReport, String>, args: &BenchArgs) -> ExitCode {
+    match result {
         Ok(report) => {
             report.print_table();
             if args.json {
@@ -111,6 +127,7 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
         p50_us: latency.quantile_micros(0.50),
         p99_us: latency.quantile_micros(0.99),
         shards,
+        extra: serde_json::Map::new(),
     })
 }
 

@@ -34,12 +34,14 @@ pub struct BenchReport {
     pub p99_us: u64,
     /// Shards used.
     pub shards: usize,
+    /// Scenario-specific figures, added to the JSON object and the table.
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl BenchReport {
     /// The JSON object printed as the last line with `--json`.
     pub fn to_json(&self) -> String {
-        json!({
+        let mut object = json!({
             "scenario": self.scenario,
             "events": self.events,
             "seconds": self.seconds,
@@ -50,8 +52,13 @@ impl BenchReport {
             "p50_us": self.p50_us,
             "p99_us": self.p99_us,
             "shards": self.shards,
-        })
-        .to_string()
+        });
+        if let Some(map) = object.as_object_mut() {
+            for (k, v) in &self.extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        object.to_string()
     }
 
     /// Prints the table to stderr.
@@ -82,6 +89,9 @@ impl BenchReport {
         ];
         eprintln!("┌───────────────────┬──────────────────────────────────────────────");
         for (k, v) in rows {
+            eprintln!("│ {k:<17} │ {v}");
+        }
+        for (k, v) in &self.extra {
             eprintln!("│ {k:<17} │ {v}");
         }
         eprintln!("└───────────────────┴──────────────────────────────────────────────");

@@ -140,7 +140,7 @@ impl KafkaContext {
         for &id in &ids {
             drained &= self
                 .runtime
-                .block_on(source.drain_partition(id, deadline.into()));
+                .block_on(source.drain_partition(id, deadline));
         }
         if lost {
             // another member owns them already: a commit would be refused

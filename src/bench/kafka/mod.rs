@@ -1,0 +1,347 @@
+//! The Kafka scenarios of `weir bench`:
+//!
+//! - `kafka`: a preloaded topic (8 partitions, ~100-byte events) read by
+//!   weir into a counting sink, against a raw rdkafka `BaseConsumer` of a
+//!   fresh group that only counts the same topic.
+//! - `kafka-to-kafka`: the same topic through a trivial step
+//!   (`json-add-field`) into another topic, against a raw consume → produce
+//!   copy loop; then the end-to-end latency (record timestamp at produce →
+//!   read back from the output topic) at half of weir's maximum rate.
+//!
+//! Both time from the first event to the last, so group joins are not in
+//! the figures.
+
+mod broker;
+mod count_sink;
+mod raw;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+use weir_config::{ComponentConfig, PipelineConfig};
+use weir_engine::{shutdown_channel, LatencyHistogram, Pipeline};
+
+use super::report::{self, Baseline, BenchReport};
+use super::BenchArgs;
+use broker::BenchBroker;
+
+/// Names of the Kafka scenarios.
+pub const SCENARIOS: &[&str] = &["kafka", "kafka-to-kafka"];
+
+const PARTITIONS: i32 = 8;
+const DEFAULT_EVENTS: u64 = 2_000_000;
+
+/// Runs a Kafka scenario.
+pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
+    let events = args.events.unwrap_or(DEFAULT_EVENTS);
+    let shards = args
+        .shards
+        .unwrap_or_else(|| weir_engine::shard::available_cores().len())
+        .max(1);
+    crate::observability::init_metrics();
+    let broker = BenchBroker::get(args.brokers.as_deref())?;
+    let b = broker.bootstrap.as_str();
+    let id = raw::unique();
+    let input = format!("weir-bench-in-{id}");
+    raw::create_topic(b, &input, PARTITIONS)?;
+    eprintln!("{name}: preloading {events} events into {input} ({PARTITIONS} partitions)…");
+    raw::preload(b, &input, events)?;
+    match name {
+        "kafka" => to_blackhole(b, &input, events, shards, &id),
+        _ => to_kafka(b, &input, events, shards, &id),
+    }
+}
+
+fn to_blackhole(b: &str, input: &str, events: u64, shards: usize, id: &str) -> Result<BenchReport, String> {
+    eprintln!("kafka: baseline (raw BaseConsumer, counting)…");
+    let baseline = raw::count(b, input, events)?;
+    eprintln!("kafka: weir (kafka → blackhole)…");
+    let config = pipeline(
+        b,
+        input,
+        &format!("weir-bench-{id}"),
+        None,
+        ("bench-count", ""),
+        shards,
+    )?;
+    let run = run_weir(&config, || {
+        let n = count_sink::COUNTED.load(Ordering::Relaxed);
+        (n >= events).then(|| count_sink::FIRST.get().copied()).flatten()
+    })?;
+    let eps = events as f64 / run.seconds;
+    Ok(BenchReport {
+        scenario: "kafka".into(),
+        events,
+        seconds: run.seconds,
+        events_per_sec: eps,
+        baseline: Baseline {
+            name: "raw rdkafka BaseConsumer of a fresh group counting the same topic".into(),
+            events_per_sec: baseline,
+        },
+        ratio: eps / baseline,
+        rss_peak_bytes: run.rss_peak_bytes,
+        p50_us: run.latency.quantile_micros(0.50),
+        p99_us: run.latency.quantile_micros(0.99),
+        shards,
+        extra: serde_json::Map::new(),
+    })
+}
+
+fn to_kafka(b: &str, input: &str, events: u64, shards: usize, id: &str) -> Result<BenchReport, String> {
+    let raw_out = format!("weir-bench-raw-out-{id}");
+    let out = format!("weir-bench-out-{id}");
+    raw::create_topic(b, &raw_out, PARTITIONS)?;
+    raw::create_topic(b, &out, PARTITIONS)?;
+    eprintln!("kafka-to-kafka: baseline (raw consume → produce loop)…");
+    let baseline = raw::copy(b, input, &raw_out, events)?;
+    eprintln!("kafka-to-kafka: weir (kafka → json-add-field → kafka)…");
+    let step = ("json-add-field", "field = \"seen\"\nvalue = true\n");
+    let sink_options = format!("brokers = \"{b}\"\ntopic = \"{out}\"\n");
+    let config = pipeline(b, input, &format!("weir-bench-{id}"), Some(step), ("kafka", &sink_options), shards)?;
+    let watcher = Watermarks::new(b, &out)?;
+    let mut first = None;
+    let run = run_weir(&config, || {
+        let n = watcher.total();
+        if n > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        (n >= events as i64).then_some(first).flatten()
+    })?;
+    let eps = events as f64 / run.seconds;
+
+    let rate = (eps / 2.0).max(100.0);
+    eprintln!("kafka-to-kafka: end-to-end latency at {rate:.0} events/s (half the maximum)…");
+    let (p50, p99, measured) = latency_at(b, rate, shards, id)?;
+    let mut extra = serde_json::Map::new();
+    extra.insert("latency_rate_events_per_sec".into(), json!(rate));
+    extra.insert("latency_events".into(), json!(measured));
+    extra.insert(
+        "latency_note".into(),
+        json!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec; millisecond resolution"),
+    );
+    Ok(BenchReport {
+        scenario: "kafka-to-kafka".into(),
+        events,
+        seconds: run.seconds,
+        events_per_sec: eps,
+        baseline: Baseline {
+            name: "raw rdkafka consume → produce loop copying the same topic".into(),
+            events_per_sec: baseline,
+        },
+        ratio: eps / baseline,
+        rss_peak_bytes: run.rss_peak_bytes,
+        p50_us: p50,
+        p99_us: p99,
+        shards,
+        extra,
+    })
+}
+
+/// The in-code pipeline: kafka → optional step → sink.
+fn pipeline(
+    b: &str,
+    topic: &str,
+    group: &str,
+    step: Option<(&str, &str)>,
+    sink: (&str, &str),
+    shards: usize,
+) -> Result<PipelineConfig, String> {
+    let source = ComponentConfig::from_toml(
+        "in",
+        "kafka",
+        &format!("brokers = \"{b}\"\ntopics = [\"{topic}\"]\ngroup = \"{group}\"\n"),
+    )
+    .map_err(|d| d.to_string())?;
+    let steps = match step {
+        Some((kind, options)) => vec![ComponentConfig::from_toml(kind, kind, options).map_err(|d| d.to_string())?],
+        None => Vec::new(),
+    };
+    let sink = ComponentConfig::from_toml("out", sink.0, sink.1).map_err(|d| d.to_string())?;
+    let mut config = PipelineConfig::new_in_code(vec![source], steps, vec![sink]);
+    config.pipeline.name = format!("bench-{group}");
+    config.pipeline.shards = Some(shards);
+    config.checkpoint.dir = std::env::temp_dir().join("weir-bench-checkpoints");
+    Ok(config)
+}
+
+struct WeirRun {
+    seconds: f64,
+    rss_peak_bytes: u64,
+    latency: Arc<LatencyHistogram>,
+}
+
+/// Runs the pipeline until `done` returns when the first event went
+/// through (it returns `None` until every event did).
+fn run_weir(config: &PipelineConfig, mut done: impl FnMut() -> Option<Instant>) -> Result<WeirRun, String> {
+    let mut registry = crate::registry();
+    registry.sink("bench-count", count_sink::build);
+    let pipeline = Pipeline::build(config, &registry).map_err(|d| d.to_string())?;
+    let latency = pipeline.latency();
+    report::reset_peak_rss();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weir-io")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (trigger, _) = shutdown_channel();
+    let task = runtime.spawn(pipeline.run(trigger.clone()));
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let first = loop {
+        if let Some(first) = done() {
+            break first;
+        }
+        if task.is_finished() || Instant::now() > deadline {
+            trigger.trigger();
+            let result = runtime.block_on(task).map_err(|e| e.to_string())?;
+            return Err(match result {
+                Ok(_) => "weir stopped before every event went through".into(),
+                Err(e) => format!("weir failed: {e}"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let seconds = first.elapsed().as_secs_f64();
+    let rss_peak_bytes = report::peak_rss_bytes();
+    trigger.trigger();
+    runtime
+        .block_on(task)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(WeirRun {
+        seconds,
+        rss_peak_bytes,
+        latency,
+    })
+}
+
+/// The sum of a topic's high watermarks: records written to it.
+struct Watermarks {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl Watermarks {
+    fn new(b: &str, topic: &str) -> Result<Self, String> {
+        Ok(Watermarks {
+            consumer: raw::consumer(b, "weir-bench-watermarks")?,
+            topic: topic.to_string(),
+        })
+    }
+
+    fn total(&self) -> i64 {
+        (0..PARTITIONS)
+            .filter_map(|p| {
+                self.consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(5))
+                    .ok()
+            })
+            .map(|(_, high)| high)
+            .sum()
+    }
+}
+
+/// Produces at `rate` for 10 s through a running kafka → step → kafka
+/// pipeline and measures produce-to-read-back latency. Returns p50 and p99
+/// in microseconds and how many events were measured.
+fn latency_at(b: &str, rate: f64, shards: usize, id: &str) -> Result<(u64, u64, usize), String> {
+    let input = format!("weir-bench-lat-in-{id}");
+    let out = format!("weir-bench-lat-out-{id}");
+    raw::create_topic(b, &input, PARTITIONS)?;
+    raw::create_topic(b, &out, PARTITIONS)?;
+    let step = ("json-add-field", "field = \"seen\"\nvalue = true\n");
+    let sink_options = format!("brokers = \"{b}\"\ntopic = \"{out}\"\n");
+    let config = pipeline(b, &input, &format!("weir-bench-lat-{id}"), Some(step), ("kafka", &sink_options), shards)?;
+    let pipeline = Pipeline::build(&config, &crate::registry()).map_err(|d| d.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (trigger, _) = shutdown_channel();
+    let task = runtime.spawn(pipeline.run(trigger.clone()));
+
+    // the reader: every partition of the output from the start
+    let reader = raw::consumer(b, &format!("weir-bench-lat-reader-{id}"))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&out, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+    }
+    reader.assign(&tpl).map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_secs(3)); // let weir join its group
+
+    let mut producer = Some({
+        let b = b.to_string();
+        let input = input.clone();
+        std::thread::spawn(move || -> Result<u64, String> {
+            let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+                rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", &b)
+                    .set("linger.ms", "1")
+                    .create()
+                    .map_err(|e| e.to_string())?;
+            let tick = Duration::from_millis(5);
+            let per_tick = (rate * tick.as_secs_f64()).max(1.0);
+            let started = Instant::now();
+            let mut sent = 0u64;
+            let mut value = Vec::with_capacity(128);
+            while started.elapsed() < Duration::from_secs(10) {
+                let due = (started.elapsed().as_secs_f64() / tick.as_secs_f64() + 1.0) * per_tick;
+                while (sent as f64) < due {
+                    raw::payload(sent, &mut value);
+                    raw::send(&producer, &input, format!("k{}", sent % 1000).as_bytes(), &value);
+                    sent += 1;
+                }
+                std::thread::sleep(tick);
+            }
+            rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+            Ok(sent)
+        })
+    });
+    let mut latencies: Vec<u64> = Vec::new();
+    let mut sent = None;
+    let mut idle_since = Instant::now();
+    loop {
+        match reader.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                let now = now_ms();
+                if let Some(ts) = m.timestamp().to_millis() {
+                    latencies.push(u64::try_from(now - ts).unwrap_or(0) * 1000);
+                }
+                idle_since = Instant::now();
+            }
+            Some(Err(e)) => return Err(format!("latency reader: {e}")),
+            None => {}
+        }
+        if producer.as_ref().is_some_and(|p| p.is_finished()) {
+            let p = producer.take().expect("checked");
+            sent = Some(p.join().map_err(|_| "producer panicked".to_string())??);
+        }
+        if let Some(s) = sent {
+            if latencies.len() as u64 >= s || idle_since.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+    }
+    trigger.trigger();
+    runtime
+        .block_on(task)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    latencies.sort_unstable();
+    let q = |f: f64| latencies.get(((latencies.len() as f64 - 1.0) * f) as usize).copied().unwrap_or(0);
+    Ok((q(0.50), q(0.99), latencies.len()))
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
