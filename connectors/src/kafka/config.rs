@@ -176,7 +176,12 @@ impl KafkaSourceOptions {
                     StartOffset::Latest => "latest",
                 },
             )
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // librdkafka waits this long before fetching again once its
+            // prefetch queue is over its thresholds (default 1s): with a
+            // consumer that drains the queue in batches, the fetcher would
+            // sit idle most of that second
+            .set("fetch.queue.backoff.ms", "5");
         match self.group_protocol {
             GroupProtocol::Classic => {
                 c.set("partition.assignment.strategy", "cooperative-sticky");

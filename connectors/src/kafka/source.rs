@@ -68,6 +68,12 @@ const PARKED_POLL: Duration = Duration::from_millis(2);
 /// Longest poll when nothing is due.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// Parked batches a partition may hold before it is paused in librdkafka.
+/// A pause drops librdkafka's prefetched messages of the partition and a
+/// resume fetches them again, so a shard that is full for a moment only
+/// parks; a shard that stays full pauses.
+const PAUSE_AFTER_PARKED: usize = 4;
+
 /// One assigned partition's state in the loop.
 #[derive(Debug, Default)]
 struct Partition {
@@ -269,7 +275,8 @@ impl<'c> Loop<'c> {
             return Ok(());
         };
         if !self.partitions[id as usize].parked.is_empty() {
-            self.partitions[id as usize].parked.push_back(batch);
+            let (events, end) = batch;
+            self.park(id, events, end);
             return Ok(());
         }
         let (events, end) = batch;
@@ -297,7 +304,7 @@ impl<'c> Loop<'c> {
         if p.parked.len() == 1 {
             self.parked_count += 1;
         }
-        if !p.paused {
+        if !p.paused && p.parked.len() >= PAUSE_AFTER_PARKED {
             p.paused = true;
             self.pause(id, true);
         }
@@ -332,8 +339,10 @@ impl<'c> Loop<'c> {
             }
             if self.partitions[id].parked.is_empty() {
                 self.parked_count -= 1;
-                self.partitions[id].paused = false;
-                self.pause(id as u32, false);
+                if self.partitions[id].paused {
+                    self.partitions[id].paused = false;
+                    self.pause(id as u32, false);
+                }
             }
         }
         Ok(())
@@ -345,6 +354,7 @@ impl<'c> Loop<'c> {
         if let Some((topic, partition)) = KafkaContext::lock(&context.ids).get(id) {
             tpl.add_partition(topic, partition);
         }
+        tracing::debug!(source = %context.name, partition = id, pause, "kafka partition pause/resume");
         let result = if pause {
             self.consumer.pause(&tpl)
         } else {

@@ -29,7 +29,12 @@ pub(crate) struct Staging {
     started: Option<Instant>,
     /// The offset after the last message.
     end: u64,
+    /// Bytes of the previous batch: the size to reserve for the next.
+    last_bytes: usize,
 }
+
+/// Smallest buffer reserved for a batch.
+const MIN_BATCH_BUFFER: usize = 16 * 1024;
 
 impl Staging {
     /// Appends one message. `now` is read by the caller, once per poll burst.
@@ -44,6 +49,9 @@ impl Staging {
     ) {
         if self.slots.is_empty() {
             self.started = Some(now());
+            // one allocation per batch: after `take` the buffer is shared
+            // with the events, and growing it piecemeal would copy
+            self.buf.reserve(self.last_bytes.max(MIN_BATCH_BUFFER));
         }
         let key = key.map(|k| self.append(k));
         let value = self.append(value.unwrap_or_default());
@@ -89,6 +97,7 @@ impl Staging {
         if self.slots.is_empty() {
             return None;
         }
+        self.last_bytes = self.buf.len() + self.buf.len() / 4;
         let data: Bytes = self.buf.split().freeze();
         let mut events = Vec::with_capacity(self.slots.len());
         for slot in self.slots.drain(..) {

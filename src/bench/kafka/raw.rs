@@ -91,10 +91,12 @@ pub fn preload(bootstrap: &str, topic: &str, events: u64) -> Result<(), String> 
     Ok(())
 }
 
-/// A consumer of a fresh group reading from the start.
+/// A consumer of a fresh group reading from the start, with the fetch
+/// settings weir's source uses (so the ratio measures weir, not settings).
 pub fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer, String> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("fetch.queue.backoff.ms", "5")
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
