@@ -31,29 +31,42 @@ impl PartitionIds {
     }
 }
 
-/// The last id looked up, so a run of messages from one partition costs a
-/// string compare, not a hash lookup.
+/// The last id looked up, keyed by librdkafka's topic handle address and
+/// the partition, so a run of messages from one partition costs two integer
+/// compares, not a topic-name read and a hash lookup. Reset at every
+/// rebalance (a handle address could be reused for another topic after its
+/// topic is dropped).
 #[derive(Debug, Default)]
 pub(crate) struct LastId {
-    topic: String,
+    topic_handle: usize,
     partition: i32,
     id: Option<u32>,
 }
 
 impl LastId {
-    /// The id for a message's topic-partition.
-    pub(crate) fn lookup(&mut self, topic: &str, partition: i32, ids: impl FnOnce() -> u32) -> u32 {
+    /// The id for a message's topic handle and partition; `ids` resolves
+    /// it by name when it is not the last one.
+    pub(crate) fn lookup(
+        &mut self,
+        topic_handle: usize,
+        partition: i32,
+        ids: impl FnOnce() -> u32,
+    ) -> u32 {
         match self.id {
-            Some(id) if self.partition == partition && self.topic == topic => id,
+            Some(id) if self.partition == partition && self.topic_handle == topic_handle => id,
             _ => {
                 let id = ids();
-                self.topic.clear();
-                self.topic.push_str(topic);
+                self.topic_handle = topic_handle;
                 self.partition = partition;
                 self.id = Some(id);
                 id
             }
         }
+    }
+
+    /// Forgets the cached id.
+    pub(crate) fn reset(&mut self) {
+        self.id = None;
     }
 }
 
@@ -70,8 +83,10 @@ mod tests {
         assert_eq!(ids.get(1), Some(("b", 3)));
         assert_eq!(ids.get(2), None);
         let mut last = LastId::default();
-        assert_eq!(last.lookup("a", 3, || ids.id("a", 3)), 0);
-        assert_eq!(last.lookup("a", 3, || unreachable!("cached")), 0);
-        assert_eq!(last.lookup("b", 3, || ids.id("b", 3)), 1);
+        assert_eq!(last.lookup(0xa, 3, || ids.id("a", 3)), 0);
+        assert_eq!(last.lookup(0xa, 3, || unreachable!("cached")), 0);
+        assert_eq!(last.lookup(0xb, 3, || ids.id("b", 3)), 1);
+        last.reset();
+        assert_eq!(last.lookup(0xb, 3, || ids.id("b", 3)), 1);
     }
 }

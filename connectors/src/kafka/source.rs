@@ -174,10 +174,20 @@ impl<'c> Loop<'c> {
     ) -> Result<()> {
         let mut next_commit = Instant::now() + checkpoint_every;
         let mut since_housekeeping = 0u32;
+        let mut flowing = false;
         loop {
-            let timeout = self.poll_timeout();
+            // while messages flow, poll without waiting (and without
+            // computing a timeout); once the queue is empty, wait until the
+            // oldest staged batch is due
+            let timeout = if flowing {
+                Duration::ZERO
+            } else {
+                self.poll_timeout()
+            };
             let message = self.consumer.poll(timeout);
-            if self.context().rebalanced.swap(false, Ordering::Acquire) {
+            flowing = matches!(message, Some(Ok(_)));
+            let rebalanced = &self.context().rebalanced;
+            if rebalanced.load(Ordering::Relaxed) && rebalanced.swap(false, Ordering::Acquire) {
                 self.apply_rebalance();
             }
             let mut housekeeping = true;
@@ -188,7 +198,10 @@ impl<'c> Loop<'c> {
                 }
                 Some(Ok(m)) => {
                     let context = self.consumer.context();
-                    let id = self.last.lookup(m.topic(), m.partition(), || {
+                    // SAFETY: `ptr` is the message librdkafka lent us for
+                    // this borrow; we read one field of it.
+                    let topic_handle = unsafe { (*m.ptr()).rkt } as usize;
+                    let id = self.last.lookup(topic_handle, m.partition(), || {
                         KafkaContext::lock(&context.ids).id(m.topic(), m.partition())
                     });
                     let (max_events, max_bytes) = (self.max_events, self.max_bytes);
@@ -368,6 +381,7 @@ impl<'c> Loop<'c> {
     /// Drops what was staged or parked for revoked partitions (never
     /// dispatched: the next owner reads it); new partitions start unpaused.
     fn apply_rebalance(&mut self) {
+        self.last.reset();
         let changes = std::mem::take(&mut *KafkaContext::lock(&self.context().changes));
         // librdkafka may keep a pause across a revoke and re-assign: resume them
         for &id in &changes.assigned {

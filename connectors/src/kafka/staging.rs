@@ -49,8 +49,7 @@ impl Staging {
     ) {
         if self.slots.is_empty() {
             self.started = Some(now());
-            // one allocation per batch: after `take` the buffer is shared
-            // with the events, and growing it piecemeal would copy
+            // one allocation per batch, sized like the previous one
             self.buf.reserve(self.last_bytes.max(MIN_BATCH_BUFFER));
         }
         let key = key.map(|k| self.append(k));
@@ -98,7 +97,10 @@ impl Staging {
             return None;
         }
         self.last_bytes = self.buf.len() + self.buf.len() / 4;
-        let data: Bytes = self.buf.split().freeze();
+        // a buffer of its own per batch: its reference count is touched by
+        // this batch's events only, not shared with the next batch that
+        // this thread fills while a shard drops this one
+        let data: Bytes = std::mem::take(&mut self.buf).freeze();
         let mut events = Vec::with_capacity(self.slots.len());
         for slot in self.slots.drain(..) {
             let headers = self.headers[slot.headers]

@@ -57,9 +57,20 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
     }
 }
 
+/// CPU seconds this process used so far (user + system).
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
 fn to_blackhole(b: &str, input: &str, events: u64, shards: usize, id: &str) -> Result<BenchReport, String> {
     eprintln!("kafka: baseline (raw BaseConsumer, counting)…");
+    let cpu = cpu_seconds();
     let baseline = raw::count(b, input, events)?;
+    let baseline_cpu = cpu_seconds() - cpu;
     eprintln!("kafka: weir (kafka → blackhole)…");
     let config = pipeline(
         b,
@@ -69,11 +80,16 @@ fn to_blackhole(b: &str, input: &str, events: u64, shards: usize, id: &str) -> R
         ("bench-count", ""),
         shards,
     )?;
+    let cpu = cpu_seconds();
     let run = run_weir(&config, || {
         let n = count_sink::COUNTED.load(Ordering::Relaxed);
         (n >= events).then(|| count_sink::FIRST.get().copied()).flatten()
     })?;
+    let weir_cpu = cpu_seconds() - cpu;
     let eps = events as f64 / run.seconds;
+    let mut extra = serde_json::Map::new();
+    extra.insert("cpu_ns_per_event".into(), json!((weir_cpu * 1e9 / events as f64).round()));
+    extra.insert("baseline_cpu_ns_per_event".into(), json!((baseline_cpu * 1e9 / events as f64).round()));
     Ok(BenchReport {
         scenario: "kafka".into(),
         events,
@@ -88,7 +104,7 @@ fn to_blackhole(b: &str, input: &str, events: u64, shards: usize, id: &str) -> R
         p50_us: run.latency.quantile_micros(0.50),
         p99_us: run.latency.quantile_micros(0.99),
         shards,
-        extra: serde_json::Map::new(),
+        extra,
     })
 }
 
