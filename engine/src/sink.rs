@@ -2,6 +2,7 @@
 //! the sink's size and time limits, writes them, retries failed writes with
 //! backoff, dead-letters what still fails, and settles the acks.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +17,10 @@ use crate::queue::{Permit, QueueReceiver, QueueSender};
 use crate::retry::backoff;
 use crate::telemetry::SinkMetrics;
 
+/// A write whose durability is confirmed later: completes when the events
+/// handed to [`Sink::start_write`] are durable (or failed).
+pub type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
 /// A destination for events.
 #[async_trait]
 pub trait Sink: Send {
@@ -28,6 +33,22 @@ pub trait Sink: Send {
     /// confirmed by the broker). An error fails the whole batch; it is
     /// retried if [`Error::retryable`] and attempts remain.
     async fn write(&mut self, events: &[Event]) -> Result<()>;
+
+    /// Hands `events` to the destination and returns a [`Delivery`] that
+    /// completes once they are durable, so the next batch can be sent while
+    /// this one is confirmed (a broker's producer). At most
+    /// [`max_inflight`](Self::max_inflight) deliveries are pending at once;
+    /// they are settled in order. The default writes and is done.
+    async fn start_write(&mut self, events: &[Event]) -> Result<Delivery> {
+        self.write(events).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
+
+    /// How many [`start_write`](Self::start_write) deliveries may be
+    /// pending at once; default 1 (each write completes before the next).
+    fn max_inflight(&self) -> usize {
+        1
+    }
 
     /// Flushes and releases resources at shutdown.
     async fn close(&mut self) -> Result<()> {
@@ -51,6 +72,15 @@ pub struct SinkRunner {
     pub source_names: Arc<[Arc<str>]>,
 }
 
+/// A batch handed to the sink whose delivery is not confirmed yet.
+struct InFlight {
+    delivery: Delivery,
+    batch: SinkBatch,
+    /// Queue room held until the batch is settled (bounds memory).
+    permits: Vec<Permit>,
+    started: Instant,
+}
+
 impl SinkRunner {
     /// Runs until the input closes, then closes the sink.
     pub async fn run(mut self, mut sink: Box<dyn Sink>) -> Result<()> {
@@ -58,16 +88,34 @@ impl SinkRunner {
         sink.open()
             .await
             .map_err(|e| e.context(format!("opening sink `{}`", self.name)))?;
+        let max_inflight = sink.max_inflight().max(1);
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut pending = SinkBatch::default();
         let mut permits: Vec<Permit> = Vec::new();
         let mut carry: Option<(SinkBatch, Permit)> = None;
         loop {
             let first = match carry.take() {
                 Some(item) => item,
-                None => match self.input.recv().await {
-                    Some(item) => item,
-                    None => break,
-                },
+                None => {
+                    // settle deliveries while waiting for input
+                    let item = loop {
+                        let Some(front) = inflight.front_mut() else {
+                            break self.input.recv().await;
+                        };
+                        tokio::select! {
+                            biased;
+                            result = &mut front.delivery => {
+                                let done = inflight.pop_front().expect("front exists");
+                                self.settle(&mut *sink, done, result, &metrics).await;
+                            }
+                            item = self.input.recv() => break item,
+                        }
+                    };
+                    match item {
+                        Some(item) => item,
+                        None => break,
+                    }
+                }
             };
             let now = tokio::time::Instant::now();
             // an absurdly long max_wait means "wait for a full batch"
@@ -93,12 +141,67 @@ impl SinkRunner {
                 }
                 bytes += self.absorb(&mut pending, &mut permits, item);
             }
-            self.write(&mut *sink, &mut pending, &metrics).await;
-            permits.clear();
+            while inflight.len() >= max_inflight {
+                let mut done = inflight.pop_front().expect("not empty");
+                let result = (&mut done.delivery).await;
+                self.settle(&mut *sink, done, result, &metrics).await;
+            }
+            let started = Instant::now();
+            match sink.start_write(&pending.events).await {
+                Ok(delivery) => inflight.push_back(InFlight {
+                    delivery,
+                    batch: std::mem::take(&mut pending),
+                    permits: std::mem::take(&mut permits),
+                    started,
+                }),
+                Err(e) => {
+                    // the first attempt failed at once: retry in place
+                    metrics.errors.increment(1);
+                    self.write(&mut *sink, &mut pending, &metrics, Some(e), started)
+                        .await;
+                    permits.clear();
+                }
+            }
+        }
+        while let Some(mut done) = inflight.pop_front() {
+            let result = (&mut done.delivery).await;
+            self.settle(&mut *sink, done, result, &metrics).await;
         }
         sink.close()
             .await
             .map_err(|e| e.context(format!("closing sink `{}`", self.name)))
+    }
+
+    /// Acks a confirmed delivery, or retries its batch (then dead-letters).
+    async fn settle(
+        &self,
+        sink: &mut dyn Sink,
+        mut done: InFlight,
+        result: Result<()>,
+        metrics: &SinkMetrics,
+    ) {
+        match result {
+            Ok(()) => {
+                metrics
+                    .latency
+                    .record(done.started.elapsed().as_secs_f64());
+                self.delivered(&mut done.batch, metrics);
+            }
+            Err(e) => {
+                metrics.errors.increment(1);
+                self.write(sink, &mut done.batch, metrics, Some(e), done.started)
+                    .await;
+            }
+        }
+        drop(done.permits);
+    }
+
+    fn delivered(&self, batch: &mut SinkBatch, metrics: &SinkMetrics) {
+        metrics.events.increment(batch.events.len() as u64);
+        metrics.batches.increment(1);
+        metrics.batch_events.record(batch.events.len() as f64);
+        batch.events.clear();
+        batch.acks.ack_all();
     }
 
     fn absorb(
@@ -120,33 +223,41 @@ impl SinkRunner {
         bytes
     }
 
-    async fn write(&self, sink: &mut dyn Sink, batch: &mut SinkBatch, metrics: &SinkMetrics) {
-        let started = Instant::now();
+    /// Writes a batch with retries; `failed` is the error of an attempt
+    /// already made (which counts as attempt 1).
+    async fn write(
+        &self,
+        sink: &mut dyn Sink,
+        batch: &mut SinkBatch,
+        metrics: &SinkMetrics,
+        failed: Option<Error>,
+        started: Instant,
+    ) {
         let mut attempt = 1;
+        let mut last = failed;
         let error = loop {
+            if let Some(e) = last.take() {
+                let give_up = !e.retryable
+                    || attempt >= self.retry.max_attempts
+                    || started.elapsed() >= self.retry.max_age;
+                if give_up {
+                    break e;
+                }
+                attempt += 1;
+                let delay = backoff(&self.retry, attempt);
+                tracing::warn!(sink = %self.name, attempt, error = %e, ?delay, "write failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
             let t = Instant::now();
             match sink.write(&batch.events).await {
                 Ok(()) => {
                     metrics.latency.record(t.elapsed().as_secs_f64());
-                    metrics.events.increment(batch.events.len() as u64);
-                    metrics.batches.increment(1);
-                    metrics.batch_events.record(batch.events.len() as f64);
-                    batch.events.clear();
-                    batch.acks.ack_all();
+                    self.delivered(batch, metrics);
                     return;
                 }
                 Err(e) => {
                     metrics.errors.increment(1);
-                    let give_up = !e.retryable
-                        || attempt >= self.retry.max_attempts
-                        || started.elapsed() >= self.retry.max_age;
-                    if give_up {
-                        break e;
-                    }
-                    attempt += 1;
-                    let delay = backoff(&self.retry, attempt);
-                    tracing::warn!(sink = %self.name, attempt, error = %e, ?delay, "write failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    last = Some(e);
                 }
             }
         };

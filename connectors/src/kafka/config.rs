@@ -101,6 +101,11 @@ pub struct KafkaSinkOptions {
         deserialize_with = "weir_config::deserialize_duration"
     )]
     pub delivery_timeout: Duration,
+    /// Batches handed to librdkafka whose delivery is not confirmed yet;
+    /// default 64, at least 1. The sink's queue bounds them in events and
+    /// bytes too.
+    #[serde(default = "default_max_inflight_batches")]
+    pub max_inflight_batches: usize,
     /// Any librdkafka producer property, passed through as is (TLS, SASL,
     /// compression, batch sizes...).
     #[serde(default)]
@@ -113,6 +118,10 @@ fn default_revoke_timeout() -> Duration {
 
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_max_inflight_batches() -> usize {
+    64
 }
 
 fn default_linger() -> Duration {
@@ -218,6 +227,9 @@ impl KafkaSinkOptions {
         }
         if options.topic.trim().is_empty() {
             return Err(config.option_error("topic", "`topic` must not be empty"));
+        }
+        if options.max_inflight_batches == 0 {
+            return Err(config.option_error("max_inflight_batches", "`max_inflight_batches` must be at least 1"));
         }
         Ok(options)
     }

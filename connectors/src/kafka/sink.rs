@@ -7,6 +7,8 @@
 //!   record that still fails fails its batch, which the engine retries
 //!   (its other records are then written again: at-least-once) and finally
 //!   dead-letters. Nothing is dropped silently.
+//! - Batches are pipelined: up to `max_inflight_batches` are handed to
+//!   librdkafka before the oldest is confirmed; acks still settle in order.
 //! - As a dead-letter sink it writes the failed events with the error, the
 //!   stage and the origin in `weir.*` headers.
 
@@ -24,6 +26,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Notify;
 use weir_config::{ComponentConfig, Diagnostic};
 use weir_engine::telemetry::names;
+use weir_engine::sink::Delivery;
 use weir_engine::{Error, Event, Result, Sink};
 
 use super::config::KafkaSinkOptions;
@@ -171,6 +174,10 @@ impl Sink for KafkaSink {
     }
 
     async fn write(&mut self, events: &[Event]) -> Result<()> {
+        self.start_write(events).await?.await
+    }
+
+    async fn start_write(&mut self, events: &[Event]) -> Result<Delivery> {
         let producer = self
             .producer
             .as_ref()
@@ -211,21 +218,28 @@ impl Sink for KafkaSink {
                 }
             }
         }
-        batch.wait().await;
-        let failed = batch.failed.load(Ordering::Relaxed);
-        if failed == 0 {
-            return Ok(());
-        }
-        let first = batch
-            .first_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .unwrap_or_default();
-        Err(Error::retryable(format!(
-            "{failed} of {} records were not delivered to `{topic}`: {first}",
-            events.len()
-        )))
+        let records = events.len();
+        let topic = topic.to_string();
+        Ok(Box::pin(async move {
+            batch.wait().await;
+            let failed = batch.failed.load(Ordering::Relaxed);
+            if failed == 0 {
+                return Ok(());
+            }
+            let first = batch
+                .first_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_default();
+            Err(Error::retryable(format!(
+                "{failed} of {records} records were not delivered to `{topic}`: {first}"
+            )))
+        }))
+    }
+
+    fn max_inflight(&self) -> usize {
+        self.options.max_inflight_batches
     }
 
     async fn close(&mut self) -> Result<()> {
