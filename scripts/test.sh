@@ -14,8 +14,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 
-# Services the integration tests start themselves are installed by
-# scripts/deps.sh (nothing extra yet for the engine's own tests).
+# What the integration tests start themselves (a JDK and Maven for the
+# Kafka broker, and its jars) is installed by scripts/deps.sh.
 if [ -x scripts/deps.sh ]; then
   scripts/deps.sh
 fi

@@ -182,9 +182,7 @@ impl SinkRunner {
     ) {
         match result {
             Ok(()) => {
-                metrics
-                    .latency
-                    .record(done.started.elapsed().as_secs_f64());
+                metrics.latency.record(done.started.elapsed().as_secs_f64());
                 self.delivered(&mut done.batch, metrics);
             }
             Err(e) => {

@@ -229,7 +229,10 @@ impl KafkaSinkOptions {
             return Err(config.option_error("topic", "`topic` must not be empty"));
         }
         if options.max_inflight_batches == 0 {
-            return Err(config.option_error("max_inflight_batches", "`max_inflight_batches` must be at least 1"));
+            return Err(config.option_error(
+                "max_inflight_batches",
+                "`max_inflight_batches` must be at least 1",
+            ));
         }
         Ok(options)
     }

@@ -138,9 +138,7 @@ impl KafkaContext {
         let deadline = Instant::now() + self.revoke_timeout;
         let mut drained = true;
         for &id in &ids {
-            drained &= self
-                .runtime
-                .block_on(source.drain_partition(id, deadline));
+            drained &= self.runtime.block_on(source.drain_partition(id, deadline));
         }
         if lost {
             // another member owns them already: a commit would be refused

@@ -25,8 +25,8 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Notify;
 use weir_config::{ComponentConfig, Diagnostic};
-use weir_engine::telemetry::names;
 use weir_engine::sink::Delivery;
+use weir_engine::telemetry::names;
 use weir_engine::{Error, Event, Result, Sink};
 
 use super::config::KafkaSinkOptions;

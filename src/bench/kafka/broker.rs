@@ -41,7 +41,8 @@ impl BenchBroker {
         std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
         let dir = tempdir::Dir(root.clone());
         let script = root.join("kafka-dev.sh");
-        std::fs::write(&script, SCRIPT).map_err(|e| format!("writing {}: {e}", script.display()))?;
+        std::fs::write(&script, SCRIPT)
+            .map_err(|e| format!("writing {}: {e}", script.display()))?;
         eprintln!("starting a Kafka dev broker (no --brokers given)…");
         let out = Command::new("bash")
             .arg(&script)

@@ -66,7 +66,13 @@ fn cpu_seconds() -> f64 {
     t(usage.ru_utime) + t(usage.ru_stime)
 }
 
-fn to_blackhole(b: &str, input: &str, events: u64, shards: usize, id: &str) -> Result<BenchReport, String> {
+fn to_blackhole(
+    b: &str,
+    input: &str,
+    events: u64,
+    shards: usize,
+    id: &str,
+) -> Result<BenchReport, String> {
     eprintln!("kafka: baseline (raw BaseConsumer, counting)…");
     let cpu = cpu_seconds();
     let baseline = raw::count(b, input, events)?;
@@ -83,13 +89,21 @@ fn to_blackhole(b: &str, input: &str, events: u64, shards: usize, id: &str) -> R
     let cpu = cpu_seconds();
     let run = run_weir(&config, || {
         let n = count_sink::COUNTED.load(Ordering::Relaxed);
-        (n >= events).then(|| count_sink::FIRST.get().copied()).flatten()
+        (n >= events)
+            .then(|| count_sink::FIRST.get().copied())
+            .flatten()
     })?;
     let weir_cpu = cpu_seconds() - cpu;
     let eps = events as f64 / run.seconds;
     let mut extra = serde_json::Map::new();
-    extra.insert("cpu_ns_per_event".into(), json!((weir_cpu * 1e9 / events as f64).round()));
-    extra.insert("baseline_cpu_ns_per_event".into(), json!((baseline_cpu * 1e9 / events as f64).round()));
+    extra.insert(
+        "cpu_ns_per_event".into(),
+        json!((weir_cpu * 1e9 / events as f64).round()),
+    );
+    extra.insert(
+        "baseline_cpu_ns_per_event".into(),
+        json!((baseline_cpu * 1e9 / events as f64).round()),
+    );
     Ok(BenchReport {
         scenario: "kafka".into(),
         events,
@@ -108,7 +122,13 @@ fn to_blackhole(b: &str, input: &str, events: u64, shards: usize, id: &str) -> R
     })
 }
 
-fn to_kafka(b: &str, input: &str, events: u64, shards: usize, id: &str) -> Result<BenchReport, String> {
+fn to_kafka(
+    b: &str,
+    input: &str,
+    events: u64,
+    shards: usize,
+    id: &str,
+) -> Result<BenchReport, String> {
     let raw_out = format!("weir-bench-raw-out-{id}");
     let out = format!("weir-bench-out-{id}");
     raw::create_topic(b, &raw_out, PARTITIONS)?;
@@ -120,7 +140,14 @@ fn to_kafka(b: &str, input: &str, events: u64, shards: usize, id: &str) -> Resul
     eprintln!("kafka-to-kafka: weir (kafka → json-add-field → kafka)…");
     let step = ("json-add-field", "field = \"seen\"\nvalue = true\n");
     let sink_options = format!("brokers = \"{b}\"\ntopic = \"{out}\"\n");
-    let config = pipeline(b, input, &format!("weir-bench-{id}"), Some(step), ("kafka", &sink_options), shards)?;
+    let config = pipeline(
+        b,
+        input,
+        &format!("weir-bench-{id}"),
+        Some(step),
+        ("kafka", &sink_options),
+        shards,
+    )?;
     let watcher = Watermarks::new(b, &out)?;
     let mut first = None;
     let mut last_check = Instant::now();
@@ -144,8 +171,14 @@ fn to_kafka(b: &str, input: &str, events: u64, shards: usize, id: &str) -> Resul
     eprintln!("kafka-to-kafka: end-to-end latency at {rate:.0} events/s (half the maximum)…");
     let (p50, p99, measured) = latency_at(b, rate, shards, id)?;
     let mut extra = serde_json::Map::new();
-    extra.insert("cpu_ns_per_event".into(), json!((weir_cpu * 1e9 / events as f64).round()));
-    extra.insert("baseline_cpu_ns_per_event".into(), json!((baseline_cpu * 1e9 / events as f64).round()));
+    extra.insert(
+        "cpu_ns_per_event".into(),
+        json!((weir_cpu * 1e9 / events as f64).round()),
+    );
+    extra.insert(
+        "baseline_cpu_ns_per_event".into(),
+        json!((baseline_cpu * 1e9 / events as f64).round()),
+    );
     extra.insert("latency_rate_events_per_sec".into(), json!(rate));
     extra.insert("latency_events".into(), json!(measured));
     extra.insert(
@@ -186,7 +219,9 @@ fn pipeline(
     )
     .map_err(|d| d.to_string())?;
     let steps = match step {
-        Some((kind, options)) => vec![ComponentConfig::from_toml(kind, kind, options).map_err(|d| d.to_string())?],
+        Some((kind, options)) => {
+            vec![ComponentConfig::from_toml(kind, kind, options).map_err(|d| d.to_string())?]
+        }
         None => Vec::new(),
     };
     let sink = ComponentConfig::from_toml("out", sink.0, sink.1).map_err(|d| d.to_string())?;
@@ -205,7 +240,10 @@ struct WeirRun {
 
 /// Runs the pipeline until `done` returns when the first event went
 /// through (it returns `None` until every event did).
-fn run_weir(config: &PipelineConfig, mut done: impl FnMut() -> Option<Instant>) -> Result<WeirRun, String> {
+fn run_weir(
+    config: &PipelineConfig,
+    mut done: impl FnMut() -> Option<Instant>,
+) -> Result<WeirRun, String> {
     let mut registry = crate::registry();
     registry.sink("bench-count", count_sink::build);
     let pipeline = Pipeline::build(config, &registry).map_err(|d| d.to_string())?;
@@ -284,7 +322,14 @@ fn latency_at(b: &str, rate: f64, shards: usize, id: &str) -> Result<(u64, u64, 
     raw::create_topic(b, &out, PARTITIONS)?;
     let step = ("json-add-field", "field = \"seen\"\nvalue = true\n");
     let sink_options = format!("brokers = \"{b}\"\ntopic = \"{out}\"\n");
-    let config = pipeline(b, &input, &format!("weir-bench-lat-{id}"), Some(step), ("kafka", &sink_options), shards)?;
+    let config = pipeline(
+        b,
+        &input,
+        &format!("weir-bench-lat-{id}"),
+        Some(step),
+        ("kafka", &sink_options),
+        shards,
+    )?;
     let pipeline = Pipeline::build(&config, &crate::registry()).map_err(|d| d.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -308,12 +353,13 @@ fn latency_at(b: &str, rate: f64, shards: usize, id: &str) -> Result<(u64, u64, 
         let b = b.to_string();
         let input = input.clone();
         std::thread::spawn(move || -> Result<u64, String> {
-            let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-                rdkafka::ClientConfig::new()
-                    .set("bootstrap.servers", &b)
-                    .set("linger.ms", "1")
-                    .create()
-                    .map_err(|e| e.to_string())?;
+            let producer: rdkafka::producer::ThreadedProducer<
+                rdkafka::producer::DefaultProducerContext,
+            > = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &b)
+                .set("linger.ms", "1")
+                .create()
+                .map_err(|e| e.to_string())?;
             let tick = Duration::from_millis(5);
             let per_tick = (rate * tick.as_secs_f64()).max(1.0);
             let started = Instant::now();
@@ -323,12 +369,18 @@ fn latency_at(b: &str, rate: f64, shards: usize, id: &str) -> Result<(u64, u64, 
                 let due = (started.elapsed().as_secs_f64() / tick.as_secs_f64() + 1.0) * per_tick;
                 while (sent as f64) < due {
                     raw::payload(sent, &mut value);
-                    raw::send(&producer, &input, format!("k{}", sent % 1000).as_bytes(), &value);
+                    raw::send(
+                        &producer,
+                        &input,
+                        format!("k{}", sent % 1000).as_bytes(),
+                        &value,
+                    );
                     sent += 1;
                 }
                 std::thread::sleep(tick);
             }
-            rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+            rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30))
+                .map_err(|e| e.to_string())?;
             Ok(sent)
         })
     });
@@ -363,7 +415,12 @@ fn latency_at(b: &str, rate: f64, shards: usize, id: &str) -> Result<(u64, u64, 
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     latencies.sort_unstable();
-    let q = |f: f64| latencies.get(((latencies.len() as f64 - 1.0) * f) as usize).copied().unwrap_or(0);
+    let q = |f: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * f) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     Ok((q(0.50), q(0.99), latencies.len()))
 }
 

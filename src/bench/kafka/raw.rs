@@ -43,7 +43,12 @@ pub fn producer(bootstrap: &str) -> Result<ThreadedProducer<DefaultProducerConte
 }
 
 /// Sends one record, waiting while librdkafka's queue is full.
-pub fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &[u8], value: &[u8]) {
+pub fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &[u8],
+    value: &[u8],
+) {
     let mut record = BaseRecord::to(topic).key(key).payload(value);
     loop {
         match producer.send(record) {
@@ -148,7 +153,12 @@ pub fn copy(bootstrap: &str, from: &str, to: &str, events: u64) -> Result<f64, S
             Some(Ok(m)) => {
                 first.get_or_insert_with(Instant::now);
                 n += 1;
-                send(&producer, to, m.key().unwrap_or_default(), m.payload().unwrap_or_default());
+                send(
+                    &producer,
+                    to,
+                    m.key().unwrap_or_default(),
+                    m.payload().unwrap_or_default(),
+                );
             }
             Some(Err(e)) => return Err(format!("raw consumer: {e}")),
             None => {}

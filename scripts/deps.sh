@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what weir's integration tests need besides Rust, and fetches the
+# Kafka broker's jars once. Called by scripts/test.sh; safe to run again.
+#   - a JDK 17+ and Maven: the Kafka tests run a real broker
+#     (scripts/kafka-dev.sh) from Maven Central jars.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: $* missing; install them (e.g. apt-get install $*)" >&2
+    exit 1
+  fi
+  echo "deps: installing $* with apt-get" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+}
+
+java_ok() {
+  command -v java >/dev/null 2>&1 || return 1
+  local v
+  v="$(java -version 2>&1 | sed -n 's/.*version "\([0-9][0-9]*\)[."].*/\1/p' | head -n1)"
+  [ -n "$v" ] && [ "$v" -ge 17 ]
+}
+
+missing=()
+java_ok || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# librdkafka is built from source by the rdkafka crate
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v make >/dev/null 2>&1 || missing+=(make)
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt_install "${missing[@]}"
+fi
+
+# the broker's jars, cached in ~/.cache/weir/kafka (a no-op once fetched)
+bash scripts/kafka-dev.sh fetch
