@@ -124,16 +124,19 @@ impl KafkaContext {
         tracing::warn!(source = %self.name, error = %e, "committing offsets failed; retrying at the next checkpoint");
     }
 
+    /// The weir ids of a list's partitions.
+    fn ids_of(&self, tpl: &TopicPartitionList) -> Vec<u32> {
+        let mut map = Self::lock(&self.ids);
+        tpl.elements()
+            .iter()
+            .map(|e| map.id(e.topic(), e.partition()))
+            .collect()
+    }
+
     fn revoke(&self, consumer: &BaseConsumer<KafkaContext>, tpl: &TopicPartitionList) {
         let started = Instant::now();
         let lost = consumer.assignment_lost();
-        let ids: Vec<u32> = {
-            let mut map = Self::lock(&self.ids);
-            tpl.elements()
-                .iter()
-                .map(|e| map.id(e.topic(), e.partition()))
-                .collect()
-        };
+        let ids = self.ids_of(tpl);
         let mut source = Self::lock(&self.source);
         let deadline = Instant::now() + self.revoke_timeout;
         let mut drained = true;
@@ -162,13 +165,7 @@ impl KafkaContext {
     }
 
     fn assign(&self, tpl: &TopicPartitionList) {
-        let ids: Vec<u32> = {
-            let mut map = Self::lock(&self.ids);
-            tpl.elements()
-                .iter()
-                .map(|e| map.id(e.topic(), e.partition()))
-                .collect()
-        };
+        let ids = self.ids_of(tpl);
         metrics::counter!(names::KAFKA_REBALANCES, "source" => self.name.clone(), "kind" => "assign")
             .increment(1);
         tracing::info!(source = %self.name, partitions = %list(tpl), "partitions assigned");

@@ -15,6 +15,7 @@
 
 pub mod config;
 mod context;
+mod metadata;
 mod partitions;
 pub mod sink;
 pub mod source;

@@ -148,24 +148,14 @@ impl Sink for KafkaSink {
         let brokers = self.options.brokers.clone();
         let timeout = Duration::from_secs(10);
         let producer = tokio::task::spawn_blocking(move || {
-            let metadata = producer
-                .client()
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(|e| {
-                    Error::retryable(format!(
-                        "cannot reach the brokers `{brokers}` within {timeout:?}: {e}"
-                    ))
-                })?;
-            let ok = metadata
-                .topics()
-                .iter()
-                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-            if !ok {
-                return Err(Error::user(format!(
-                    "topic `{topic}` does not exist on `{brokers}` (weir does not create topics)"
-                )));
-            }
-            Ok(producer)
+            super::metadata::check_topics(
+                producer.client(),
+                &brokers,
+                Some(&topic),
+                &[&topic],
+                timeout,
+            )
+            .map(|()| producer)
         })
         .await
         .map_err(|e| Error::internal(format!("kafka sink open: {e}")))??;

@@ -411,25 +411,13 @@ fn check_topics(
     options: &KafkaSourceOptions,
     name: &str,
 ) -> Result<()> {
-    let metadata = consumer
-        .fetch_metadata(None, options.connect_timeout)
-        .map_err(|e| {
-            Error::retryable(format!(
-                "kafka source `{name}`: cannot reach the brokers `{}` within {:?}: {e}",
-                options.brokers, options.connect_timeout
-            ))
-        })?;
-    for topic in &options.topics {
-        let found = metadata
-            .topics()
-            .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-        if !found {
-            return Err(Error::user(format!(
-                "kafka source `{name}`: topic `{topic}` does not exist on `{}` (weir does not create topics; create it, or fix `topics`)",
-                options.brokers
-            )));
-        }
-    }
-    Ok(())
+    let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+    super::metadata::check_topics(
+        consumer.client(),
+        &options.brokers,
+        None,
+        &topics,
+        options.connect_timeout,
+    )
+    .map_err(|e| e.context(format!("kafka source `{name}`")))
 }
