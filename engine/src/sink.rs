@@ -299,3 +299,124 @@ impl SinkRunner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ack::{AckStatus, AckToken};
+    use crate::queue::{bounded, QueueLimits};
+    use crate::telemetry::QueueMetrics;
+
+    /// Confirms each batch through a oneshot the test completes by hand;
+    /// writes (the retry path) succeed at once.
+    struct ManualSink {
+        confirms: Arc<Mutex<Vec<tokio::sync::oneshot::Sender<Result<()>>>>>,
+        retried: Arc<Mutex<Vec<usize>>>,
+    }
+
+    #[async_trait]
+    impl Sink for ManualSink {
+        async fn write(&mut self, events: &[Event]) -> Result<()> {
+            self.retried.lock().unwrap().push(events.len());
+            Ok(())
+        }
+
+        async fn start_write(&mut self, _events: &[Event]) -> Result<Delivery> {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.confirms.lock().unwrap().push(tx);
+            Ok(Box::pin(async move {
+                rx.await.unwrap_or_else(|_| Err(Error::internal("dropped")))
+            }))
+        }
+
+        fn max_inflight(&self) -> usize {
+            2
+        }
+    }
+
+    #[tokio::test]
+    async fn deliveries_stay_in_flight_settle_in_order_and_failures_are_retried() {
+        let (tx, rx) = bounded(
+            QueueLimits {
+                max_events: 1000,
+                max_bytes: 1 << 20,
+            },
+            QueueMetrics::new("sink-test"),
+        );
+        let runner = SinkRunner {
+            name: "manual".into(),
+            input: rx,
+            batch: BatchSettings {
+                max_events: 1,
+                ..BatchSettings::default()
+            },
+            retry: RetrySettings {
+                initial_backoff: Duration::from_millis(1),
+                ..RetrySettings::default()
+            },
+            dead_letter: None,
+            source_names: Arc::from(Vec::<Arc<str>>::new()),
+        };
+        let confirms = Arc::new(Mutex::new(Vec::new()));
+        let retried = Arc::new(Mutex::new(Vec::new()));
+        let sink = ManualSink {
+            confirms: Arc::clone(&confirms),
+            retried: Arc::clone(&retried),
+        };
+        let task = tokio::spawn(runner.run(Box::new(sink)));
+        let mut states = Vec::new();
+        for _ in 0..3 {
+            let token = AckToken::detached();
+            states.push(token.state());
+            tx.send(SinkBatch::new(vec![Event::new("x")], token), 1, 1)
+                .await
+                .unwrap();
+        }
+        // two deliveries go out before either is confirmed; the third waits
+        let started = tokio::time::Instant::now();
+        while confirms.lock().unwrap().len() < 2 {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            confirms.lock().unwrap().len(),
+            2,
+            "at most max_inflight pending"
+        );
+        // the second confirms first: nothing settles until the first does
+        let mut pending: Vec<_> = confirms.lock().unwrap().drain(..).collect();
+        pending.remove(1).send(Ok(())).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(states[1].status(), AckStatus::Pending, "settled in order");
+        // the first fails: it is retried with write(), then both settle
+        pending
+            .remove(0)
+            .send(Err(Error::retryable("broker said no")))
+            .unwrap();
+        while states[1].status() == AckStatus::Pending {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            states[0].status(),
+            AckStatus::Acked,
+            "acked after the retry"
+        );
+        assert_eq!(states[1].status(), AckStatus::Acked);
+        assert_eq!(*retried.lock().unwrap(), vec![1]);
+        // the third went out once there was room
+        while confirms.lock().unwrap().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(tx); // input closes: the runner waits for the last delivery
+        let last = confirms.lock().unwrap().pop().unwrap();
+        last.send(Ok(())).unwrap();
+        task.await.unwrap().unwrap();
+        assert_eq!(states[2].status(), AckStatus::Acked);
+    }
+}
