@@ -182,6 +182,30 @@ fn kafka_to_kafka_through_a_jq_step_keeps_content_keys_and_key_order() {
 }
 
 #[test]
+fn the_kip_848_consumer_group_protocol_delivers_everything() {
+    let broker = Broker::start();
+    broker.create_topic("in", 3);
+    broker.create_topic("out", 3);
+    let n = 1_000;
+    broker.produce("in", numbered(n, 10));
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &broker, "kip848", ".seen = true", "");
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "group = \"weir-kip848\"",
+        "group = \"weir-kip848\"\ngroup_protocol = \"consumer\"",
+    );
+    std::fs::write(&p, text).unwrap();
+    let weir = start_weir(dir.path(), &p);
+    let out = broker.read("out", n as usize, Duration::from_secs(60));
+    await_committed(&broker, "weir-kip848", 3, n as i64, Duration::from_secs(30));
+    let (status, log) = stop_weir(weir);
+    assert!(status.success(), "exit {status:?}\n{log}");
+    let distinct: HashSet<u64> = ids(&out).into_iter().collect();
+    assert_eq!(distinct.len(), n as usize, "{log}");
+    assert!(log.contains("partitions assigned"), "{log}");
+}
+
+#[test]
 fn kill_9_and_restart_loses_nothing_and_duplicates_only_what_was_uncommitted() {
     let broker = Broker::start();
     broker.create_topic("in", 4);
