@@ -16,6 +16,7 @@ pub mod generator;
 pub mod kafka;
 mod line_source;
 mod lines;
+pub mod nats;
 mod numbers;
 mod pending;
 pub mod stdin;
@@ -36,10 +37,14 @@ pub fn register(registry: &mut Registry) {
     registry.source("stdin", stdin::build);
     registry.source("cron", cron::build);
     registry.source("kafka", kafka::source::build);
+    registry.source("nats", nats::core_source::build);
+    registry.source("jetstream", nats::js_source::build);
     registry.sink("stdout", stdout::build);
     registry.sink("file", file_sink::build);
     registry.sink("blackhole", blackhole::build);
     registry.sink("kafka", kafka::sink::build);
+    registry.sink("nats", nats::core_sink::build);
+    registry.sink("jetstream", nats::js_sink::build);
 }
 
 #[cfg(test)]
@@ -52,7 +57,21 @@ mod tests {
         register(&mut registry);
         let sources: Vec<_> = registry.source_kinds().collect();
         let sinks: Vec<_> = registry.sink_kinds().collect();
-        assert_eq!(sources, ["cron", "file", "generator", "kafka", "stdin"]);
-        assert_eq!(sinks, ["blackhole", "file", "kafka", "stdout"]);
+        assert_eq!(
+            sources,
+            [
+                "cron",
+                "file",
+                "generator",
+                "jetstream",
+                "kafka",
+                "nats",
+                "stdin"
+            ]
+        );
+        assert_eq!(
+            sinks,
+            ["blackhole", "file", "jetstream", "kafka", "nats", "stdout"]
+        );
     }
 }

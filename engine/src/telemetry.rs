@@ -80,6 +80,11 @@ pub mod names {
     /// Records a Kafka sink could not deliver (after librdkafka's own
     /// retries), by `sink`.
     pub const KAFKA_DELIVERY_ERRORS: &str = "weir_kafka_delivery_errors_total";
+    /// Slow-consumer events of a NATS client (the server dropped messages
+    /// for a subscription), by `component`.
+    pub const NATS_SLOW_CONSUMER: &str = "weir_nats_slow_consumer_total";
+    /// JetStream messages delivered more than once, by `source`.
+    pub const JETSTREAM_REDELIVERIES: &str = "weir_jetstream_redeliveries_total";
 }
 
 /// Metrics of one bounded queue.

@@ -1,0 +1,238 @@
+//! The `jetstream` source: a durable pull consumer whose messages are acked
+//! only once every sink confirmed them.
+//!
+//! Messages are batched and dispatched keyed by subject. Each dispatched
+//! batch keeps the reply subjects of its messages; when the ack ledger's
+//! watermark passes a batch, its messages are acked (explicit acks: with
+//! several processes on one durable consumer an `AckPolicy::All` ack would
+//! also ack other processes' messages). Acks go out every few milliseconds
+//! and at every checkpoint, shutdown included. A message that is never
+//! acked (weir crashed, or its batch failed without a dead-letter sink) is
+//! redelivered by the server after `ack_wait`, up to `max_deliver` times.
+//! Messages gathered but not dispatched at shutdown are nak'ed so they are
+//! redelivered at once.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
+use async_nats::Subject;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::telemetry::names;
+use weir_engine::{Error, Event, Origin, Result, Routing, Source, SourceContext};
+
+use super::client::connect;
+use super::config::{DeliverPolicy, JetStreamSourceOptions};
+use super::subject::event_headers;
+use crate::control::{now_ms, until};
+use crate::pending::Pending;
+
+/// How often acked batches are acknowledged to the server.
+const ACK_EVERY: Duration = Duration::from_millis(5);
+
+/// Builds a `jetstream` source.
+pub fn build(config: &ComponentConfig) -> Result<Box<dyn Source>, Diagnostic> {
+    let options = JetStreamSourceOptions::from_config(config)?;
+    Ok(Box::new(JetStreamSource { options }))
+}
+
+/// Reads a durable pull consumer.
+#[derive(Debug)]
+pub struct JetStreamSource {
+    options: JetStreamSourceOptions,
+}
+
+/// Dispatched batches waiting for the watermark, oldest first.
+#[derive(Debug, Default)]
+struct Unacked {
+    batches: VecDeque<(u64, Vec<Subject>)>,
+}
+
+impl Unacked {
+    /// Acks every batch that ends at or before the watermark.
+    async fn ack_through(&mut self, client: &async_nats::Client, watermark: u64) -> Result<()> {
+        let mut sent = false;
+        while let Some((end, _)) = self.batches.front() {
+            if *end > watermark {
+                break;
+            }
+            let (_, replies) = self.batches.pop_front().expect("front exists");
+            for reply in replies {
+                client
+                    .publish(reply, Bytes::from_static(b"+ACK"))
+                    .await
+                    .map_err(|e| Error::retryable(format!("acking: {e}")))?;
+            }
+            sent = true;
+        }
+        if sent {
+            client
+                .flush()
+                .await
+                .map_err(|e| Error::retryable(format!("flushing acks: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Source for JetStreamSource {
+    async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<()> {
+        let o = self.options;
+        let name = ctx.name().to_string();
+        let client = connect(&o.url, &name, None, o.connect_timeout)
+            .await
+            .map_err(|e| e.context(format!("jetstream source `{name}`")))?;
+        let js = jetstream::new(client.clone());
+        let stream = match js.get_stream(&o.stream).await {
+            Ok(stream) => stream,
+            Err(e) if o.create_stream => js
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: o.stream.clone(),
+                    subjects: o.subjects.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e2| {
+                    Error::user(format!("jetstream source `{name}`: creating stream `{}` ({e}): {e2}", o.stream))
+                })?,
+            Err(e) => {
+                return Err(Error::user(format!(
+                    "jetstream source `{name}`: stream `{}` not found on `{}`: {e} (create it, or set `create_stream = true` with `subjects`)",
+                    o.stream, o.url
+                )))
+            }
+        };
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &o.consumer,
+                pull::Config {
+                    durable_name: Some(o.consumer.clone()),
+                    filter_subject: o.filter_subject.clone().unwrap_or_default(),
+                    deliver_policy: match o.deliver_policy {
+                        DeliverPolicy::All => jetstream::consumer::DeliverPolicy::All,
+                        DeliverPolicy::New => jetstream::consumer::DeliverPolicy::New,
+                        DeliverPolicy::Last => jetstream::consumer::DeliverPolicy::Last,
+                    },
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: o.ack_wait,
+                    max_ack_pending: o.max_ack_pending,
+                    max_deliver: o.max_deliver,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                Error::user(format!(
+                    "jetstream source `{name}`: consumer `{}` on stream `{}`: {e}",
+                    o.consumer, o.stream
+                ))
+            })?;
+        let batch_max = ctx
+            .batch_settings()
+            .max_events
+            .min(o.max_ack_pending as usize)
+            .max(1);
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(batch_max)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| Error::retryable(format!("jetstream source `{name}`: pulling: {e}")))?;
+        tracing::info!(source = %name, stream = %o.stream, consumer = %o.consumer, "jetstream source pulling");
+
+        let redeliveries =
+            metrics::counter!(names::JETSTREAM_REDELIVERIES, "source" => name.clone());
+        let mut pending = Pending::new(ctx.batch_settings());
+        let mut replies: Vec<Subject> = Vec::new();
+        let mut unacked = Unacked::default();
+        let mut position = 0u64;
+        let mut watermark = 0u64;
+        let mut ack_tick = tokio::time::interval(ACK_EVERY);
+        ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = ctx.shutdown();
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = pending.deadline();
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                _ = ack_tick.tick() => {
+                    for cp in ctx.take_checkpoints() {
+                        watermark = watermark.max(cp.position);
+                    }
+                    unacked.ack_through(&client, watermark).await?;
+                }
+                _ = until(deadline) => {
+                    dispatch(&mut ctx, &mut pending, &mut replies, &mut unacked).await?;
+                }
+                m = messages.next() => match m {
+                    Some(Ok(m)) => {
+                        let (stream_seq, delivered, published) = match m.info() {
+                            Ok(info) => (info.stream_sequence, info.delivered, info.published.unix_timestamp_nanos() / 1_000_000),
+                            Err(_) => (0, 1, 0),
+                        };
+                        if delivered > 1 {
+                            redeliveries.increment(1);
+                        }
+                        let Some(reply) = m.message.reply.clone() else {
+                            tracing::warn!(source = %name, "a jetstream message without a reply subject; skipped");
+                            continue;
+                        };
+                        let msg = m.message;
+                        let event = Event {
+                            key: Some(Bytes::copy_from_slice(msg.subject.as_bytes())),
+                            value: msg.payload,
+                            headers: event_headers(msg.headers.as_ref()),
+                            timestamp_ms: if published > 0 { published as i64 } else { now_ms() },
+                            origin: Origin { offset: stream_seq, ..Origin::default() },
+                        };
+                        if pending.would_overflow(event.value.len()) {
+                            dispatch(&mut ctx, &mut pending, &mut replies, &mut unacked).await?;
+                        }
+                        position += 1;
+                        pending.push(event, position);
+                        replies.push(reply);
+                        if pending.is_full() {
+                            dispatch(&mut ctx, &mut pending, &mut replies, &mut unacked).await?;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(source = %name, error = %e, "jetstream pull error; continuing");
+                    }
+                    None => return Err(Error::retryable(format!("jetstream source `{name}`: the message stream ended"))),
+                },
+            }
+        }
+        // not dispatched: ask for redelivery now rather than after ack_wait
+        for reply in replies.drain(..) {
+            let _ = client.publish(reply, Bytes::from_static(b"-NAK")).await;
+        }
+        drop(pending);
+        ctx.drain().await;
+        for cp in ctx.take_checkpoints() {
+            watermark = watermark.max(cp.position);
+        }
+        unacked.ack_through(&client, watermark).await?;
+        let _ = client.flush().await;
+        Ok(())
+    }
+}
+
+async fn dispatch(
+    ctx: &mut SourceContext,
+    pending: &mut Pending,
+    replies: &mut Vec<Subject>,
+    unacked: &mut Unacked,
+) -> Result<()> {
+    if let Some((events, end)) = pending.take() {
+        ctx.dispatch(0, events, end, Routing::Key).await?;
+        unacked.batches.push_back((end, std::mem::take(replies)));
+    }
+    Ok(())
+}
