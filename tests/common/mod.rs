@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod nats;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
