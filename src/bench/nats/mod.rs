@@ -1,0 +1,330 @@
+//! The NATS scenarios of `weir bench`:
+//!
+//! - `jetstream`: a stream preloaded with ~100-byte events, read by weir
+//!   (`jetstream` source, durable pull consumer, explicit acks after
+//!   delivery) into a counting sink, against a raw async-nats pull consumer
+//!   reading the same stream with the same ack policy (explicit, one ack
+//!   per message).
+//! - `nats`: core NATS: a publisher sends events as fast as it can while
+//!   weir (`nats` source) counts them, against a raw async-nats subscriber
+//!   counting the same publisher's events.
+//!
+//! Both time from the first event to the last.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use serde_json::json;
+use weir_config::{ComponentConfig, PipelineConfig};
+
+use super::count_sink;
+use super::kafka::{cpu_seconds, run_weir};
+use super::report::{Baseline, BenchReport};
+use super::BenchArgs;
+
+/// Names of the NATS scenarios.
+pub const SCENARIOS: &[&str] = &["jetstream", "nats"];
+
+const SCRIPT: &str = include_str!("../../../scripts/nats-dev.sh");
+
+/// A server for the run: the given URL, or one started here.
+struct BenchServer {
+    url: String,
+    owned: Option<PathBuf>,
+}
+
+impl BenchServer {
+    fn get(url: Option<&str>) -> Result<Self, String> {
+        if let Some(url) = url {
+            return Ok(BenchServer { url: url.into(), owned: None });
+        }
+        let root = std::env::temp_dir().join(format!("weir-bench-nats-{}", std::process::id()));
+        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+        let script = root.join("nats-dev.sh");
+        std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
+        eprintln!("starting a nats-server (no --url given)…");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["start", "--dir"])
+            .arg(root.join("server"))
+            .output()
+            .map_err(|e| format!("running nats-dev.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("nats-server did not start:\n{}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let url = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("NATS_URL="))
+            .ok_or("nats-dev.sh printed no NATS_URL")?
+            .to_string();
+        Ok(BenchServer { url, owned: Some(root) })
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        if let Some(root) = &self.owned {
+            let _ = Command::new("bash")
+                .arg(root.join("nats-dev.sh"))
+                .args(["stop", "--dir"])
+                .arg(root.join("server"))
+                .output();
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}
+
+fn payload(i: u64) -> bytes::Bytes {
+    format!(
+        r#"{{"id":{i:>10},"user":"user-{:03}","amount":{:>5},"currency":"EUR","ok":true,"pad":"0123456789"}}"#,
+        i % 1000,
+        i % 200
+    )
+    .into()
+}
+
+/// Runs a NATS scenario.
+pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
+    let shards = args
+        .shards
+        .unwrap_or_else(|| weir_engine::shard::available_cores().len())
+        .max(1);
+    crate::observability::init_metrics();
+    let server = BenchServer::get(args.url.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    match name {
+        "jetstream" => jetstream(&rt, &server.url, args.events.unwrap_or(1_000_000), shards),
+        _ => core(&rt, &server.url, args.events.unwrap_or(500_000), shards),
+    }
+}
+
+fn pipeline(source: (&str, String), shards: usize) -> Result<PipelineConfig, String> {
+    let source = ComponentConfig::from_toml("in", source.0, &source.1).map_err(|d| d.to_string())?;
+    let sink = ComponentConfig::from_toml("out", "bench-count", "").map_err(|d| d.to_string())?;
+    let mut config = PipelineConfig::new_in_code(vec![source], Vec::new(), vec![sink]);
+    config.pipeline.name = "bench-nats".into();
+    config.pipeline.shards = Some(shards);
+    config.checkpoint.dir = std::env::temp_dir().join("weir-bench-checkpoints");
+    Ok(config)
+}
+
+fn jetstream(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize) -> Result<BenchReport, String> {
+    let stream = format!("BENCH{}", std::process::id());
+    let subject = format!("bench.{}.in", std::process::id());
+    eprintln!("jetstream: preloading {events} events into stream {stream}…");
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+        let js = jetstream::new(client);
+        js.create_stream(jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![subject.clone()],
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut acks = Vec::with_capacity(1024);
+        for i in 0..events {
+            acks.push(js.publish(subject.clone(), payload(i)).await.map_err(|e| e.to_string())?);
+            if acks.len() == 1024 {
+                for a in acks.drain(..) {
+                    a.await.map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        for a in acks {
+            a.await.map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    })?;
+
+    eprintln!("jetstream: baseline (raw async-nats pull consumer, explicit acks)…");
+    let cpu = cpu_seconds();
+    let baseline = rt.block_on(async {
+        let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+        let js = jetstream::new(client.clone());
+        let s = js.get_stream(&stream).await.map_err(|e| e.to_string())?;
+        let c: jetstream::consumer::PullConsumer = s
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some("raw".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                max_ack_pending: 20_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut messages = c
+            .stream()
+            .max_messages_per_batch(1024)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut n = 0u64;
+        let mut first = None;
+        while n < events {
+            match messages.next().await {
+                Some(Ok(m)) => {
+                    first.get_or_insert_with(Instant::now);
+                    if let Some(reply) = m.message.reply.clone() {
+                        client.publish(reply, bytes::Bytes::from_static(b"+ACK")).await.map_err(|e| e.to_string())?;
+                    }
+                    n += 1;
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("raw consumer stream ended".into()),
+            }
+        }
+        client.flush().await.map_err(|e| e.to_string())?;
+        Ok::<f64, String>(events as f64 / first.map_or(1.0, |t: Instant| t.elapsed().as_secs_f64()))
+    })?;
+    let baseline_cpu = cpu_seconds() - cpu;
+
+    eprintln!("jetstream: weir (jetstream → blackhole)…");
+    let config = pipeline(
+        ("jetstream", format!("url = \"{url}\"\nstream = \"{stream}\"\nconsumer = \"weir\"\n")),
+        shards,
+    )?;
+    let start = count_sink::COUNTED.load(Ordering::Relaxed);
+    let cpu = cpu_seconds();
+    let mut first = None;
+    let run = run_weir(&config, || {
+        let n = count_sink::COUNTED.load(Ordering::Relaxed) - start;
+        if n > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        (n >= events).then_some(first).flatten()
+    })?;
+    let weir_cpu = cpu_seconds() - cpu;
+    let eps = events as f64 / run.seconds;
+    let mut extra = serde_json::Map::new();
+    extra.insert("cpu_ns_per_event".into(), json!((weir_cpu * 1e9 / events as f64).round()));
+    extra.insert("baseline_cpu_ns_per_event".into(), json!((baseline_cpu * 1e9 / events as f64).round()));
+    Ok(BenchReport {
+        scenario: "jetstream".into(),
+        events,
+        seconds: run.seconds,
+        events_per_sec: eps,
+        baseline: Baseline {
+            name: "raw async-nats pull consumer, one explicit ack per message, same stream".into(),
+            events_per_sec: baseline,
+        },
+        ratio: eps / baseline,
+        rss_peak_bytes: run.rss_peak_bytes,
+        p50_us: run.latency.quantile_micros(0.50),
+        p99_us: run.latency.quantile_micros(0.99),
+        shards,
+        extra,
+    })
+}
+
+/// Publishes `events` to `subject` as fast as the client takes them.
+async fn publish_all(url: &str, subject: &str, events: u64) -> Result<(), String> {
+    let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+    for i in 0..events {
+        client.publish(subject.to_string(), payload(i)).await.map_err(|e| e.to_string())?;
+    }
+    client.flush().await.map_err(|e| e.to_string())
+}
+
+fn core(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize) -> Result<BenchReport, String> {
+    let subject = format!("bench.{}.core", std::process::id());
+    eprintln!("nats: baseline (raw async-nats subscriber counting)…");
+    let cpu = cpu_seconds();
+    let (baseline, baseline_got) = rt.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .subscription_capacity(65_536)
+            .connect(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut sub = client.subscribe(subject.clone()).await.map_err(|e| e.to_string())?;
+        client.flush().await.map_err(|e| e.to_string())?;
+        let publisher = tokio::spawn({
+            let (url, subject) = (url.to_string(), subject.clone());
+            async move { publish_all(&url, &subject, events).await }
+        });
+        let mut n = 0u64;
+        let mut first = None;
+        let mut last = Instant::now();
+        while n < events {
+            match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+                Ok(Some(_)) => {
+                    first.get_or_insert_with(Instant::now);
+                    last = Instant::now();
+                    n += 1;
+                }
+                _ => break, // the rest was dropped (slow consumer)
+            }
+        }
+        publisher.await.map_err(|e| e.to_string())??;
+        let secs = first.map_or(1.0, |t: Instant| last.duration_since(t).as_secs_f64());
+        Ok::<(f64, u64), String>((n as f64 / secs, n))
+    })?;
+    let baseline_cpu = cpu_seconds() - cpu;
+
+    eprintln!("nats: weir (nats → blackhole)…");
+    let config = pipeline(
+        ("nats", format!("url = \"{url}\"\nsubjects = [\"{subject}\"]\n")),
+        shards,
+    )?;
+    let start = count_sink::COUNTED.load(Ordering::Relaxed);
+    let cpu = cpu_seconds();
+    let mut first: Option<Instant> = None;
+    let mut last_change = (0u64, Instant::now());
+    let mut publisher: Option<std::thread::JoinHandle<Result<(), String>>> = None;
+    let started = Instant::now();
+    let run = run_weir(&config, || {
+        // give the source a moment to subscribe, then publish
+        if publisher.is_none() && started.elapsed() > Duration::from_secs(1) {
+            let (url, subject) = (url.to_string(), subject.clone());
+            publisher = Some(std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+                rt.block_on(publish_all(&url, &subject, events))
+            }));
+        }
+        let n = count_sink::COUNTED.load(Ordering::Relaxed) - start;
+        if n > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        if n != last_change.0 {
+            last_change = (n, Instant::now());
+        }
+        let stalled = n > 0 && last_change.1.elapsed() > Duration::from_secs(2);
+        (n >= events || stalled).then_some(first).flatten()
+    })?;
+    let weir_cpu = cpu_seconds() - cpu;
+    if let Some(p) = publisher {
+        p.join().map_err(|_| "publisher panicked".to_string())??;
+    }
+    let got = count_sink::COUNTED.load(Ordering::Relaxed) - start;
+    // a stalled run waited 2 s after its last event
+    let seconds = if got < events { (run.seconds - 2.0).max(1e-3) } else { run.seconds };
+    let eps = got as f64 / seconds;
+    let mut extra = serde_json::Map::new();
+    extra.insert("received".into(), json!(got));
+    extra.insert("baseline_received".into(), json!(baseline_got));
+    extra.insert("cpu_ns_per_event".into(), json!((weir_cpu * 1e9 / got.max(1) as f64).round()));
+    extra.insert("baseline_cpu_ns_per_event".into(), json!((baseline_cpu * 1e9 / baseline_got.max(1) as f64).round()));
+    Ok(BenchReport {
+        scenario: "nats".into(),
+        events: got,
+        seconds,
+        events_per_sec: eps,
+        baseline: Baseline {
+            name: "raw async-nats subscriber counting the same publisher's events".into(),
+            events_per_sec: baseline,
+        },
+        ratio: eps / baseline,
+        rss_peak_bytes: run.rss_peak_bytes,
+        p50_us: run.latency.quantile_micros(0.50),
+        p99_us: run.latency.quantile_micros(0.99),
+        shards,
+        extra,
+    })
+}
