@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use weir_config::{ComponentConfig, Diagnostic};
 use weir_engine::{Error, Event, Origin, Result, Routing, Source, SourceContext};
 
@@ -56,6 +56,8 @@ impl Source for NatsSource {
         let mut pending = Pending::new(ctx.batch_settings());
         let mut control = Control::new();
         let mut position = 0u64;
+        let mut last_subject: Option<Bytes> = None;
+        let mut clock = now_ms();
         loop {
             let deadline = pending.deadline();
             let input = async {
@@ -76,24 +78,38 @@ impl Source for NatsSource {
                         "nats source `{name}`: the subscriptions ended (connection closed)"
                     )))
                 }
-                Wake::Input(Some(Some(m))) => {
-                    let event = Event {
-                        key: Some(Bytes::copy_from_slice(m.subject.as_bytes())),
-                        value: m.payload,
-                        headers: event_headers(m.headers.as_ref()),
-                        timestamp_ms: now_ms(),
-                        origin: Origin {
-                            offset: position,
-                            ..Origin::default()
-                        },
-                    };
-                    position += 1;
-                    if pending.would_overflow(event.value.len()) {
-                        dispatch(&mut ctx, &mut pending).await?;
-                    }
-                    pending.push(event, position);
-                    if pending.is_full() {
-                        dispatch(&mut ctx, &mut pending).await?;
+                Wake::Input(Some(Some(first))) => {
+                    // take what is already buffered without another wait
+                    let mut next = Some(first);
+                    while let Some(m) = next.take() {
+                        // runs of one subject share one key buffer; the clock
+                        // is read once per 256 messages
+                        if last_subject.as_deref() != Some(m.subject.as_bytes()) {
+                            last_subject = Some(Bytes::copy_from_slice(m.subject.as_bytes()));
+                        }
+                        if position % 256 == 0 {
+                            clock = now_ms();
+                        }
+                        let event = Event {
+                            key: last_subject.clone(),
+                            value: m.payload,
+                            headers: event_headers(m.headers.as_ref()),
+                            timestamp_ms: clock,
+                            origin: Origin {
+                                offset: position,
+                                ..Origin::default()
+                            },
+                        };
+                        position += 1;
+                        if pending.would_overflow(event.value.len()) {
+                            dispatch(&mut ctx, &mut pending).await?;
+                        }
+                        pending.push(event, position);
+                        if pending.is_full() {
+                            dispatch(&mut ctx, &mut pending).await?;
+                            break;
+                        }
+                        next = messages.next().now_or_never().flatten();
                     }
                 }
             }

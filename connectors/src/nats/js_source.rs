@@ -153,6 +153,7 @@ impl Source for JetStreamSource {
         let mut unacked = Unacked::default();
         let mut position = 0u64;
         let mut watermark = 0u64;
+        let mut last_subject: Option<Bytes> = None;
         let mut ack_tick = tokio::time::interval(ACK_EVERY);
         ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = ctx.shutdown();
@@ -185,8 +186,11 @@ impl Source for JetStreamSource {
                             continue;
                         };
                         let msg = m.message;
+                        if last_subject.as_deref() != Some(msg.subject.as_bytes()) {
+                            last_subject = Some(Bytes::copy_from_slice(msg.subject.as_bytes()));
+                        }
                         let event = Event {
-                            key: Some(Bytes::copy_from_slice(msg.subject.as_bytes())),
+                            key: last_subject.clone(),
                             value: msg.payload,
                             headers: event_headers(msg.headers.as_ref()),
                             timestamp_ms: if published > 0 { published as i64 } else { now_ms() },

@@ -40,7 +40,10 @@ struct BenchServer {
 impl BenchServer {
     fn get(url: Option<&str>) -> Result<Self, String> {
         if let Some(url) = url {
-            return Ok(BenchServer { url: url.into(), owned: None });
+            return Ok(BenchServer {
+                url: url.into(),
+                owned: None,
+            });
         }
         let root = std::env::temp_dir().join(format!("weir-bench-nats-{}", std::process::id()));
         std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
@@ -54,14 +57,20 @@ impl BenchServer {
             .output()
             .map_err(|e| format!("running nats-dev.sh: {e}"))?;
         if !out.status.success() {
-            return Err(format!("nats-server did not start:\n{}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "nats-server did not start:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         let url = String::from_utf8_lossy(&out.stdout)
             .lines()
             .find_map(|l| l.strip_prefix("NATS_URL="))
             .ok_or("nats-dev.sh printed no NATS_URL")?
             .to_string();
-        Ok(BenchServer { url, owned: Some(root) })
+        Ok(BenchServer {
+            url,
+            owned: Some(root),
+        })
     }
 }
 
@@ -107,7 +116,8 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
 }
 
 fn pipeline(source: (&str, String), shards: usize) -> Result<PipelineConfig, String> {
-    let source = ComponentConfig::from_toml("in", source.0, &source.1).map_err(|d| d.to_string())?;
+    let source =
+        ComponentConfig::from_toml("in", source.0, &source.1).map_err(|d| d.to_string())?;
     let sink = ComponentConfig::from_toml("out", "bench-count", "").map_err(|d| d.to_string())?;
     let mut config = PipelineConfig::new_in_code(vec![source], Vec::new(), vec![sink]);
     config.pipeline.name = "bench-nats".into();
@@ -116,7 +126,12 @@ fn pipeline(source: (&str, String), shards: usize) -> Result<PipelineConfig, Str
     Ok(config)
 }
 
-fn jetstream(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize) -> Result<BenchReport, String> {
+fn jetstream(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    events: u64,
+    shards: usize,
+) -> Result<BenchReport, String> {
     let stream = format!("BENCH{}", std::process::id());
     let subject = format!("bench.{}.in", std::process::id());
     eprintln!("jetstream: preloading {events} events into stream {stream}…");
@@ -132,7 +147,11 @@ fn jetstream(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize
         .map_err(|e| e.to_string())?;
         let mut acks = Vec::with_capacity(1024);
         for i in 0..events {
-            acks.push(js.publish(subject.clone(), payload(i)).await.map_err(|e| e.to_string())?);
+            acks.push(
+                js.publish(subject.clone(), payload(i))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
             if acks.len() == 1024 {
                 for a in acks.drain(..) {
                     a.await.map_err(|e| e.to_string())?;
@@ -173,7 +192,10 @@ fn jetstream(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize
                 Some(Ok(m)) => {
                     first.get_or_insert_with(Instant::now);
                     if let Some(reply) = m.message.reply.clone() {
-                        client.publish(reply, bytes::Bytes::from_static(b"+ACK")).await.map_err(|e| e.to_string())?;
+                        client
+                            .publish(reply, bytes::Bytes::from_static(b"+ACK"))
+                            .await
+                            .map_err(|e| e.to_string())?;
                     }
                     n += 1;
                 }
@@ -188,7 +210,10 @@ fn jetstream(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize
 
     eprintln!("jetstream: weir (jetstream → blackhole)…");
     let config = pipeline(
-        ("jetstream", format!("url = \"{url}\"\nstream = \"{stream}\"\nconsumer = \"weir\"\n")),
+        (
+            "jetstream",
+            format!("url = \"{url}\"\nstream = \"{stream}\"\nconsumer = \"weir\"\n"),
+        ),
         shards,
     )?;
     let start = count_sink::COUNTED.load(Ordering::Relaxed);
@@ -204,8 +229,14 @@ fn jetstream(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize
     let weir_cpu = cpu_seconds() - cpu;
     let eps = events as f64 / run.seconds;
     let mut extra = serde_json::Map::new();
-    extra.insert("cpu_ns_per_event".into(), json!((weir_cpu * 1e9 / events as f64).round()));
-    extra.insert("baseline_cpu_ns_per_event".into(), json!((baseline_cpu * 1e9 / events as f64).round()));
+    extra.insert(
+        "cpu_ns_per_event".into(),
+        json!((weir_cpu * 1e9 / events as f64).round()),
+    );
+    extra.insert(
+        "baseline_cpu_ns_per_event".into(),
+        json!((baseline_cpu * 1e9 / events as f64).round()),
+    );
     Ok(BenchReport {
         scenario: "jetstream".into(),
         events,
@@ -228,12 +259,20 @@ fn jetstream(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize
 async fn publish_all(url: &str, subject: &str, events: u64) -> Result<(), String> {
     let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
     for i in 0..events {
-        client.publish(subject.to_string(), payload(i)).await.map_err(|e| e.to_string())?;
+        client
+            .publish(subject.to_string(), payload(i))
+            .await
+            .map_err(|e| e.to_string())?;
     }
     client.flush().await.map_err(|e| e.to_string())
 }
 
-fn core(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize) -> Result<BenchReport, String> {
+fn core(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    events: u64,
+    shards: usize,
+) -> Result<BenchReport, String> {
     let subject = format!("bench.{}.core", std::process::id());
     eprintln!("nats: baseline (raw async-nats subscriber counting)…");
     let cpu = cpu_seconds();
@@ -243,7 +282,10 @@ fn core(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize) -> 
             .connect(url)
             .await
             .map_err(|e| e.to_string())?;
-        let mut sub = client.subscribe(subject.clone()).await.map_err(|e| e.to_string())?;
+        let mut sub = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         client.flush().await.map_err(|e| e.to_string())?;
         let publisher = tokio::spawn({
             let (url, subject) = (url.to_string(), subject.clone());
@@ -270,7 +312,10 @@ fn core(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize) -> 
 
     eprintln!("nats: weir (nats → blackhole)…");
     let config = pipeline(
-        ("nats", format!("url = \"{url}\"\nsubjects = [\"{subject}\"]\n")),
+        (
+            "nats",
+            format!("url = \"{url}\"\nsubjects = [\"{subject}\"]\n"),
+        ),
         shards,
     )?;
     let start = count_sink::COUNTED.load(Ordering::Relaxed);
@@ -284,7 +329,10 @@ fn core(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize) -> 
         if publisher.is_none() && started.elapsed() > Duration::from_secs(1) {
             let (url, subject) = (url.to_string(), subject.clone());
             publisher = Some(std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
                 rt.block_on(publish_all(&url, &subject, events))
             }));
         }
@@ -304,13 +352,23 @@ fn core(rt: &tokio::runtime::Runtime, url: &str, events: u64, shards: usize) -> 
     }
     let got = count_sink::COUNTED.load(Ordering::Relaxed) - start;
     // a stalled run waited 2 s after its last event
-    let seconds = if got < events { (run.seconds - 2.0).max(1e-3) } else { run.seconds };
+    let seconds = if got < events {
+        (run.seconds - 2.0).max(1e-3)
+    } else {
+        run.seconds
+    };
     let eps = got as f64 / seconds;
     let mut extra = serde_json::Map::new();
     extra.insert("received".into(), json!(got));
     extra.insert("baseline_received".into(), json!(baseline_got));
-    extra.insert("cpu_ns_per_event".into(), json!((weir_cpu * 1e9 / got.max(1) as f64).round()));
-    extra.insert("baseline_cpu_ns_per_event".into(), json!((baseline_cpu * 1e9 / baseline_got.max(1) as f64).round()));
+    extra.insert(
+        "cpu_ns_per_event".into(),
+        json!((weir_cpu * 1e9 / got.max(1) as f64).round()),
+    );
+    extra.insert(
+        "baseline_cpu_ns_per_event".into(),
+        json!((baseline_cpu * 1e9 / baseline_got.max(1) as f64).round()),
+    );
     Ok(BenchReport {
         scenario: "nats".into(),
         events: got,
