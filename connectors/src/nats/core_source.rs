@@ -87,7 +87,7 @@ impl Source for NatsSource {
                         if last_subject.as_deref() != Some(m.subject.as_bytes()) {
                             last_subject = Some(Bytes::copy_from_slice(m.subject.as_bytes()));
                         }
-                        if position % 256 == 0 {
+                        if position.is_multiple_of(256) {
                             clock = now_ms();
                         }
                         let event = Event {
