@@ -408,3 +408,54 @@ type = "blackhole"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn a_batch_that_fails_delivery_is_nakked_then_terminated_after_max_deliver() {
+    let server = Server::start();
+    server.create_stream("IN", &["in.>"]);
+    server.create_stream("OUT", &["out.>"]);
+    // event 7 has no `kind`: its subject cannot be rendered, so its write
+    // fails for good, and there is no dead-letter sink
+    server.publish((0..20u64).map(|i| {
+        let body = if i == 7 {
+            format!("{{\"id\":{i}}}")
+        } else {
+            format!("{{\"id\":{i},\"kind\":\"k{}\"}}", i % 3)
+        };
+        (format!("in.{i}"), body)
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "nak.toml",
+        &format!(
+            r#"
+[pipeline]
+name = "nak"
+[sources.in]
+type = "jetstream"
+url = "{url}"
+stream = "IN"
+consumer = "weir"
+max_deliver = 2
+batch = {{ max_events = 1 }}
+[sinks.out]
+type = "jetstream"
+url = "{url}"
+subject = "out.{{{{kind}}}}"
+batch = {{ max_events = 1 }}
+[retry]
+max_attempts = 1
+"#,
+            url = server.url
+        ),
+    );
+    let weir = start_weir(dir.path(), &p);
+    await_all_acked(&server, "IN", "weir", 20, Duration::from_secs(60));
+    let out = server.read("OUT", 19, Duration::from_secs(10));
+    let (_, log) = stop_weir(weir);
+    assert_eq!(out.len(), 19, "{log}");
+    assert!(log.contains("nak'ed for redelivery"), "{log}");
+    assert!(log.contains("terminated"), "{log}");
+    assert!(!ids(&out).contains(&7));
+}

@@ -97,6 +97,16 @@ impl AckLedger {
         ledger.inflight.push_back((end, state));
     }
 
+    /// The completion state of the last batch tracked for `partition`, for
+    /// sources that settle each batch upstream on its own (JetStream acks
+    /// per message) rather than by the contiguous watermark.
+    pub fn last_state(&self, partition: u32) -> Option<Arc<AckState>> {
+        self.partitions
+            .get(&partition)
+            .and_then(|l| l.inflight.back())
+            .map(|(_, state)| Arc::clone(state))
+    }
+
     /// Forgets the last batch tracked for `partition` (a dispatch given up
     /// before the batch was handed on).
     pub fn untrack_last(&mut self, partition: u32) {

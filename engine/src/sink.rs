@@ -72,6 +72,16 @@ pub struct SinkRunner {
     pub source_names: Arc<[Arc<str>]>,
 }
 
+/// The delivery's result if it is already complete (polled once, without
+/// waiting; a later `.await` registers a real waker).
+fn poll_now(delivery: &mut Delivery) -> Option<Result<()>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match delivery.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(result) => Some(result),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// A batch handed to the sink whose delivery is not confirmed yet.
 struct InFlight {
     delivery: Delivery,
@@ -122,15 +132,42 @@ impl SinkRunner {
             let deadline = now
                 .checked_add(self.batch.max_wait)
                 .unwrap_or(now + std::time::Duration::from_secs(86_400 * 365));
+            // settle what already finished before gathering more
+            while let Some(front) = inflight.front_mut() {
+                let Some(result) = poll_now(&mut front.delivery) else {
+                    break;
+                };
+                let done = inflight.pop_front().expect("front exists");
+                self.settle(&mut *sink, done, result, &metrics).await;
+            }
+            let mut carry_in: Option<(SinkBatch, Permit)> = None;
             let mut bytes = self.absorb(&mut pending, &mut permits, first);
             while pending.events.len() < self.batch.max_events && bytes < self.batch.max_bytes {
                 let next = match self.input.try_recv() {
                     Some(item) => Some(item),
-                    None => tokio::select! {
-                        biased;
-                        item = self.input.recv() => item,
-                        _ = tokio::time::sleep_until(deadline) => break,
-                    },
+                    None => {
+                        // settle deliveries that finish while we wait: they
+                        // hold queue room that upstream may need to send more
+                        let settled = match inflight.front_mut() {
+                            Some(front) => tokio::select! {
+                                biased;
+                                result = &mut front.delivery => Some(result),
+                                item = self.input.recv() => { carry_in = item; None }
+                                _ = tokio::time::sleep_until(deadline) => break,
+                            },
+                            None => tokio::select! {
+                                biased;
+                                item = self.input.recv() => { carry_in = item; None }
+                                _ = tokio::time::sleep_until(deadline) => break,
+                            },
+                        };
+                        if let Some(result) = settled {
+                            let done = inflight.pop_front().expect("front exists");
+                            self.settle(&mut *sink, done, result, &metrics).await;
+                            continue;
+                        }
+                        carry_in.take()
+                    }
                 };
                 let Some(item) = next else { break };
                 if pending.events.len() + item.0.events.len() > self.batch.max_events

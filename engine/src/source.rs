@@ -495,6 +495,27 @@ impl SourceContext {
         }
     }
 
+    /// Like [`dispatch`](Self::dispatch), and returns the batch's shared
+    /// completion state (`None` if the batch was given up at shutdown), so
+    /// a source that acknowledges upstream batch by batch — not by the
+    /// contiguous watermark — can watch each one.
+    pub async fn dispatch_tracked(
+        &mut self,
+        partition: u32,
+        events: Vec<Event>,
+        end: u64,
+        routing: Routing,
+    ) -> Result<Option<Arc<crate::ack::AckState>>> {
+        if self.given_up {
+            return Ok(None);
+        }
+        self.dispatch(partition, events, end, routing).await?;
+        if self.given_up {
+            return Ok(None);
+        }
+        Ok(self.ledger.last_state(partition))
+    }
+
     /// Stops tracking a revoked partition (after its final commit).
     pub fn forget_partition(&mut self, partition: u32) {
         self.ledger.forget(partition);

@@ -147,7 +147,16 @@ impl KafkaContext {
             // another member owns them already: a commit would be refused
             tracing::warn!(source = %self.name, partitions = ids.len(), "partitions lost (session timed out); not committing them");
         } else {
-            self.commit(consumer, &mut source, CommitMode::Sync);
+            // commit, then release: retry a failed commit (coordinator
+            // moving, a rebalance in progress) until the revoke deadline
+            loop {
+                self.commit_failed.store(false, Ordering::Relaxed);
+                self.commit(consumer, &mut source, CommitMode::Sync);
+                if !self.commit_failed.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         let mut uncommitted = Self::lock(&self.uncommitted);
         for &id in &ids {

@@ -42,7 +42,7 @@ impl Staging {
         &mut self,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+        headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
         timestamp_ms: i64,
         offset: u64,
         now: impl FnOnce() -> Instant,
@@ -56,7 +56,7 @@ impl Staging {
         let value = self.append(value.unwrap_or_default());
         let first_header = self.headers.len();
         for (name, v) in headers {
-            let name = self.append(name.as_bytes());
+            let name = self.append(name);
             let v = self.append(v);
             self.headers.push((name, v));
         }
@@ -147,7 +147,7 @@ mod tests {
         s.push(
             Some(b"k1"),
             Some(b"v1"),
-            [("h", &b"x"[..])].into_iter(),
+            [(&b"h"[..], &b"x"[..])].into_iter(),
             7,
             10,
             || now,

@@ -2,17 +2,20 @@
 //! only once every sink confirmed them.
 //!
 //! Messages are batched and dispatched keyed by subject. Each dispatched
-//! batch keeps the reply subjects of its messages; when the ack ledger's
-//! watermark passes a batch, its messages are acked (explicit acks: with
-//! several processes on one durable consumer an `AckPolicy::All` ack would
-//! also ack other processes' messages). Acks go out every few milliseconds
-//! and at every checkpoint, shutdown included. A message that is never
-//! acked (weir crashed, or its batch failed without a dead-letter sink) is
-//! redelivered by the server after `ack_wait`, up to `max_deliver` times.
+//! batch keeps the reply subjects of its messages and watches its own
+//! completion: when every sink confirmed it, its messages are acked
+//! (explicit acks: with several processes on one durable consumer an
+//! `AckPolicy::All` ack would also ack other processes' messages); when it
+//! failed (no dead-letter sink, or that failed too), its messages are
+//! nak'ed with a delay, or terminated (counted and logged) once delivered
+//! `max_deliver` times. Acks go out every few milliseconds and at shutdown.
+//! A message never settled (weir crashed) is redelivered by the server
+//! after `ack_wait`.
 //! Messages gathered but not dispatched at shutdown are nak'ed so they are
 //! redelivered at once.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
@@ -21,8 +24,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::ack::AckState;
 use weir_engine::telemetry::names;
-use weir_engine::{Error, Event, Origin, Result, Routing, Source, SourceContext};
+use weir_engine::{AckStatus, Error, Event, Origin, Result, Routing, Source, SourceContext};
 
 use super::client::connect;
 use super::config::{DeliverPolicy, JetStreamSourceOptions};
@@ -32,6 +36,8 @@ use crate::pending::Pending;
 
 /// How often acked batches are acknowledged to the server.
 const ACK_EVERY: Duration = Duration::from_millis(5);
+/// How long the server waits before redelivering a nak'ed message.
+const NAK_DELAY: Duration = Duration::from_secs(1);
 
 /// Builds a `jetstream` source.
 pub fn build(config: &ComponentConfig) -> Result<Box<dyn Source>, Diagnostic> {
@@ -45,28 +51,65 @@ pub struct JetStreamSource {
     options: JetStreamSourceOptions,
 }
 
-/// Dispatched batches waiting for the watermark, oldest first.
+/// One received message: where to ack it and how often it was delivered.
+#[derive(Debug)]
+struct Delivered {
+    reply: Subject,
+    delivered: i64,
+}
+
+/// Dispatched batches not settled upstream yet, oldest first.
 #[derive(Debug, Default)]
 struct Unacked {
-    batches: VecDeque<(u64, Vec<Subject>)>,
+    batches: VecDeque<(Arc<AckState>, Vec<Delivered>)>,
+}
+
+/// What settling found, for metrics and logs.
+#[derive(Debug, Default)]
+struct Settled {
+    nak: usize,
+    term: usize,
 }
 
 impl Unacked {
-    /// Acks every batch that ends at or before the watermark.
-    async fn ack_through(&mut self, client: &async_nats::Client, watermark: u64) -> Result<()> {
+    /// Acks every batch whose sinks all confirmed; naks (with a delay) the
+    /// messages of failed batches so they are redelivered, or terminates
+    /// those already delivered `max_deliver` times. Batches are settled
+    /// independently: one still in flight holds back none of the others.
+    async fn settle(
+        &mut self,
+        client: &async_nats::Client,
+        max_deliver: i64,
+        nak_delay: Duration,
+    ) -> Result<Settled> {
+        let mut out = Settled::default();
         let mut sent = false;
-        while let Some((end, _)) = self.batches.front() {
-            if *end > watermark {
-                break;
+        let mut i = 0;
+        while i < self.batches.len() {
+            let status = self.batches[i].0.status();
+            if status == AckStatus::Pending {
+                i += 1;
+                continue;
             }
-            let (_, replies) = self.batches.pop_front().expect("front exists");
-            for reply in replies {
+            let (_, messages) = self.batches.remove(i).expect("index in range");
+            for m in messages {
+                let body: Bytes = match status {
+                    AckStatus::Acked => Bytes::from_static(b"+ACK"),
+                    _ if m.delivered >= max_deliver => {
+                        out.term += 1;
+                        Bytes::from_static(b"+TERM")
+                    }
+                    _ => {
+                        out.nak += 1;
+                        format!("-NAK {{\"delay\":{}}}", nak_delay.as_nanos()).into()
+                    }
+                };
                 client
-                    .publish(reply, Bytes::from_static(b"+ACK"))
+                    .publish(m.reply, body)
                     .await
                     .map_err(|e| Error::retryable(format!("acking: {e}")))?;
+                sent = true;
             }
-            sent = true;
         }
         if sent {
             client
@@ -74,7 +117,7 @@ impl Unacked {
                 .await
                 .map_err(|e| Error::retryable(format!("flushing acks: {e}")))?;
         }
-        Ok(())
+        Ok(out)
     }
 }
 
@@ -149,10 +192,9 @@ impl Source for JetStreamSource {
         let redeliveries =
             metrics::counter!(names::JETSTREAM_REDELIVERIES, "source" => name.clone());
         let mut pending = Pending::new(ctx.batch_settings());
-        let mut replies: Vec<Subject> = Vec::new();
+        let mut replies: Vec<Delivered> = Vec::new();
         let mut unacked = Unacked::default();
         let mut position = 0u64;
-        let mut watermark = 0u64;
         let mut last_subject: Option<Bytes> = None;
         let mut ack_tick = tokio::time::interval(ACK_EVERY);
         ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,10 +206,9 @@ impl Source for JetStreamSource {
                 biased;
                 _ = &mut shutdown => break,
                 _ = ack_tick.tick() => {
-                    for cp in ctx.take_checkpoints() {
-                        watermark = watermark.max(cp.position);
-                    }
-                    unacked.ack_through(&client, watermark).await?;
+                    ctx.take_checkpoints(); // keeps the ledger short and its metrics current
+                    let settled = unacked.settle(&client, o.max_deliver, NAK_DELAY).await?;
+                    report(&name, &settled);
                 }
                 _ = until(deadline) => {
                     dispatch(&mut ctx, &mut pending, &mut replies, &mut unacked).await?;
@@ -201,7 +242,7 @@ impl Source for JetStreamSource {
                         }
                         position += 1;
                         pending.push(event, position);
-                        replies.push(reply);
+                        replies.push(Delivered { reply, delivered });
                         if pending.is_full() {
                             dispatch(&mut ctx, &mut pending, &mut replies, &mut unacked).await?;
                         }
@@ -214,15 +255,14 @@ impl Source for JetStreamSource {
             }
         }
         // not dispatched: ask for redelivery now rather than after ack_wait
-        for reply in replies.drain(..) {
-            let _ = client.publish(reply, Bytes::from_static(b"-NAK")).await;
+        for m in replies.drain(..) {
+            let _ = client.publish(m.reply, Bytes::from_static(b"-NAK")).await;
         }
         drop(pending);
         ctx.drain().await;
-        for cp in ctx.take_checkpoints() {
-            watermark = watermark.max(cp.position);
-        }
-        unacked.ack_through(&client, watermark).await?;
+        ctx.take_checkpoints();
+        let settled = unacked.settle(&client, o.max_deliver, NAK_DELAY).await?;
+        report(&name, &settled);
         let _ = client.flush().await;
         Ok(())
     }
@@ -231,12 +271,37 @@ impl Source for JetStreamSource {
 async fn dispatch(
     ctx: &mut SourceContext,
     pending: &mut Pending,
-    replies: &mut Vec<Subject>,
+    replies: &mut Vec<Delivered>,
     unacked: &mut Unacked,
 ) -> Result<()> {
     if let Some((events, end)) = pending.take() {
-        ctx.dispatch(0, events, end, Routing::Key).await?;
-        unacked.batches.push_back((end, std::mem::take(replies)));
+        let messages = std::mem::take(replies);
+        match ctx.dispatch_tracked(0, events, end, Routing::Key).await? {
+            Some(state) => unacked.batches.push_back((state, messages)),
+            // given up at shutdown: never delivered, ask for redelivery now
+            None => unacked.batches.push_back((failed_state(), messages)),
+        }
     }
     Ok(())
+}
+
+/// The state of a batch that was never handed on.
+fn failed_state() -> Arc<AckState> {
+    let token = weir_engine::AckToken::detached();
+    let state = token.state();
+    token.fail();
+    state
+}
+
+/// Logs and counts what a settle round did not ack.
+fn report(name: &str, settled: &Settled) {
+    if settled.nak > 0 {
+        tracing::warn!(source = %name, messages = settled.nak, "batch failed delivery; messages nak'ed for redelivery");
+    }
+    if settled.term > 0 {
+        metrics::counter!(names::DROPPED, "stage" => name.to_string())
+            .increment(settled.term as u64);
+        tracing::error!(source = %name, messages = settled.term,
+            "messages failed on their last delivery (max_deliver) and were terminated; configure a dead-letter sink to keep them");
+    }
 }
