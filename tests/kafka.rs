@@ -8,11 +8,10 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::kafka::{Broker, Record};
-use common::{show, write, KillOnDrop};
+use common::{show, start_weir, stop_weir, write};
 
 /// A pipeline reading `in`, applying `expr`, writing to `out`.
 fn pipeline(dir: &Path, broker: &Broker, name: &str, expr: &str, extra: &str) -> String {
@@ -45,57 +44,6 @@ timeout = "20s"
     write(dir, &format!("{name}.toml"), &text)
         .to_string_lossy()
         .into_owned()
-}
-
-/// A running `weir run`, its log going to a file (a pipe nobody reads
-/// would fill up and stall it).
-struct Weir {
-    child: KillOnDrop,
-    log: std::path::PathBuf,
-}
-
-fn start_weir(dir: &Path, pipeline: &str) -> Weir {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let log = dir.join(format!("weir-{n}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let child = common::weir()
-        .args(["run", pipeline])
-        .current_dir(dir)
-        .env("WEIR_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    Weir {
-        child: KillOnDrop(child),
-        log,
-    }
-}
-
-/// SIGTERM, wait, and return the exit status and the log.
-fn stop_weir(mut weir: Weir) -> (std::process::ExitStatus, String) {
-    // SAFETY: kill sends a signal to our own child.
-    unsafe { libc::kill(weir.child.0.id() as i32, libc::SIGTERM) };
-    let status = wait_at_most(&mut weir.child.0, Duration::from_secs(60));
-    (
-        status,
-        std::fs::read_to_string(&weir.log).unwrap_or_default(),
-    )
-}
-
-fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "weir did not exit within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Waits until the group committed `total` offsets on `topic`; returns

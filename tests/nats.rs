@@ -7,56 +7,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::nats::Server;
-use common::{read_envelopes, read_lines, show, write, KillOnDrop};
-
-struct Weir {
-    child: KillOnDrop,
-    log: PathBuf,
-}
-
-fn start_weir(dir: &Path, pipeline: &Path) -> Weir {
-    let log = dir.join(format!(
-        "weir-{}.log",
-        pipeline.file_stem().unwrap().to_string_lossy()
-    ));
-    let child = common::weir()
-        .arg("run")
-        .arg(pipeline)
-        .current_dir(dir)
-        .env("WEIR_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    Weir {
-        child: KillOnDrop(child),
-        log,
-    }
-}
-
-fn stop_weir(mut weir: Weir) -> (std::process::ExitStatus, String) {
-    // SAFETY: kill sends a signal to our own child.
-    unsafe { libc::kill(weir.child.0.id() as i32, libc::SIGTERM) };
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = weir.child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "weir did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (
-        status,
-        std::fs::read_to_string(&weir.log).unwrap_or_default(),
-    )
-}
+use common::{read_envelopes, read_lines, show, start_weir, stop_weir, write};
 
 /// Waits until the durable consumer acked everything published.
 fn await_all_acked(server: &Server, stream: &str, consumer: &str, total: u64, limit: Duration) {

@@ -76,3 +76,52 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A `weir run` in the background, its log going to a file (a pipe nobody
+/// reads would fill up and stall it).
+pub struct Running {
+    /// The process.
+    pub child: KillOnDrop,
+    log: PathBuf,
+}
+
+/// Starts `weir run PIPELINE` in `dir` with info logs.
+pub fn start_weir(dir: &Path, pipeline: impl AsRef<std::ffi::OsStr>) -> Running {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = dir.join(format!("weir-{n}.log"));
+    let child = weir()
+        .arg("run")
+        .arg(pipeline)
+        .current_dir(dir)
+        .env("WEIR_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Running {
+        child: KillOnDrop(child),
+        log,
+    }
+}
+
+/// SIGTERM, wait at most a minute, and return the exit status and the log.
+pub fn stop_weir(mut running: Running) -> (std::process::ExitStatus, String) {
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(running.child.0.id() as i32, libc::SIGTERM) };
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = running.child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "weir did not exit within a minute of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (
+        status,
+        std::fs::read_to_string(&running.log).unwrap_or_default(),
+    )
+}
