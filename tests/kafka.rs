@@ -352,6 +352,72 @@ sink = "dlq"
 }
 
 #[test]
+fn a_record_too_large_for_the_sink_goes_to_the_dead_letter_sink_without_retries() {
+    let broker = Broker::start();
+    broker.create_topic("in", 1);
+    broker.create_topic("out", 1);
+    let big = format!("{{\"id\":5,\"pad\":\"{}\"}}", "x".repeat(5_000));
+    broker.produce(
+        "in",
+        (0..10u64).map(|i| {
+            let v = if i == 5 {
+                big.clone()
+            } else {
+                format!("{{\"id\":{i}}}")
+            };
+            (Some(format!("k{i}")), v)
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "big.toml",
+        &format!(
+            r#"
+[pipeline]
+name = "big"
+[sources.in]
+type = "kafka"
+brokers = "{b}"
+topics = ["in"]
+group = "weir-big"
+batch = {{ max_events = 1 }}
+[sinks.out]
+type = "kafka"
+brokers = "{b}"
+topic = "out"
+batch = {{ max_events = 1 }}
+options = {{ "message.max.bytes" = "2000" }}
+[sinks.dlq]
+type = "file"
+path = "dlq.jsonl"
+format = "envelope"
+[dead_letter]
+sink = "dlq"
+[retry]
+max_attempts = 5
+initial_backoff = "1s"
+"#,
+            b = broker.bootstrap
+        ),
+    );
+    let started = Instant::now();
+    let weir = start_weir(dir.path(), &p);
+    let out = broker.read("out", 9, Duration::from_secs(60));
+    await_committed(&broker, "weir-big", 1, 10, Duration::from_secs(30));
+    let (status, log) = stop_weir(weir);
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert_eq!(out.len(), 9, "{log}");
+    let dead = common::read_envelopes(&dir.path().join("dlq.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(
+        dead[0]["headers"]["weir.attempts"], "1",
+        "not retried: {dead:#?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
 fn unreachable_brokers_and_unknown_topics_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     // nothing listens on port 1

@@ -63,6 +63,8 @@ impl std::fmt::Debug for KafkaSink {
 pub(crate) struct BatchDelivery {
     remaining: AtomicUsize,
     failed: AtomicUsize,
+    /// Failures no retry can fix (a record too large, no authorization).
+    permanent: AtomicUsize,
     first_error: Mutex<Option<String>>,
     done: Notify,
 }
@@ -72,6 +74,7 @@ impl BatchDelivery {
         BatchDelivery {
             remaining: AtomicUsize::new(records),
             failed: AtomicUsize::new(0),
+            permanent: AtomicUsize::new(0),
             first_error: Mutex::new(None),
             done: Notify::new(),
         }
@@ -124,10 +127,30 @@ impl ProducerContext for DeliveryContext {
             Err((e, _)) => {
                 metrics::counter!(names::KAFKA_DELIVERY_ERRORS, "sink" => self.name.clone())
                     .increment(1);
+                if is_permanent(e) {
+                    batch.permanent.fetch_add(1, Ordering::Relaxed);
+                }
                 batch.settle(Some(e.to_string()));
             }
         }
     }
+}
+
+/// Whether a delivery error is one that sending again cannot fix.
+fn is_permanent(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::InvalidRecord
+                | C::Fatal
+        )
+    )
 }
 
 /// Pause before retrying a send that found librdkafka's queue full.
@@ -168,6 +191,17 @@ impl Sink for KafkaSink {
     }
 
     async fn start_write(&mut self, events: &[Event]) -> Result<Delivery> {
+        // an idempotent producer that hit a fatal error refuses every later
+        // record: start a new one rather than fail every batch from now on
+        let fatal = self
+            .producer
+            .as_ref()
+            .and_then(|p| p.client().fatal_error());
+        if let Some((code, reason)) = fatal {
+            tracing::error!(sink = %self.name, ?code, reason, "fatal producer error; starting a new producer");
+            self.producer = None;
+            self.open().await?;
+        }
         let producer = self
             .producer
             .as_ref()
@@ -202,6 +236,9 @@ impl Sink for KafkaSink {
                     }
                     Err((error, back)) => {
                         drop(back);
+                        if is_permanent(&error) {
+                            batch.permanent.fetch_add(1, Ordering::Relaxed);
+                        }
                         batch.settle(Some(error.to_string()));
                         break;
                     }
@@ -216,15 +253,21 @@ impl Sink for KafkaSink {
             if failed == 0 {
                 return Ok(());
             }
+            let permanent = batch.permanent.load(Ordering::Relaxed) > 0;
             let first = batch
                 .first_error
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
                 .unwrap_or_default();
-            Err(Error::retryable(format!(
-                "{failed} of {records} records were not delivered to `{topic}`: {first}"
-            )))
+            let message =
+                format!("{failed} of {records} records were not delivered to `{topic}`: {first}");
+            // a permanent failure goes to the dead-letter sink without retries
+            Err(if permanent {
+                Error::user(message)
+            } else {
+                Error::retryable(message)
+            })
         }))
     }
 

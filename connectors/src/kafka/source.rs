@@ -194,6 +194,20 @@ impl<'c> Loop<'c> {
             match message {
                 None => {}
                 Some(Err(e)) => {
+                    // a fatal error (e.g. a fenced static member) ends
+                    // consumption for good: fail rather than look healthy
+                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                        return Err(Error::external(format!(
+                            "kafka source `{}`: fatal consumer error {code:?}: {reason}",
+                            self.context().name
+                        )));
+                    }
+                    if let rdkafka::error::KafkaError::MessageConsumptionFatal(code) = e {
+                        return Err(Error::external(format!(
+                            "kafka source `{}`: fatal consumer error: {code:?}",
+                            self.context().name
+                        )));
+                    }
                     tracing::warn!(source = %self.context().name, error = %e, "kafka consumer error");
                 }
                 Some(Ok(m)) => {
