@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::kafka::{Broker, Record};
-use common::{show, start_weir, stop_weir, write};
+use common::{start_weir, stop_weir, write};
 
 /// A pipeline reading `in`, applying `expr`, writing to `out`.
 fn pipeline(dir: &Path, broker: &Broker, name: &str, expr: &str, extra: &str) -> String {
@@ -439,13 +439,7 @@ type = "blackhole"
     );
     let started = Instant::now();
     let out = common::run_in(dir.path(), &["run", unreachable.to_str().unwrap()]);
-    assert!(!out.status.success(), "{}", show(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot reach the brokers `127.0.0.1:1`"),
-        "{}",
-        show(&out)
-    );
+    common::assert_failed_with(&out, "cannot reach the brokers `127.0.0.1:1`");
     assert!(started.elapsed() < Duration::from_secs(30));
 
     let broker = Broker::start();
@@ -471,12 +465,7 @@ topic = "out"
         ),
     );
     let out = common::run_in(dir.path(), &["run", unknown.to_str().unwrap()]);
-    assert!(!out.status.success(), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("topic `no-such-topic` does not exist"),
-        "{}",
-        show(&out)
-    );
+    common::assert_failed_with(&out, "topic `no-such-topic` does not exist");
     let sink_unknown = write(
         dir.path(),
         "sink.toml",
@@ -496,10 +485,5 @@ topic = "missing-out"
         ),
     );
     let out = common::run_in(dir.path(), &["run", sink_unknown.to_str().unwrap()]);
-    assert!(!out.status.success(), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("topic `missing-out` does not exist"),
-        "{}",
-        show(&out)
-    );
+    common::assert_failed_with(&out, "topic `missing-out` does not exist");
 }

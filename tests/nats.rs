@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::nats::Server;
-use common::{read_envelopes, read_lines, show, start_weir, stop_weir, write};
+use common::{read_envelopes, read_lines, start_weir, stop_weir, write};
 
 /// Waits until the durable consumer acked everything published.
 fn await_all_acked(server: &Server, stream: &str, consumer: &str, total: u64, limit: Duration) {
@@ -330,12 +330,7 @@ type = "blackhole"
         ),
     );
     let out = common::run_in(dir.path(), &["run", missing.to_str().unwrap()]);
-    assert!(!out.status.success(), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("stream `NOPE` not found"),
-        "{}",
-        show(&out)
-    );
+    common::assert_failed_with(&out, "stream `NOPE` not found");
     let down = write(
         dir.path(),
         "down.toml",
@@ -353,13 +348,7 @@ type = "blackhole"
     );
     let started = Instant::now();
     let out = common::run_in(dir.path(), &["run", down.to_str().unwrap()]);
-    assert!(!out.status.success(), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("cannot connect to NATS at `nats://127.0.0.1:1`"),
-        "{}",
-        show(&out)
-    );
+    common::assert_failed_with(&out, "cannot connect to NATS at `nats://127.0.0.1:1`");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 

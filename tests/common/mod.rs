@@ -125,3 +125,13 @@ pub fn stop_weir(mut running: Running) -> (std::process::ExitStatus, String) {
         std::fs::read_to_string(&running.log).unwrap_or_default(),
     )
 }
+
+/// Asserts that a run failed and said `message` on stderr.
+pub fn assert_failed_with(out: &Output, message: &str) {
+    assert!(!out.status.success(), "{}", show(out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(message),
+        "expected {message:?} on stderr\n{}",
+        show(out)
+    );
+}

@@ -62,8 +62,8 @@ impl KafkaContext {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the moved watermarks into `uncommitted` and returns them as a
-    /// commit list; `all` also returns every watermark not yet confirmed.
+    /// Takes the moved watermarks into `uncommitted` and returns, as a
+    /// commit list, every watermark not yet confirmed committed.
     pub(crate) fn offsets_to_commit(&self, source: &mut SourceContext) -> TopicPartitionList {
         let moved = source.take_checkpoints();
         let mut uncommitted = Self::lock(&self.uncommitted);

@@ -54,8 +54,7 @@ impl Sink for NatsSink {
             .as_ref()
             .ok_or_else(|| Error::internal("the nats sink was written to before it was opened"))?;
         for e in events {
-            self.subject.render(e, &mut self.buf)?;
-            let subject = self.buf.clone();
+            let subject = self.subject.subject_for(e, &mut self.buf)?;
             let sent = match headers(e) {
                 Some(h) => {
                     client

@@ -87,7 +87,7 @@ impl Sink for JetStreamSink {
         })?;
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
         for e in events {
-            self.subject.render(e, &mut self.buf)?;
+            let subject = self.subject.subject_for(e, &mut self.buf)?;
             let id = format!(
                 "{}-{}-{}",
                 e.origin.source, e.origin.partition, e.origin.offset
@@ -103,7 +103,7 @@ impl Sink for JetStreamSink {
                 }
             }
             let ack = js
-                .send_publish(self.buf.clone(), message)
+                .send_publish(subject, message)
                 .await
                 .map_err(|e| Error::retryable(format!("publishing: {e}")))?;
             acks.push(ack);

@@ -8,6 +8,9 @@ use weir_engine::{Error, Event, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SubjectTemplate {
     parts: Vec<Part>,
+    /// The subject itself when the template has no placeholder: handed out
+    /// by reference count, so a fixed subject costs no allocation per event.
+    fixed: Option<async_nats::Subject>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,15 +51,29 @@ impl SubjectTemplate {
         if parts.is_empty() {
             return Err("the subject must not be empty".into());
         }
-        Ok(SubjectTemplate { parts })
+        let fixed = match parts.as_slice() {
+            [Part::Text(t)] => Some(async_nats::Subject::from(t.clone())),
+            _ => None,
+        };
+        Ok(SubjectTemplate { parts, fixed })
     }
 
     /// Whether the subject is the same for every event.
     pub(crate) fn fixed(&self) -> Option<&str> {
-        match self.parts.as_slice() {
-            [Part::Text(t)] => Some(t),
-            _ => None,
+        self.fixed.as_deref()
+    }
+
+    /// The subject for `event`: the fixed one, or rendered through `buf`.
+    pub(crate) fn subject_for(
+        &self,
+        event: &Event,
+        buf: &mut String,
+    ) -> Result<async_nats::Subject> {
+        if let Some(fixed) = &self.fixed {
+            return Ok(fixed.clone());
         }
+        self.render(event, buf)?;
+        Ok(async_nats::Subject::from(buf.as_str()))
     }
 
     /// The subject for `event`, written into `out`. Fails (a poison event:
