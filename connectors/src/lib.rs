@@ -19,6 +19,7 @@ mod lines;
 pub mod nats;
 mod numbers;
 mod pending;
+pub mod postgres;
 pub mod stdin;
 pub mod stdout;
 pub mod template;
@@ -39,6 +40,7 @@ pub fn register(registry: &mut Registry) {
     registry.source("kafka", kafka::source::build);
     registry.source("nats", nats::core_source::build);
     registry.source("jetstream", nats::js_source::build);
+    registry.source("postgres-cdc", postgres::source::build);
     registry.sink("stdout", stdout::build);
     registry.sink("file", file_sink::build);
     registry.sink("blackhole", blackhole::build);
@@ -66,6 +68,7 @@ mod tests {
                 "jetstream",
                 "kafka",
                 "nats",
+                "postgres-cdc",
                 "stdin"
             ]
         );

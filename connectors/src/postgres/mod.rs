@@ -1,0 +1,21 @@
+//! Postgres connectors: the `postgres-cdc` change-feed source (logical
+//! replication, pgoutput) and the `postgres` sink (batched inserts or
+//! upserts, one transaction per batch).
+//!
+//! One small frontend ([`wire`]) speaks the protocol for all of them:
+//! `tokio-postgres` cannot open a replication stream, and the simple-query
+//! protocol's text values are what pgoutput sends too, so one type
+//! mapping ([`json`]) serves the stream, the snapshot and the sink.
+
+mod cdc_config;
+pub mod conninfo;
+pub mod json;
+pub mod lsn;
+pub mod pgoutput;
+mod progress;
+pub mod snapshot;
+pub mod source;
+mod stream;
+pub mod wire;
+
+pub use cdc_config::{CdcOptions, SnapshotMode};
