@@ -47,6 +47,7 @@ pub fn register(registry: &mut Registry) {
     registry.sink("kafka", kafka::sink::build);
     registry.sink("nats", nats::core_sink::build);
     registry.sink("jetstream", nats::js_sink::build);
+    registry.sink("postgres", postgres::sink::build);
 }
 
 #[cfg(test)]
@@ -74,7 +75,15 @@ mod tests {
         );
         assert_eq!(
             sinks,
-            ["blackhole", "file", "jetstream", "kafka", "nats", "stdout"]
+            [
+                "blackhole",
+                "file",
+                "jetstream",
+                "kafka",
+                "nats",
+                "postgres",
+                "stdout"
+            ]
         );
     }
 }

@@ -13,9 +13,12 @@ pub mod json;
 pub mod lsn;
 pub mod pgoutput;
 mod progress;
+pub mod sink;
+mod sink_config;
 pub mod snapshot;
 pub mod source;
 mod stream;
 pub mod wire;
 
 pub use cdc_config::{CdcOptions, SnapshotMode};
+pub use sink_config::{PgSinkOptions, WriteMode};

@@ -1,0 +1,473 @@
+//! The `postgres` sink: each batch is written in one transaction (one
+//! round trip): the batch's JSON objects are expanded by the server with
+//! `jsonb_populate_recordset` into the table's columns (a field per
+//! column, by name; a missing field is NULL), then inserted, upserted by
+//! key, or applied as change events (see [`WriteMode`]). A batch is acked
+//! once its transaction committed.
+//!
+//! Errors: a lost connection or a transient server state (shutdown,
+//! serialization failure, deadlock) is retried on a new connection; data
+//! errors (a constraint, a value that does not fit its column) fail the
+//! batch, which goes to the dead-letter sink with the server's message.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::{Error, Event, Result, Sink};
+
+use super::cdc_config::qualified;
+use super::conninfo::ConnInfo;
+use super::json::write_str;
+use super::sink_config::{PgSinkOptions, WriteMode};
+use super::wire::{quote_ident, quote_literal, Connection, PgError};
+
+/// Builds a `postgres` sink.
+pub fn build(config: &ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic> {
+    let (options, info) = PgSinkOptions::from_config(config)?;
+    Ok(Box::new(PgSink {
+        name: config.name.clone(),
+        table: qualified(&options.table),
+        options,
+        info,
+        conn: None,
+        statements: None,
+        sql: String::new(),
+    }))
+}
+
+/// Writes batches to a table.
+#[derive(Debug)]
+pub struct PgSink {
+    name: String,
+    options: PgSinkOptions,
+    info: ConnInfo,
+    /// The quoted table name.
+    table: String,
+    conn: Option<Connection>,
+    statements: Option<Statements>,
+    sql: String,
+}
+
+/// The SQL around a batch's JSON, built once from the table's columns.
+#[derive(Debug)]
+struct Statements {
+    /// `INSERT … FROM jsonb_populate_recordset(NULL::t, ` … `::jsonb) s ON CONFLICT …`
+    upsert_head: String,
+    upsert_tail: String,
+    /// `DELETE … WHERE (key) IN (SELECT key FROM jsonb_populate_recordset(NULL::t, ` … `))`
+    delete_head: String,
+    delete_tail: String,
+    /// Key column names, as in the events' `key` objects.
+    key: Vec<String>,
+}
+
+impl PgSink {
+    fn fail(&self, what: &str, e: PgError) -> Error {
+        let msg = format!(
+            "postgres sink `{}` ({}, table {}): {what}: {e}",
+            self.name, self.info, self.table
+        );
+        if e.is_transient() {
+            Error::retryable(msg)
+        } else {
+            Error::external(msg)
+        }
+    }
+
+    async fn connect(&mut self) -> Result<()> {
+        let mut conn = Connection::connect(&self.info, false)
+            .await
+            .map_err(|e| self.fail("connecting", e))?;
+        if self.statements.is_none() {
+            let s = self.prepare(&mut conn).await?;
+            self.statements = Some(s);
+        }
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// Reads the table's columns and key and builds the statements.
+    async fn prepare(&self, conn: &mut Connection) -> Result<Statements> {
+        let table = quote_literal(&self.table);
+        let columns = conn
+            .query(&format!(
+                "SELECT attname FROM pg_attribute WHERE attrelid = {table}::regclass \
+                 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum"
+            ))
+            .await
+            .map_err(|e| self.fail("reading the table's columns", e))?;
+        let columns: Vec<String> = columns
+            .rows
+            .into_iter()
+            .filter_map(|mut r| r.remove(0))
+            .collect();
+        let key = if self.options.key.is_empty() && self.options.mode != WriteMode::Insert {
+            let rows = conn
+                .query(&format!(
+                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a \
+                     ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = {table}::regclass AND i.indisprimary \
+                     ORDER BY array_position(i.indkey, a.attnum)"
+                ))
+                .await
+                .map_err(|e| self.fail("reading the table's primary key", e))?;
+            let key: Vec<String> = rows
+                .rows
+                .into_iter()
+                .filter_map(|mut r| r.remove(0))
+                .collect();
+            if key.is_empty() {
+                return Err(Error::user(format!(
+                    "postgres sink `{}`: table {} has no primary key; set `key` to the columns that identify a row",
+                    self.name, self.table
+                )));
+            }
+            key
+        } else {
+            self.options.key.clone()
+        };
+        if let Some(missing) = key.iter().find(|k| !columns.contains(k)) {
+            return Err(Error::user(format!(
+                "postgres sink `{}`: key column `{missing}` is not a column of {}",
+                self.name, self.table
+            )));
+        }
+        let cols = columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let keys = key
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conflict = if key.is_empty() {
+            String::new()
+        } else {
+            let updates: Vec<String> = columns
+                .iter()
+                .filter(|c| !key.contains(c))
+                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+                .collect();
+            if updates.is_empty() {
+                format!(" ON CONFLICT ({keys}) DO NOTHING")
+            } else {
+                format!(" ON CONFLICT ({keys}) DO UPDATE SET {}", updates.join(", "))
+            }
+        };
+        Ok(Statements {
+            upsert_head: format!(
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, ",
+                t = self.table
+            ),
+            upsert_tail: format!("::jsonb) AS s{conflict}"),
+            delete_head: format!(
+                "DELETE FROM {t} WHERE ({keys}) IN (SELECT {keys} FROM jsonb_populate_recordset(NULL::{t}, ",
+                t = self.table
+            ),
+            delete_tail: "::jsonb))".to_string(),
+            key,
+        })
+    }
+
+    /// Builds the batch's SQL into `self.sql`.
+    fn build_sql(&mut self, events: &[Event]) -> Result<()> {
+        let s = self.statements.as_ref().expect("prepared before writing");
+        self.sql.clear();
+        match self.options.mode {
+            WriteMode::Insert => {
+                let rows: Vec<&[u8]> = events.iter().map(|e| e.value.as_ref()).collect();
+                push_statement(&mut self.sql, &s.upsert_head, &rows, &s.upsert_tail);
+            }
+            WriteMode::Upsert => {
+                // the last event of a key wins (ON CONFLICT cannot touch a row twice)
+                let mut last: HashMap<String, usize> = HashMap::new();
+                for (i, e) in events.iter().enumerate() {
+                    let v: serde_json::Value = parse_object(&self.name, e)?;
+                    last.insert(key_of(&v, &s.key), i);
+                }
+                let mut keep: Vec<usize> = last.into_values().collect();
+                keep.sort_unstable();
+                let rows: Vec<&[u8]> = keep.iter().map(|&i| events[i].value.as_ref()).collect();
+                push_statement(&mut self.sql, &s.upsert_head, &rows, &s.upsert_tail);
+            }
+            WriteMode::Changes => {
+                // segments between truncates; in each, the last change of a key wins
+                let mut segment: Vec<(String, Change)> = Vec::new();
+                let mut index: HashMap<String, usize> = HashMap::new();
+                for e in events {
+                    let v = parse_object(&self.name, e)?;
+                    let op = v.get("op").and_then(|o| o.as_str()).unwrap_or("");
+                    match op {
+                        "insert" | "update" | "read" => {
+                            let after = v.get("after").cloned().unwrap_or_default();
+                            if !after.is_object() {
+                                return Err(bad_event(
+                                    &self.name,
+                                    format!("a `{op}` change has no `after` object"),
+                                ));
+                            }
+                            // a changed key: the old row goes
+                            if let Some(before) = v.get("before").filter(|b| b.is_object()) {
+                                let old = key_of(before, &s.key);
+                                let new = key_of(&after, &s.key);
+                                if old != new {
+                                    upsert_change(
+                                        &mut segment,
+                                        &mut index,
+                                        old,
+                                        Change::Delete(before.clone()),
+                                    );
+                                }
+                            }
+                            let key = key_of(&after, &s.key);
+                            upsert_change(&mut segment, &mut index, key, Change::Upsert(after));
+                        }
+                        "delete" => {
+                            let old = v
+                                .get("key")
+                                .filter(|k| k.is_object())
+                                .or_else(|| v.get("before").filter(|b| b.is_object()))
+                                .cloned()
+                                .ok_or_else(|| {
+                                    bad_event(
+                                        &self.name,
+                                        "a delete has no `key` or `before` object".into(),
+                                    )
+                                })?;
+                            let key = key_of(&old, &s.key);
+                            upsert_change(&mut segment, &mut index, key, Change::Delete(old));
+                        }
+                        "truncate" => {
+                            flush_changes(&mut self.sql, s, &mut segment, &mut index);
+                            self.sql.push_str(&format!("TRUNCATE {};", self.table));
+                        }
+                        other => {
+                            return Err(bad_event(
+                                &self.name,
+                                format!("unknown change op `{other}`"),
+                            ))
+                        }
+                    }
+                }
+                flush_changes(&mut self.sql, s, &mut segment, &mut index);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One row's net change within a segment.
+#[derive(Debug)]
+enum Change {
+    Upsert(serde_json::Value),
+    Delete(serde_json::Value),
+}
+
+fn upsert_change(
+    segment: &mut Vec<(String, Change)>,
+    index: &mut HashMap<String, usize>,
+    key: String,
+    change: Change,
+) {
+    match index.get(&key) {
+        Some(&i) => segment[i].1 = change,
+        None => {
+            index.insert(key.clone(), segment.len());
+            segment.push((key, change));
+        }
+    }
+}
+
+fn flush_changes(
+    sql: &mut String,
+    s: &Statements,
+    segment: &mut Vec<(String, Change)>,
+    index: &mut HashMap<String, usize>,
+) {
+    let mut deletes = Vec::new();
+    let mut upserts = Vec::new();
+    for (_, c) in segment.drain(..) {
+        match c {
+            Change::Upsert(v) => upserts.push(v.to_string().into_bytes()),
+            Change::Delete(v) => deletes.push(v.to_string().into_bytes()),
+        }
+    }
+    index.clear();
+    let deletes: Vec<&[u8]> = deletes.iter().map(Vec::as_slice).collect();
+    let upserts: Vec<&[u8]> = upserts.iter().map(Vec::as_slice).collect();
+    push_statement(sql, &s.delete_head, &deletes, &s.delete_tail);
+    push_statement(sql, &s.upsert_head, &upserts, &s.upsert_tail);
+}
+
+/// Appends `head '[row,row]' tail;` unless there are no rows.
+fn push_statement(sql: &mut String, head: &str, rows: &[&[u8]], tail: &str) {
+    if rows.is_empty() {
+        return;
+    }
+    sql.push_str(head);
+    sql.push_str("'[");
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        // a string literal: quotes doubled (standard_conforming_strings)
+        let text = String::from_utf8_lossy(r);
+        if text.contains('\'') {
+            sql.push_str(&text.replace('\'', "''"));
+        } else {
+            sql.push_str(&text);
+        }
+    }
+    sql.push_str("]'");
+    sql.push_str(tail);
+    sql.push(';');
+}
+
+fn bad_event(sink: &str, why: String) -> Error {
+    Error::user(format!("postgres sink `{sink}`: {why}"))
+}
+
+fn parse_object(sink: &str, e: &Event) -> Result<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&e.value)
+        .map_err(|err| bad_event(sink, format!("the event is not JSON: {err}")))?;
+    if !v.is_object() {
+        return Err(bad_event(sink, "the event is not a JSON object".into()));
+    }
+    Ok(v)
+}
+
+/// The key columns' values of a row object, as one comparable string.
+fn key_of(row: &serde_json::Value, key: &[String]) -> String {
+    let mut out = Vec::new();
+    for k in key {
+        write_str(&mut out, k.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(
+            row.get(k)
+                .unwrap_or(&serde_json::Value::Null)
+                .to_string()
+                .as_bytes(),
+        );
+        out.push(b',');
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[async_trait]
+impl Sink for PgSink {
+    async fn open(&mut self) -> Result<()> {
+        self.connect().await
+    }
+
+    async fn write(&mut self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if self.conn.is_none() {
+            self.connect().await?;
+        }
+        self.build_sql(events)?;
+        if self.sql.is_empty() {
+            return Ok(());
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        // several statements in one simple query run as one transaction
+        match conn.query(&self.sql).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if matches!(e, PgError::Io(_) | PgError::Protocol(_)) {
+                    self.conn = None;
+                }
+                Err(self.fail("writing a batch", e))
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        if let Some(conn) = self.conn.take() {
+            conn.close().await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statements() -> Statements {
+        Statements {
+            upsert_head: "UP(".into(),
+            upsert_tail: ")".into(),
+            delete_head: "DEL(".into(),
+            delete_tail: ")".into(),
+            key: vec!["id".into()],
+        }
+    }
+
+    fn sink(mode: WriteMode) -> PgSink {
+        PgSink {
+            name: "t".into(),
+            options: PgSinkOptions {
+                url: String::new(),
+                table: "t".into(),
+                mode,
+                key: vec![],
+            },
+            info: ConnInfo::parse("postgres://x").unwrap(),
+            table: "public.\"t\"".into(),
+            conn: None,
+            statements: Some(statements()),
+            sql: String::new(),
+        }
+    }
+
+    fn events(values: &[&str]) -> Vec<Event> {
+        values.iter().map(|v| Event::new(v.to_string())).collect()
+    }
+
+    #[test]
+    fn upsert_keeps_the_last_event_of_a_key_and_escapes_quotes() {
+        let mut s = sink(WriteMode::Upsert);
+        s.build_sql(&events(&[
+            r#"{"id":1,"v":"a"}"#,
+            r#"{"id":2,"v":"it's"}"#,
+            r#"{"id":1,"v":"b"}"#,
+        ]))
+        .unwrap();
+        assert_eq!(s.sql, r#"UP('[{"id":2,"v":"it''s"},{"id":1,"v":"b"}]');"#);
+    }
+
+    #[test]
+    fn changes_net_out_per_key_and_split_at_truncates() {
+        let mut s = sink(WriteMode::Changes);
+        s.build_sql(&events(&[
+            r#"{"op":"insert","key":{"id":1},"after":{"id":1,"v":"a"}}"#,
+            r#"{"op":"delete","key":{"id":1},"before":{"id":1}}"#,
+            r#"{"op":"insert","key":{"id":2},"after":{"id":2,"v":"x"}}"#,
+            r#"{"op":"truncate","key":null}"#,
+            r#"{"op":"update","key":{"id":4},"before":{"id":3},"after":{"id":4,"v":"moved"}}"#,
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.sql,
+            concat!(
+                r#"DEL('[{"id":1}]');UP('[{"id":2,"v":"x"}]');TRUNCATE public."t";"#,
+                r#"DEL('[{"id":3}]');UP('[{"id":4,"v":"moved"}]');"#
+            )
+        );
+        assert!(s
+            .build_sql(&events(&["{\"op\":\"merge\"}"]))
+            .unwrap_err()
+            .message
+            .contains("merge"));
+        assert!(s
+            .build_sql(&events(&["nope"]))
+            .unwrap_err()
+            .message
+            .contains("not JSON"));
+    }
+}
