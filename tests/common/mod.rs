@@ -3,6 +3,7 @@
 
 pub mod kafka;
 pub mod nats;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

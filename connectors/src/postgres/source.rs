@@ -53,7 +53,14 @@ impl Source for CdcSource {
         let CdcSource { options: o, info } = *self;
         let name = ctx.name().to_string();
         let fail = |what: &str, e: PgError| {
-            let msg = format!("postgres-cdc source `{name}` ({info}): {what}: {e}");
+            let hint = match e.code() {
+                Some("42501") if what.contains("replication") => {
+                    "; the role needs the REPLICATION attribute (ALTER ROLE … REPLICATION) or superuser"
+                }
+                Some("42501") => "; the role needs ownership of the tables (to create the publication) or an existing publication",
+                _ => "",
+            };
+            let msg = format!("postgres-cdc source `{name}` ({info}): {what}: {e}{hint}");
             if e.is_transient() {
                 Error::retryable(msg)
             } else {

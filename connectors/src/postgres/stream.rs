@@ -177,11 +177,7 @@ impl Reader<'_> {
                 match decoded {
                     Decoded::Begin => self.progress.in_txn = true,
                     Decoded::Change(key, value) => self.push(key, value).await?,
-                    Decoded::Changes(values) => {
-                        for value in values {
-                            self.push(None, value).await?;
-                        }
-                    }
+                    Decoded::Changes(values) => self.barrier(values).await?,
                     Decoded::Commit { end } => self.progress.commit(end),
                     Decoded::Nothing => {}
                 }
@@ -205,6 +201,22 @@ impl Reader<'_> {
                 ))))
             }
         }
+        Ok(())
+    }
+
+    /// A truncate is ordered against every change on every shard: what
+    /// came before it is delivered first, and nothing after it is
+    /// dispatched until it is delivered (truncates are rare; rows are
+    /// keyed to shards, a truncate is not).
+    async fn barrier(&mut self, values: Vec<Bytes>) -> Result<(), Failure> {
+        self.flush().await?;
+        self.ctx.drain().await;
+        for value in values {
+            self.push(None, value).await?;
+        }
+        self.flush().await?;
+        self.ctx.drain().await;
+        self.checkpoint();
         Ok(())
     }
 

@@ -1,0 +1,753 @@
+//! The `postgres-cdc` source and the `postgres` sink against a real
+//! PostgreSQL server (started by scripts/pg-dev.sh): 100k changes through
+//! a kill -9, the initial snapshot (also killed midway), failover to a
+//! standby, type mapping, tables without a primary key, a server restart,
+//! replication into a table, and clear errors.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::postgres::{parse_lsn, Server};
+use common::{assert_failed_with, read_lines, start_weir, stop_weir, weir, write};
+use serde_json::Value;
+
+fn cdc_pipeline(dir: &Path, server: &Server, name: &str, source_extra: &str, out: &str) -> PathBuf {
+    write(
+        dir,
+        &format!("{name}.toml"),
+        &format!(
+            r#"
+[pipeline]
+name = "{name}"
+[sources.pg]
+type = "postgres-cdc"
+url = "{url}"
+publication = "weir_pub"
+slot = "weir_slot"
+batch = {{ max_events = 500 }}
+{source_extra}
+[sinks.out]
+type = "file"
+path = "{out}"
+[checkpoint]
+interval = "100ms"
+"#,
+            url = server.url,
+        ),
+    )
+}
+
+/// Every JSON line of the files.
+fn events_of(files: &[PathBuf]) -> Vec<Vec<Value>> {
+    files
+        .iter()
+        .map(|f| {
+            read_lines(f)
+                .iter()
+                .map(|l| serde_json::from_str(l).expect("each line is a JSON event"))
+                .collect()
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+/// One change as the workload made it: row id and what happened.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Change {
+    Insert(i64),
+    Update(i64, i64),
+    Delete(i64),
+}
+
+impl Change {
+    fn of(e: &Value) -> Change {
+        let id = |row: &Value| row["id"].as_i64().expect("an id");
+        match e["op"].as_str().unwrap() {
+            "insert" => Change::Insert(id(&e["after"])),
+            "update" => Change::Update(id(&e["after"]), e["after"]["v"].as_i64().unwrap()),
+            "delete" => Change::Delete(id(&e["key"])),
+            other => panic!("unexpected op {other}"),
+        }
+    }
+
+    fn id(&self) -> i64 {
+        match self {
+            Change::Insert(i) | Change::Update(i, _) | Change::Delete(i) => *i,
+        }
+    }
+
+    /// Where the change falls in its row's history.
+    fn rank(&self) -> i64 {
+        match self {
+            Change::Insert(_) => 0,
+            Change::Update(_, v) => *v,
+            Change::Delete(_) => i64::MAX,
+        }
+    }
+}
+
+#[test]
+fn a_hundred_thousand_changes_arrive_once_in_row_order_across_a_kill_and_restart() {
+    let server = Server::start();
+    server.psql("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)");
+    let dir = tempfile::tempdir().unwrap();
+    let out1 = dir.path().join("run1.jsonl");
+    let out2 = dir.path().join("run2.jsonl");
+    let extra = r#"tables = ["t"]"#;
+    let p1 = cdc_pipeline(dir.path(), &server, "cdc1", extra, out1.to_str().unwrap());
+    let p2 = cdc_pipeline(dir.path(), &server, "cdc2", extra, out2.to_str().unwrap());
+    let run1 = start_weir(dir.path(), &p1);
+    wait_for("the slot", Duration::from_secs(30), || {
+        server.slot_confirmed("weir_slot").is_some()
+    });
+
+    // 100,000 row changes: batches of inserts, one large transaction, updates,
+    // a multi-statement transaction, deletes; each statement commits alone
+    let mut script = String::new();
+    for b in 0..30 {
+        script += &format!(
+            "INSERT INTO t SELECT g, 0 FROM generate_series({}, {}) g;\n",
+            b * 1000 + 1,
+            b * 1000 + 1000
+        );
+    }
+    script += "BEGIN;\nINSERT INTO t SELECT g, 0 FROM generate_series(30001, 40000) g;\n\
+               INSERT INTO t SELECT g, 0 FROM generate_series(40001, 50000) g;\nCOMMIT;\n";
+    for _ in 0..3 {
+        script += "UPDATE t SET v = v + 1 WHERE id <= 10000;\n";
+    }
+    script += "BEGIN;\nUPDATE t SET v = v + 1 WHERE id BETWEEN 10001 AND 15000;\n\
+               DELETE FROM t WHERE id BETWEEN 15001 AND 20000;\nCOMMIT;\n";
+    script += "DELETE FROM t WHERE id BETWEEN 40001 AND 50000;\n";
+    let mut expected: HashSet<Change> = HashSet::new();
+    for id in 1..=50000 {
+        expected.insert(Change::Insert(id));
+    }
+    for id in 1..=10000 {
+        for v in 1..=3 {
+            expected.insert(Change::Update(id, v));
+        }
+    }
+    for id in 10001..=15000 {
+        expected.insert(Change::Update(id, 1));
+    }
+    for id in (15001..=20000).chain(40001..=50000) {
+        expected.insert(Change::Delete(id));
+    }
+    assert_eq!(expected.len(), 100_000);
+    let sql = write(dir.path(), "workload.sql", &script);
+    let workload = {
+        let mut s = server.psql_file_command(&sql);
+        std::thread::spawn(move || s.output().unwrap())
+    };
+
+    // kill -9 in the middle of the stream
+    wait_for("30k events", Duration::from_secs(120), || {
+        line_count(&out1) >= 30_000
+    });
+    let mut run1 = run1;
+    run1.child.0.kill().unwrap();
+    run1.child.0.wait().unwrap();
+    let confirmed_at_kill = server.slot_confirmed("weir_slot").unwrap();
+    let run2 = start_weir(dir.path(), &p2);
+    let done = workload.join().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+
+    let distinct = |files: &[PathBuf]| -> HashSet<Change> {
+        events_of(files).iter().flatten().map(Change::of).collect()
+    };
+    let files = [out1.clone(), out2.clone()];
+    wait_for("every change", Duration::from_secs(180), || {
+        distinct(&files).len() >= expected.len()
+    });
+    let (status, log) = stop_weir(run2);
+    assert!(status.success(), "{log}");
+
+    let runs = events_of(&files);
+    let seen: HashSet<Change> = runs.iter().flatten().map(Change::of).collect();
+    assert_eq!(seen, expected, "every change exactly as made, none extra");
+    // within each run, each row's changes are in commit order and not repeated
+    for (run, events) in runs.iter().enumerate() {
+        let mut last: HashMap<i64, i64> = HashMap::new();
+        for e in events {
+            let c = Change::of(e);
+            if let Some(prev) = last.insert(c.id(), c.rank()) {
+                assert!(
+                    prev < c.rank(),
+                    "run {run}: row {} out of order: {prev} then {c:?}",
+                    c.id()
+                );
+            }
+        }
+    }
+    // a change seen in both runs was past the confirmed position at the kill
+    let first: HashSet<Change> = runs[0].iter().map(Change::of).collect();
+    let mut repeated = 0;
+    for e in &runs[1] {
+        if first.contains(&Change::of(e)) {
+            repeated += 1;
+            let lsn = parse_lsn(e["lsn"].as_str().unwrap());
+            assert!(
+                lsn >= confirmed_at_kill,
+                "{e} was sent again though its transaction was confirmed (confirmed {confirmed_at_kill:X})"
+            );
+        }
+    }
+    eprintln!(
+        "run 1: {} events, run 2: {} events, {repeated} repeated after the kill",
+        runs[0].len(),
+        runs[1].len()
+    );
+    // a clean stop confirmed everything
+    let confirmed = server.slot_confirmed("weir_slot").unwrap();
+    let current = parse_lsn(&server.psql("SELECT pg_current_wal_lsn()"));
+    let last_commit = runs[1]
+        .iter()
+        .map(|e| parse_lsn(e["lsn"].as_str().unwrap()))
+        .max()
+        .unwrap();
+    assert!(
+        confirmed > last_commit && confirmed <= current,
+        "confirmed {confirmed:X}"
+    );
+}
+
+#[test]
+fn the_initial_snapshot_has_no_gap_or_duplicate_and_starts_over_when_killed() {
+    let server = Server::start();
+    server.psql(
+        "CREATE TABLE s (id int PRIMARY KEY, v text); \
+         INSERT INTO s SELECT g, 'row ' || g FROM generate_series(1, 30000) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "tables = [\"s\"]\nsnapshot = \"initial\"\nsnapshot_fetch = 1000";
+    let out0 = dir.path().join("killed.jsonl");
+    let p0 = cdc_pipeline(dir.path(), &server, "snap0", extra, out0.to_str().unwrap());
+    // killed during the snapshot: no slot is left, the next run starts over
+    let mut run0 = start_weir(dir.path(), &p0);
+    wait_for("the first snapshot rows", Duration::from_secs(60), || {
+        line_count(&out0) >= 1
+    });
+    run0.child.0.kill().unwrap();
+    run0.child.0.wait().unwrap();
+    let done = events_of(&[out0.clone()])[0].len();
+    if done < 30_000 {
+        wait_for("the temporary slot to go", Duration::from_secs(10), || {
+            server.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+        });
+    }
+
+    let out = dir.path().join("out.jsonl");
+    let p = cdc_pipeline(dir.path(), &server, "snap", extra, out.to_str().unwrap());
+    let run = start_weir(dir.path(), &p);
+    // rows written while the snapshot runs: either in it or streamed after it
+    for chunk in 0..10 {
+        server.psql(&format!(
+            "INSERT INTO s SELECT g, 'late' FROM generate_series({}, {}) g",
+            30001 + chunk * 100,
+            30100 + chunk * 100
+        ));
+    }
+    server.psql("UPDATE s SET v = 'updated' WHERE id = 1");
+    let ids = |events: &[Value]| -> Vec<i64> {
+        events
+            .iter()
+            .map(|e| e["after"]["id"].as_i64().unwrap())
+            .collect()
+    };
+    wait_for("31k rows", Duration::from_secs(120), || {
+        line_count(&out) >= 31_001
+    });
+    let (status, log) = stop_weir(run);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("initial snapshot done"), "{log}");
+    let events = &events_of(&[out.clone()])[0];
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for id in ids(events) {
+        *counts.entry(id).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 31_000, "every row, no gap");
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(id, n)| **n != 1 && **id != 1)
+        .collect();
+    assert!(twice.is_empty(), "rows read twice: {twice:?}");
+    assert_eq!(counts[&1], 2, "row 1: its snapshot read, then its update");
+    assert!(events.iter().any(|e| e["op"] == "read"));
+    assert_eq!(events.last().unwrap()["after"]["v"], "updated");
+
+    // the next run streams from the slot: no second snapshot
+    let out3 = dir.path().join("again.jsonl");
+    let p3 = cdc_pipeline(dir.path(), &server, "snap3", extra, out3.to_str().unwrap());
+    let run = start_weir(dir.path(), &p3);
+    server.psql("INSERT INTO s VALUES (99999, 'after')");
+    wait_for("the new row", Duration::from_secs(30), || {
+        line_count(&out3) >= 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, log) = stop_weir(run);
+    assert!(status.success(), "{log}");
+    let again = &events_of(&[out3])[0];
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["op"], "insert");
+}
+
+#[test]
+fn a_standby_takes_over_within_ten_seconds_when_the_active_process_dies() {
+    let server = Server::start();
+    server.psql("CREATE TABLE f (id int PRIMARY KEY)");
+    let dir = tempfile::tempdir().unwrap();
+    let extra = r#"tables = ["f"]"#;
+    let out_a = dir.path().join("a.jsonl");
+    let out_b = dir.path().join("b.jsonl");
+    let pa = cdc_pipeline(dir.path(), &server, "a", extra, out_a.to_str().unwrap());
+    let pb = cdc_pipeline(dir.path(), &server, "b", extra, out_b.to_str().unwrap());
+    let mut a = start_weir(dir.path(), &pa);
+    wait_for("a's slot", Duration::from_secs(30), || {
+        server.slot_confirmed("weir_slot").is_some()
+    });
+    let b = start_weir(dir.path(), &pb);
+    std::thread::sleep(Duration::from_secs(2));
+    server.psql("INSERT INTO f SELECT generate_series(1, 100)");
+    wait_for("a to stream", Duration::from_secs(30), || {
+        line_count(&out_a) >= 100
+    });
+    assert_eq!(
+        line_count(&out_b),
+        0,
+        "the standby must not stream while a is alive"
+    );
+
+    a.child.0.kill().unwrap();
+    a.child.0.wait().unwrap();
+    let killed = Instant::now();
+    server.psql("INSERT INTO f SELECT generate_series(101, 200)");
+    wait_for("b to take over", Duration::from_secs(10), || {
+        let ids: HashSet<i64> = events_of(&[out_b.clone()])[0]
+            .iter()
+            .map(|e| e["after"]["id"].as_i64().unwrap())
+            .collect();
+        (101..=200).all(|i| ids.contains(&i))
+    });
+    let took = killed.elapsed();
+    let (status, log) = stop_weir(b);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("standing by"), "{log}");
+    assert!(log.contains("took over"), "{log}");
+    eprintln!("the standby delivered the new rows {took:?} after the kill");
+}
+
+#[test]
+fn column_types_map_faithfully_and_unchanged_toast_differs_from_null() {
+    let server = Server::start();
+    server.psql(
+        "CREATE TABLE ty (id bigint PRIMARY KEY, b bool, i2 smallint, i4 int, f4 real, f8 double precision, \
+         n numeric(30,10), t text, vc varchar(10), c char(3), j json, jb jsonb, ia int[], ta text[], \
+         by bytea, ts timestamp, tz timestamptz, d date, tm time, iv interval, u uuid, big text, nul text)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let p = cdc_pipeline(
+        dir.path(),
+        &server,
+        "types",
+        r#"tables = ["ty"]"#,
+        out.to_str().unwrap(),
+    );
+    let run = start_weir(dir.path(), &p);
+    wait_for("the slot", Duration::from_secs(30), || {
+        server.slot_confirmed("weir_slot").is_some()
+    });
+    server.psql(
+        "INSERT INTO ty VALUES (9007199254740993, true, -2, 4, 1.5, 'NaN', 12345678901234567890.0123456789, \
+         'quote \" and \\ and é', 'vc', 'ab', '{\"a\": [1, 2]}', '{\"b\": null}', '{1,NULL,3}', '{x,\"y z\",NULL}', \
+         '\\x00ff', '2024-02-29 12:34:56.789', '2024-02-29 12:34:56.789+02', '2024-02-29', '12:34:56', '1 day 2 hours', \
+         'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g), NULL)",
+    );
+    server.psql("UPDATE ty SET i4 = 5");
+    wait_for("two events", Duration::from_secs(30), || {
+        line_count(&out) >= 2
+    });
+    let (status, log) = stop_weir(run);
+    assert!(status.success(), "{log}");
+    let events = &events_of(&[out])[0];
+    let ins = &events[0];
+    assert_eq!(ins["key"], serde_json::json!({"id": 9007199254740993u64}));
+    let a = &ins["after"];
+    let expect = serde_json::json!({
+        "b": true, "i2": -2, "i4": 4, "f4": 1.5, "f8": "NaN",
+        "n": "12345678901234567890.0123456789", "t": "quote \" and \\ and é", "vc": "vc", "c": "ab ",
+        "j": {"a": [1, 2]}, "jb": {"b": null}, "ia": [1, null, 3], "ta": ["x", "y z", null],
+        "by": "AP8=", "ts": "2024-02-29T12:34:56.789", "tz": "2024-02-29T10:34:56.789Z",
+        "d": "2024-02-29", "tm": "12:34:56", "iv": "P1DT2H",
+        "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "nul": null
+    });
+    for (k, v) in expect.as_object().unwrap() {
+        assert_eq!(&a[k], v, "column {k} in {a}");
+    }
+    assert_eq!(
+        a["id"].as_u64(),
+        Some(9007199254740993),
+        "int8 keeps every digit"
+    );
+    assert_eq!(a["big"].as_str().unwrap().len(), 400 * 32);
+    // the update did not touch the TOASTed column: it is absent and listed,
+    // while the NULL column is present as null
+    let upd = &events[1];
+    assert_eq!(upd["op"], "update");
+    assert!(upd["after"].get("big").is_none(), "{upd}");
+    assert_eq!(upd["unchanged"], serde_json::json!(["big"]));
+    assert_eq!(upd["after"]["nul"], Value::Null);
+    assert!(upd["after"].get("nul").is_some());
+    assert_eq!(upd["after"]["i4"], 5);
+    assert!(upd["commit_ts"].as_str().unwrap().ends_with('Z'));
+    assert!(upd["xid"].as_u64().is_some());
+}
+
+#[test]
+fn tables_without_a_primary_key_give_unkeyed_events_and_full_identity_gives_before() {
+    let server = Server::start();
+    server.psql(
+        "CREATE TABLE nk (a int, b text); CREATE TABLE nkf (a int, b text); \
+         ALTER TABLE nkf REPLICA IDENTITY FULL",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let p = cdc_pipeline(
+        dir.path(),
+        &server,
+        "nk",
+        r#"tables = ["nk", "nkf"]"#,
+        out.to_str().unwrap(),
+    );
+    let run = start_weir(dir.path(), &p);
+    wait_for("the slot", Duration::from_secs(30), || {
+        server.slot_confirmed("weir_slot").is_some()
+    });
+    server.psql("INSERT INTO nk VALUES (1, 'x')");
+    // with REPLICA IDENTITY DEFAULT and no key, Postgres itself refuses
+    // updates and deletes of a table that publishes them
+    let refused = server.psql_output("UPDATE nk SET b = 'y'");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("replica identity"));
+    server.psql("INSERT INTO nkf VALUES (1, 'x'); UPDATE nkf SET b = 'y'; DELETE FROM nkf");
+    wait_for("four events", Duration::from_secs(30), || {
+        line_count(&out) >= 4
+    });
+    let (status, log) = stop_weir(run);
+    assert!(status.success(), "{log}");
+    let events = &events_of(&[out])[0];
+    let by_table = |t: &str| -> Vec<&Value> { events.iter().filter(|e| e["table"] == t).collect() };
+    let nk = by_table("nk");
+    assert_eq!(nk.len(), 1);
+    assert_eq!(nk[0]["key"], Value::Null);
+    let nkf = by_table("nkf");
+    let ops: Vec<&str> = nkf.iter().map(|e| e["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        ops,
+        ["insert", "update", "delete"],
+        "one shard keeps unkeyed events in order"
+    );
+    assert_eq!(nkf[1]["before"], serde_json::json!({"a": 1, "b": "x"}));
+    assert_eq!(nkf[1]["after"], serde_json::json!({"a": 1, "b": "y"}));
+    assert_eq!(nkf[2]["before"], serde_json::json!({"a": 1, "b": "y"}));
+    assert!(nkf.iter().all(|e| e["key"].is_null()));
+}
+
+#[test]
+fn the_stream_resumes_after_postgres_restarts() {
+    let server = Server::start();
+    server.psql("CREATE TABLE r (id int PRIMARY KEY)");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let extra = "tables = [\"r\"]\nmax_reconnect_backoff = \"500ms\"";
+    let p = cdc_pipeline(dir.path(), &server, "restart", extra, out.to_str().unwrap());
+    let run = start_weir(dir.path(), &p);
+    wait_for("the slot", Duration::from_secs(30), || {
+        server.slot_confirmed("weir_slot").is_some()
+    });
+    server.psql("INSERT INTO r SELECT generate_series(1, 1000)");
+    wait_for("the first rows", Duration::from_secs(30), || {
+        line_count(&out) >= 1000
+    });
+    server.stop("immediate");
+    std::thread::sleep(Duration::from_secs(1));
+    server.restart();
+    server.psql("INSERT INTO r SELECT generate_series(1001, 2000)");
+    let ids = || -> HashSet<i64> {
+        events_of(&[out.clone()])[0]
+            .iter()
+            .map(|e| e["after"]["id"].as_i64().unwrap())
+            .collect()
+    };
+    wait_for(
+        "the rows after the restart",
+        Duration::from_secs(60),
+        || ids().len() >= 2000,
+    );
+    let (status, log) = stop_weir(run);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("reconnecting"), "{log}");
+    assert_eq!(ids(), (1..=2000).collect::<HashSet<_>>());
+}
+
+#[test]
+fn a_change_feed_replicates_into_a_table_exactly_even_after_kill_9() {
+    let server = Server::start();
+    server.psql(
+        "CREATE TABLE src (id int PRIMARY KEY, v int NOT NULL, note text); \
+         CREATE TABLE dst (id int PRIMARY KEY, v int NOT NULL, note text)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write(
+        dir.path(),
+        "replicate.toml",
+        &format!(
+            r#"
+[pipeline]
+name = "replicate"
+[sources.pg]
+type = "postgres-cdc"
+url = "{url}"
+publication = "weir_pub"
+tables = ["src"]
+slot = "weir_slot"
+snapshot = "initial"
+batch = {{ max_events = 300 }}
+[sinks.copy]
+type = "postgres"
+url = "{url}"
+table = "dst"
+mode = "changes"
+batch = {{ max_events = 300 }}
+[checkpoint]
+interval = "200ms"
+"#,
+            url = server.url
+        ),
+    );
+    server.psql("INSERT INTO src SELECT g, 0, 'before' FROM generate_series(1, 2000) g");
+    let run = start_weir(dir.path(), &pipeline);
+    let mut script = String::new();
+    for round in 1..=20 {
+        script += &format!(
+            "INSERT INTO src SELECT g, 0, 'new' FROM generate_series({}, {}) g;\n\
+             UPDATE src SET v = v + 1, note = 'it''s {round}' WHERE id % 7 = {};\n\
+             DELETE FROM src WHERE id % 50 = {};\n",
+            2000 + round * 500 - 499,
+            2000 + round * 500,
+            round % 7,
+            round % 50
+        );
+    }
+    script += "TRUNCATE src;\nINSERT INTO src SELECT g, 1, 'after truncate' FROM generate_series(1, 3000) g;\n\
+               UPDATE src SET id = id + 100000 WHERE id <= 10;\n";
+    let sql = write(dir.path(), "workload.sql", &script);
+    let workload = server.psql_file_command(&sql).output().unwrap();
+    assert!(
+        workload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&workload.stderr)
+    );
+    // kill -9 while it catches up, then restart
+    std::thread::sleep(Duration::from_millis(300));
+    let mut run = run;
+    run.child.0.kill().unwrap();
+    run.child.0.wait().unwrap();
+    let run = start_weir(dir.path(), &pipeline);
+    let same = || {
+        server.psql(
+            "SELECT count(*) FROM (SELECT * FROM src EXCEPT SELECT * FROM dst) a \
+             FULL JOIN (SELECT * FROM dst EXCEPT SELECT * FROM src) b ON true",
+        ) == "0"
+            && server.psql("SELECT count(*) FROM dst") == server.psql("SELECT count(*) FROM src")
+    };
+    let started = Instant::now();
+    while !same() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let (_, log) = stop_weir(run);
+            panic!(
+                "dst never equalled src: src {} rows, dst {} rows\n{log}",
+                server.psql("SELECT count(*) FROM src"),
+                server.psql("SELECT count(*) FROM dst")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, log) = stop_weir(run);
+    assert!(status.success(), "{log}");
+    assert_eq!(server.psql("SELECT count(*) FROM dst"), "3000");
+    assert_eq!(
+        server.psql("SELECT count(*) FROM dst WHERE id > 100000"),
+        "10"
+    );
+}
+
+#[test]
+fn the_postgres_sink_upserts_by_key_and_dead_letters_rows_that_do_not_fit() {
+    let server = Server::start();
+    server.psql("CREATE TABLE kv (k text PRIMARY KEY, n int NOT NULL, tags text[], doc jsonb)");
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "in.jsonl",
+        "{\"k\":\"a\",\"n\":1,\"tags\":[\"x\"],\"doc\":{\"q\":\"it's\"}}\n{\"k\":\"b\",\"n\":2}\n{\"k\":\"a\",\"n\":3}\n",
+    );
+    let bad = write(dir.path(), "bad.jsonl", "{\"k\":\"c\",\"n\":null}\n");
+    let pipeline = |name: &str, path: &Path| {
+        write(
+            dir.path(),
+            &format!("{name}.toml"),
+            &format!(
+                r#"
+[pipeline]
+name = "{name}"
+[sources.in]
+type = "file"
+path = "{path}"
+format = "json"
+[sinks.db]
+type = "postgres"
+url = "{url}"
+table = "kv"
+mode = "upsert"
+[sinks.dead]
+type = "file"
+path = "{dead}"
+format = "envelope"
+[dead_letter]
+sink = "dead"
+"#,
+                path = path.display(),
+                url = server.url,
+                dead = dir.path().join("dead.jsonl").display(),
+            ),
+        )
+    };
+    let out = weir()
+        .arg("run")
+        .arg(pipeline("ok", &input))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::show(&out));
+    assert_eq!(
+        server.psql("SELECT k, n, tags, doc FROM kv ORDER BY k"),
+        "a|3||\nb|2||"
+    );
+    let out = weir()
+        .arg("run")
+        .arg(pipeline("bad", &bad))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::show(&out));
+    let dead = read_lines(&dir.path().join("dead.jsonl")).join("\n");
+    assert!(
+        dead.contains("not-null") || dead.contains("null value"),
+        "{dead}"
+    );
+    assert_eq!(server.psql("SELECT count(*) FROM kv"), "2");
+}
+
+#[test]
+fn bad_connections_missing_permissions_and_missing_publications_are_clear_errors() {
+    let server = Server::start();
+    server.psql(
+        "CREATE TABLE e (id int PRIMARY KEY); CREATE ROLE plain LOGIN; \
+         GRANT SELECT ON e TO plain; CREATE ROLE repl LOGIN REPLICATION; GRANT CREATE ON DATABASE postgres TO repl",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, url: &str, extra: &str| {
+        let p = write(
+            dir.path(),
+            &format!("{name}.toml"),
+            &format!(
+                r#"
+[pipeline]
+name = "{name}"
+[sources.pg]
+type = "postgres-cdc"
+url = "{url}"
+publication = "weir_pub"
+slot = "weir_slot"
+{extra}
+[sinks.out]
+type = "blackhole"
+"#
+            ),
+        );
+        weir()
+            .arg("run")
+            .arg(p)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // nothing listens there
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = run(
+        "refused",
+        &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        "tables = [\"e\"]",
+    );
+    assert_failed_with(&out, &format!("connecting to 127.0.0.1:{port}"));
+    // a database that does not exist
+    let out = run("nodb", &server.url_of("nope"), "tables = [\"e\"]");
+    assert_failed_with(&out, "database \"nope\" does not exist");
+    // a role without REPLICATION
+    let out = run(
+        "noperm",
+        &format!("postgres://plain@127.0.0.1:{}/postgres", server.port),
+        "tables = [\"e\"]",
+    );
+    assert_failed_with(&out, "REPLICATION attribute");
+    // a replication role that may not publish the table
+    let out = run(
+        "nopub_perm",
+        &format!("postgres://repl@127.0.0.1:{}/postgres", server.port),
+        "tables = [\"e\"]",
+    );
+    assert_failed_with(&out, "must be owner of table e");
+    // no publication and no tables to create it from
+    let out = run("nopub", &server.url, "");
+    assert_failed_with(&out, "publication `weir_pub` does not exist");
+    // a table that does not exist
+    let out = run("notable", &server.url, "tables = [\"missing\"]");
+    assert_failed_with(&out, "relation \"public.missing\" does not exist");
+    // a broken connection string names the file, line and column
+    let out = run("badurl", "mysql://x", "tables = [\"e\"]");
+    assert_failed_with(&out, "badurl.toml:6:7");
+    assert_failed_with(&out, "scheme");
+    // a required slot that is missing
+    let out = run(
+        "noslot",
+        &server.url,
+        "tables = [\"e\"]\ncreate_slot = false",
+    );
+    assert_failed_with(&out, "replication slot `weir_slot` does not exist");
+    assert_eq!(
+        server.psql("SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+}
