@@ -6,6 +6,7 @@ mod baseline;
 mod count_sink;
 mod kafka;
 mod nats;
+mod postgres;
 mod progress;
 mod report;
 mod scenario;
@@ -24,7 +25,7 @@ pub use scenario::{Scenario, SCENARIOS};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// The scenario: passthrough, json-map, jq-map, kafka, kafka-to-kafka,
-    /// jetstream or nats.
+    /// jetstream, nats or cdc.
     pub scenario: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
@@ -39,8 +40,9 @@ pub struct BenchArgs {
     /// is started (scripts/kafka-dev.sh: needs a JDK and Maven) and stopped.
     #[arg(long)]
     pub brokers: Option<String>,
-    /// NATS scenarios: server URL to use; without it a nats-server is
-    /// started (scripts/nats-dev.sh: needs Python 3 with pip) and stopped.
+    /// NATS and cdc scenarios: server URL to use; without it a nats-server
+    /// (scripts/nats-dev.sh: needs Python 3 with pip) or a Postgres cluster
+    /// (scripts/pg-dev.sh: needs Debian's postgresql) is started and stopped.
     #[arg(long)]
     pub url: Option<String>,
 }
@@ -54,12 +56,16 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     if nats::SCENARIOS.contains(&args.scenario.as_str()) {
         return finish(nats::run(&args.scenario, &args), &args);
     }
+    if postgres::SCENARIOS.contains(&args.scenario.as_str()) {
+        return finish(postgres::run(&args.scenario, &args), &args);
+    }
     let Some(scenario) = SCENARIOS.iter().find(|s| s.name == args.scenario) else {
         let known: Vec<&str> = SCENARIOS
             .iter()
             .map(|s| s.name)
             .chain(kafka::SCENARIOS.iter().copied())
             .chain(nats::SCENARIOS.iter().copied())
+            .chain(postgres::SCENARIOS.iter().copied())
             .collect();
         eprintln!(
             "error: unknown scenario `{}`; known scenarios: {}",

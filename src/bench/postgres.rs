@@ -1,0 +1,244 @@
+//! The `cdc` scenario of `weir bench`: rows inserted into a published
+//! table are read from a logical replication slot by weir (`postgres-cdc`
+//! source → counting sink) and, as the baseline, by a raw loop over the
+//! same kind of replication stream (another slot with the same changes)
+//! that only reads and decodes pgoutput into the same JSON events, with no
+//! engine. Both time from the first change to the last.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Buf;
+use serde_json::json;
+use weir_config::{ComponentConfig, PipelineConfig};
+use weir_connectors::postgres::conninfo::ConnInfo;
+use weir_connectors::postgres::pgoutput::{Decoded, Decoder};
+use weir_connectors::postgres::wire::{Connection, CopyMessage};
+
+use super::count_sink;
+use super::kafka::{cpu_seconds, run_weir};
+use super::report::{Baseline, BenchReport};
+use super::BenchArgs;
+
+/// Names of the Postgres scenarios.
+pub const SCENARIOS: &[&str] = &["cdc"];
+
+const SCRIPT: &str = include_str!("../../scripts/pg-dev.sh");
+
+/// A server for the run: the given URL, or a cluster started here.
+struct BenchServer {
+    url: String,
+    owned: Option<PathBuf>,
+}
+
+impl BenchServer {
+    fn get(url: Option<&str>) -> Result<Self, String> {
+        if let Some(url) = url {
+            return Ok(BenchServer {
+                url: url.into(),
+                owned: None,
+            });
+        }
+        // under /tmp, open to the postgres OS user the server runs as
+        let root = PathBuf::from(format!("/tmp/weir-bench-pg-{}", std::process::id()));
+        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        let script = root.join("pg-dev.sh");
+        std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
+        eprintln!("starting a Postgres cluster (no --url given)…");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["start", "--dir"])
+            .arg(root.join("pg"))
+            .output()
+            .map_err(|e| format!("running pg-dev.sh: {e}"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&root);
+            return Err(format!(
+                "Postgres did not start:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let url = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("PG_URL="))
+            .ok_or("pg-dev.sh printed no PG_URL")?
+            .to_string();
+        Ok(BenchServer {
+            url,
+            owned: Some(root),
+        })
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        if let Some(root) = &self.owned {
+            let _ = Command::new("bash")
+                .arg(root.join("pg-dev.sh"))
+                .args(["stop", "--mode", "immediate", "--dir"])
+                .arg(root.join("pg"))
+                .output();
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}
+
+/// Runs the `cdc` scenario.
+pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
+    let shards = args
+        .shards
+        .unwrap_or_else(|| weir_engine::shard::available_cores().len())
+        .max(1);
+    let events = args.events.unwrap_or(300_000);
+    crate::observability::init_metrics();
+    let server = BenchServer::get(args.url.as_deref())?;
+    let info = ConnInfo::parse(&server.url)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let tag = std::process::id();
+    let (table, publication) = (format!("weir_bench_{tag}"), format!("weir_bench_{tag}"));
+    let (raw_slot, weir_slot) = (format!("weir_bench_raw_{tag}"), format!("weir_bench_{tag}"));
+    eprintln!("cdc: inserting {events} rows into {table} (two slots record them)…");
+    rt.block_on(async {
+        let mut c = Connection::connect(&info, false).await.map_err(|e| e.to_string())?;
+        let setup = format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, user_id int, amount numeric(10,2), \
+             currency text, created timestamptz); \
+             CREATE PUBLICATION {publication} FOR TABLE {table}"
+        );
+        c.query(&setup).await.map_err(|e| e.to_string())?;
+        for slot in [&raw_slot, &weir_slot] {
+            c.query(&format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let chunk = 10_000u64;
+        let mut from = 1u64;
+        while from <= events {
+            let to = (from + chunk - 1).min(events);
+            c.query(&format!(
+                "INSERT INTO {table} SELECT g, g % 1000, (g % 20000) / 100.0, 'EUR', \
+                 '2026-01-01'::timestamptz + g * interval '1 second' FROM generate_series({from}, {to}) g"
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
+            from = to + 1;
+        }
+        Ok::<(), String>(())
+    })?;
+
+    eprintln!("cdc: baseline (raw replication loop decoding pgoutput)…");
+    let cpu = cpu_seconds();
+    let baseline = rt.block_on(raw_loop(&info, &raw_slot, &publication, events))?;
+    let baseline_cpu = cpu_seconds() - cpu;
+
+    eprintln!("cdc: weir (postgres-cdc → blackhole)…");
+    let source = ComponentConfig::from_toml(
+        "in",
+        "postgres-cdc",
+        &format!(
+            "url = \"{}\"\npublication = \"{publication}\"\nslot = \"{weir_slot}\"\n\
+             create_slot = false\nsingle_active = false\n",
+            server.url
+        ),
+    )
+    .map_err(|d| d.to_string())?;
+    let sink = ComponentConfig::from_toml("out", "bench-count", "").map_err(|d| d.to_string())?;
+    let mut config = PipelineConfig::new_in_code(vec![source], Vec::new(), vec![sink]);
+    config.pipeline.name = "bench-cdc".into();
+    config.pipeline.shards = Some(shards);
+    config.checkpoint.dir = std::env::temp_dir().join("weir-bench-checkpoints");
+    let start = count_sink::COUNTED.load(Ordering::Relaxed);
+    let cpu = cpu_seconds();
+    let mut first = None;
+    let run = run_weir(&config, || {
+        let n = count_sink::COUNTED.load(Ordering::Relaxed) - start;
+        if n > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        (n >= events).then_some(first).flatten()
+    })?;
+    let weir_cpu = cpu_seconds() - cpu;
+
+    if server.owned.is_none() {
+        // a slot left behind keeps WAL forever
+        rt.block_on(async {
+            let mut c = Connection::connect(&info, false).await.map_err(|e| e.to_string())?;
+            c.query(&format!(
+                "SELECT pg_drop_replication_slot('{raw_slot}'); SELECT pg_drop_replication_slot('{weir_slot}'); \
+                 DROP PUBLICATION {publication}; DROP TABLE {table}"
+            ))
+            .await
+            .map_err(|e| e.to_string())
+        })?;
+    }
+    let eps = events as f64 / run.seconds;
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "cpu_ns_per_event".into(),
+        json!((weir_cpu * 1e9 / events as f64).round()),
+    );
+    extra.insert(
+        "baseline_cpu_ns_per_event".into(),
+        json!((baseline_cpu * 1e9 / events as f64).round()),
+    );
+    Ok(BenchReport {
+        scenario: "cdc".into(),
+        events,
+        seconds: run.seconds,
+        events_per_sec: eps,
+        baseline: Baseline {
+            name: "raw replication loop: read + decode pgoutput to the same JSON, no engine".into(),
+            events_per_sec: baseline,
+        },
+        ratio: eps / baseline,
+        rss_peak_bytes: run.rss_peak_bytes,
+        p50_us: run.latency.quantile_micros(0.50),
+        p99_us: run.latency.quantile_micros(0.99),
+        shards,
+        extra,
+    })
+}
+
+/// Reads `events` changes from `slot` and decodes them; returns changes/s.
+async fn raw_loop(info: &ConnInfo, slot: &str, publication: &str, events: u64) -> Result<f64, String> {
+    let mut c = Connection::connect(info, true).await.map_err(|e| e.to_string())?;
+    c.start_copy_both(&format!(
+        "START_REPLICATION SLOT {slot} LOGICAL 0/0 (proto_version '1', publication_names '{publication}')"
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let (mut read, _write) = c.split();
+    let mut decoder = Decoder::new();
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    let mut first = None;
+    while n < events {
+        match read.next_copy().await.map_err(|e| e.to_string())? {
+            CopyMessage::Data(mut d) if d.first() == Some(&b'w') && d.len() >= 25 => {
+                d.advance(25);
+                match decoder.decode(&d)? {
+                    Decoded::Change(key, value) => {
+                        first.get_or_insert_with(Instant::now);
+                        bytes += value.len() + key.map_or(0, |k| k.len());
+                        n += 1;
+                    }
+                    Decoded::Changes(v) => n += v.len() as u64,
+                    _ => {}
+                }
+            }
+            CopyMessage::Data(_) => {} // keepalives: nothing is confirmed
+            CopyMessage::Done => return Err("the server ended the stream".into()),
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(events as f64 / first.map_or(1.0, |t: Instant| t.elapsed().as_secs_f64()))
+}
