@@ -94,7 +94,7 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         .shards
         .unwrap_or_else(|| weir_engine::shard::available_cores().len())
         .max(1);
-    let events = args.events.unwrap_or(300_000);
+    let events = args.events.unwrap_or(1_000_000);
     crate::observability::init_metrics();
     let server = BenchServer::get(args.url.as_deref())?;
     let info = ConnInfo::parse(&server.url)?;
