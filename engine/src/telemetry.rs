@@ -85,6 +85,13 @@ pub mod names {
     pub const NATS_SLOW_CONSUMER: &str = "weir_nats_slow_consumer_total";
     /// JetStream messages delivered more than once, by `source`.
     pub const JETSTREAM_REDELIVERIES: &str = "weir_jetstream_redeliveries_total";
+    /// The replication slot position a change feed last confirmed (an LSN
+    /// as a number), by `source`.
+    pub const PG_CDC_CONFIRMED_LSN: &str = "weir_postgres_cdc_confirmed_lsn";
+    /// WAL bytes a change feed received but has not confirmed, by `source`.
+    pub const PG_CDC_UNCONFIRMED_BYTES: &str = "weir_postgres_cdc_unconfirmed_bytes";
+    /// Replication connections a change feed lost and re-opened, by `source`.
+    pub const PG_CDC_RECONNECTS: &str = "weir_postgres_cdc_reconnects_total";
 }
 
 /// Metrics of one bounded queue.

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::telemetry::names;
 use weir_engine::{Error, Result, Source, SourceContext};
 
 use super::cdc_config::{qualified, CdcOptions, SnapshotMode};
@@ -189,6 +190,7 @@ impl Source for CdcSource {
                     pending.take();
                     progress.rewind();
                     tracing::warn!(source = %name, error = %e, retry_in = ?backoff, "replication connection lost; reconnecting");
+                    metrics::counter!(names::PG_CDC_RECONNECTS, "source" => name.clone()).increment(1);
                     let shutdown = ctx.shutdown();
                     tokio::select! {
                         _ = shutdown => {

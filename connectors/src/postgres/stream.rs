@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::sync::Notify;
+use weir_engine::telemetry::names;
 use weir_engine::{Error, Event, Origin, Routing, SourceContext};
 
 use super::lsn::Lsn;
@@ -151,6 +152,12 @@ impl Reader<'_> {
                 .confirmed
                 .store(self.progress.confirmed.0, Ordering::Release);
         }
+        let confirmed = self.progress.confirmed.0;
+        let received = self.shared.received.load(Ordering::Acquire);
+        let source = self.name.to_string();
+        metrics::gauge!(names::PG_CDC_CONFIRMED_LSN, "source" => source.clone()).set(confirmed as f64);
+        metrics::gauge!(names::PG_CDC_UNCONFIRMED_BYTES, "source" => source)
+            .set(received.saturating_sub(confirmed) as f64);
     }
 
     async fn handle(&mut self, m: CopyMessage) -> Result<(), Failure> {
