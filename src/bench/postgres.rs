@@ -209,8 +209,15 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
 }
 
 /// Reads `events` changes from `slot` and decodes them; returns changes/s.
-async fn raw_loop(info: &ConnInfo, slot: &str, publication: &str, events: u64) -> Result<f64, String> {
-    let mut c = Connection::connect(info, true).await.map_err(|e| e.to_string())?;
+async fn raw_loop(
+    info: &ConnInfo,
+    slot: &str,
+    publication: &str,
+    events: u64,
+) -> Result<f64, String> {
+    let mut c = Connection::connect(info, true)
+        .await
+        .map_err(|e| e.to_string())?;
     c.start_copy_both(&format!(
         "START_REPLICATION SLOT {slot} LOGICAL 0/0 (proto_version '1', publication_names '{publication}')"
     ))

@@ -59,6 +59,11 @@ pub fn array_element(array: u32) -> Option<u32> {
 
 /// Appends `s` as a JSON string.
 pub fn write_str(out: &mut impl BufMut, s: &[u8]) {
+    if std::str::from_utf8(s).is_err() {
+        // a SQL_ASCII database may send any bytes: JSON must stay valid
+        let fixed = String::from_utf8_lossy(s).into_owned();
+        return write_str(out, fixed.as_bytes());
+    }
     out.put_u8(b'"');
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {

@@ -339,7 +339,7 @@ fn read_tuple(
         let kind = b.get_u8();
         match kind {
             b'n' | b'u' => out.push((kind, 0, 0)),
-            b't' | b'b' => {
+            b't' => {
                 need(b, 4, "tuple")?;
                 let len = b.get_i32().max(0) as usize;
                 need(b, len, "tuple")?;

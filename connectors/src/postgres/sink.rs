@@ -100,7 +100,7 @@ impl PgSink {
         let columns: Vec<String> = columns
             .rows
             .into_iter()
-            .filter_map(|mut r| r.remove(0))
+            .filter_map(|r| r.into_iter().next().flatten())
             .collect();
         let key = if self.options.key.is_empty() && self.options.mode != WriteMode::Insert {
             let rows = conn
@@ -115,7 +115,7 @@ impl PgSink {
             let key: Vec<String> = rows
                 .rows
                 .into_iter()
-                .filter_map(|mut r| r.remove(0))
+                .filter_map(|r| r.into_iter().next().flatten())
                 .collect();
             if key.is_empty() {
                 return Err(Error::user(format!(

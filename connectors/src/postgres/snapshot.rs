@@ -51,7 +51,7 @@ pub async fn copy_tables(
     let mut total = 0u64;
     let started = Instant::now();
     for row in &tables.rows {
-        let (Some(schema), Some(table)) = (row[0].as_deref(), row[1].as_deref()) else {
+        let (Some(Some(schema)), Some(Some(table))) = (row.first(), row.get(1)) else {
             continue;
         };
         let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
@@ -161,6 +161,6 @@ async fn key_columns(conn: &mut Connection, qualified: &str) -> Result<HashSet<S
     Ok(rows
         .rows
         .into_iter()
-        .filter_map(|mut r| r.remove(0))
+        .filter_map(|r| r.into_iter().next().flatten())
         .collect())
 }

@@ -172,7 +172,13 @@ impl Source for CdcSource {
                             .store(reader.progress.confirmed.0, Ordering::Release);
                         shared.stop.store(true, Ordering::Release);
                         shared.wake.notify_one();
-                        let _ = tokio::time::timeout(Duration::from_secs(5), status).await;
+                        let abort = status.abort_handle();
+                        if tokio::time::timeout(Duration::from_secs(5), status)
+                            .await
+                            .is_err()
+                        {
+                            abort.abort();
+                        }
                         tracing::info!(source = %name, confirmed = %progress.confirmed, "change feed stopped");
                         return Ok(());
                     }
@@ -190,7 +196,8 @@ impl Source for CdcSource {
                     pending.take();
                     progress.rewind();
                     tracing::warn!(source = %name, error = %e, retry_in = ?backoff, "replication connection lost; reconnecting");
-                    metrics::counter!(names::PG_CDC_RECONNECTS, "source" => name.clone()).increment(1);
+                    metrics::counter!(names::PG_CDC_RECONNECTS, "source" => name.clone())
+                        .increment(1);
                     let shutdown = ctx.shutdown();
                     tokio::select! {
                         _ = shutdown => {
@@ -207,16 +214,22 @@ impl Source for CdcSource {
                             None => false,
                         };
                         if !alive {
-                            lock = match acquire_lock(&info, &o.slot, &ctx, &name).await {
-                                Ok(Some(c)) => Some(c),
-                                Ok(None) => return Ok(()),
-                                Err(e) => {
-                                    tracing::warn!(source = %name, error = %e, "re-taking the advisory lock failed");
-                                    None
+                            // never stream without the lock: wait for it
+                            lock = None;
+                            while lock.is_none() {
+                                match acquire_lock(&info, &o.slot, &ctx, &name).await {
+                                    Ok(Some(c)) => lock = Some(c),
+                                    Ok(None) => return Ok(()),
+                                    Err(e) => {
+                                        tracing::warn!(source = %name, error = %e, retry_in = ?backoff, "re-taking the advisory lock failed");
+                                        let shutdown = ctx.shutdown();
+                                        tokio::select! {
+                                            _ = shutdown => return Ok(()),
+                                            _ = tokio::time::sleep(backoff) => {}
+                                        }
+                                        backoff = (backoff * 2).min(o.max_reconnect_backoff);
+                                    }
                                 }
-                            };
-                            if lock.is_none() {
-                                continue;
                             }
                         }
                     }
@@ -303,22 +316,23 @@ async fn find_slot(conn: &mut Connection, slot: &str) -> Result<Option<Lsn>, PgE
     let Some(row) = rows.rows.first() else {
         return Ok(None);
     };
+    let col = |i: usize| row.get(i).cloned().flatten();
     let refuse = |why: String| PgError::Server {
         code: "55000".into(),
         message: format!("replication slot `{slot}` {why}"),
         detail: None,
     };
-    if row[3].as_deref() != Some("logical") || row[0].as_deref() != Some("pgoutput") {
+    if col(3).as_deref() != Some("logical") || col(0).as_deref() != Some("pgoutput") {
         return Err(refuse(format!(
             "is not a logical pgoutput slot (plugin {:?})",
-            row[0]
+            col(0)
         )));
     }
-    if row[1].as_deref() != Some("t") {
+    if col(1).as_deref() != Some("t") {
         return Err(refuse("belongs to another database".into()));
     }
     Ok(Some(
-        row[2].as_deref().and_then(Lsn::parse).unwrap_or_default(),
+        col(2).as_deref().and_then(Lsn::parse).unwrap_or_default(),
     ))
 }
 

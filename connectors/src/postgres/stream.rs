@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 use weir_engine::telemetry::names;
 use weir_engine::{Error, Event, Origin, Routing, SourceContext};
@@ -61,6 +62,8 @@ pub async fn status_loop(
             _ = tick.tick() => {}
             _ = shared.wake.notified() => {}
         }
+        // `stop` is read first: the final position is stored before it is set
+        let last = shared.stop.load(Ordering::Acquire);
         let confirmed = shared.confirmed.load(Ordering::Acquire);
         let received = shared.received.load(Ordering::Acquire).max(confirmed);
         msg.clear();
@@ -71,7 +74,7 @@ pub async fn status_loop(
         msg.put_i64(pg_now_micros());
         msg.put_u8(0);
         writer.send_copy(&msg).await?;
-        if shared.stop.load(Ordering::Acquire) {
+        if last {
             return Ok(());
         }
     }
@@ -134,8 +137,12 @@ impl Reader<'_> {
                 Wake::Message(m) => {
                     self.handle(m?).await?;
                     let mut budget = BUDGET;
+                    // what is already buffered, without waiting (a buffered
+                    // notice would make `next_copy` wait for more: then stop)
                     while budget > 0 && stream.has_buffered_message() {
-                        let m = stream.next_copy().await;
+                        let Some(m) = stream.next_copy().now_or_never() else {
+                            break;
+                        };
                         self.handle(m?).await?;
                         budget -= 1;
                     }
@@ -151,11 +158,13 @@ impl Reader<'_> {
             self.shared
                 .confirmed
                 .store(self.progress.confirmed.0, Ordering::Release);
+            self.shared.wake.notify_one();
         }
         let confirmed = self.progress.confirmed.0;
         let received = self.shared.received.load(Ordering::Acquire);
         let source = self.name.to_string();
-        metrics::gauge!(names::PG_CDC_CONFIRMED_LSN, "source" => source.clone()).set(confirmed as f64);
+        metrics::gauge!(names::PG_CDC_CONFIRMED_LSN, "source" => source.clone())
+            .set(confirmed as f64);
         metrics::gauge!(names::PG_CDC_UNCONFIRMED_BYTES, "source" => source)
             .set(received.saturating_sub(confirmed) as f64);
     }

@@ -191,6 +191,8 @@ impl Connection {
             ("TimeZone", "UTC"),
             ("IntervalStyle", "iso_8601"),
             ("extra_float_digits", "3"),
+            // literals are quoted by doubling quotes only: backslashes must not escape
+            ("standard_conforming_strings", "on"),
         ];
         if replication {
             params.push(("replication", "database"));
@@ -299,7 +301,7 @@ impl Connection {
     /// Runs one or more SQL statements (simple query protocol) and returns
     /// the rows of the last one that returned rows.
     pub async fn query(&mut self, sql: &str) -> Result<Rows, PgError> {
-        frontend::query(sql, &mut self.writer.wbuf)?;
+        self.writer.encode_query(sql)?;
         self.writer.flush().await?;
         let mut rows = Rows::default();
         let mut error = None;
@@ -335,7 +337,7 @@ impl Connection {
     /// Sends a command that starts a copy-both stream (`START_REPLICATION`)
     /// and waits for the server to start it.
     pub async fn start_copy_both(&mut self, sql: &str) -> Result<(), PgError> {
-        frontend::query(sql, &mut self.writer.wbuf)?;
+        self.writer.encode_query(sql)?;
         self.writer.flush().await?;
         loop {
             let m = self.reader.read_message().await?;
@@ -407,7 +409,7 @@ impl ReadSide {
                 let len =
                     u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]])
                         as usize;
-                if len < 4 {
+                if !(4..=MAX_MESSAGE).contains(&len) {
                     return Err(PgError::Protocol(format!("message length {len}")));
                 }
                 if self.rbuf.len() > len {
@@ -429,7 +431,21 @@ impl ReadSide {
     }
 }
 
+/// Longest message accepted from the server (a bad length must not make
+/// the process reserve gigabytes).
+const MAX_MESSAGE: usize = 1 << 30;
+
 impl WriteSide {
+    /// Encodes a simple query; SQL the protocol cannot carry (a NUL byte)
+    /// is a non-retryable error and leaves nothing half-written.
+    fn encode_query(&mut self, sql: &str) -> Result<(), PgError> {
+        let at = self.wbuf.len();
+        frontend::query(sql, &mut self.wbuf).map_err(|e| {
+            self.wbuf.truncate(at);
+            PgError::Protocol(format!("the statement cannot be sent: {e}"))
+        })
+    }
+
     /// Sends a `CopyData` message.
     pub async fn send_copy(&mut self, data: &[u8]) -> Result<(), PgError> {
         self.wbuf.put_u8(b'd');
