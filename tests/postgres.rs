@@ -513,8 +513,14 @@ fn the_stream_resumes_after_postgres_restarts() {
 fn a_change_feed_replicates_into_a_table_exactly_even_after_kill_9() {
     let server = Server::start();
     server.psql(
-        "CREATE TABLE src (id int PRIMARY KEY, v int NOT NULL, note text); \
-         CREATE TABLE dst (id int PRIMARY KEY, v int NOT NULL, note text)",
+        "CREATE TABLE src (id int PRIMARY KEY, v int NOT NULL, note text, big text); \
+         CREATE TABLE dst (id int PRIMARY KEY, v int NOT NULL, note text, big text); \
+         CREATE TABLE hist (lsn pg_lsn, seq bigint, op text, \"table\" text, key jsonb, after jsonb, \
+                            PRIMARY KEY (lsn, seq)); \
+         CREATE TABLE audit (op text); \
+         CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN INSERT INTO audit VALUES (lower(TG_OP)); RETURN NULL; END $$; \
+         CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON src FOR EACH ROW EXECUTE FUNCTION audit()",
     );
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write(
@@ -538,14 +544,30 @@ url = "{url}"
 table = "dst"
 mode = "changes"
 batch = {{ max_events = 300 }}
+# every change once, keyed by (lsn, seq): replays do not add rows
+[sinks.history]
+type = "postgres"
+url = "{url}"
+table = "hist"
+mode = "upsert"
 [checkpoint]
 interval = "200ms"
 "#,
             url = server.url
         ),
     );
-    server.psql("INSERT INTO src SELECT g, 0, 'before' FROM generate_series(1, 2000) g");
+    // every third row holds a value stored out of line (TOAST): updates
+    // that do not touch it do not send it
+    server.psql(
+        "INSERT INTO src SELECT g, 0, 'before', CASE WHEN g % 3 = 0 THEN \
+         (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 200) i) END \
+         FROM generate_series(1, 2000) g; TRUNCATE audit",
+    );
     let run = start_weir(dir.path(), &pipeline);
+    // the slot exists once the snapshot is delivered; changes after it stream
+    wait_for("the snapshot", Duration::from_secs(60), || {
+        server.slot_confirmed("weir_slot").is_some()
+    });
     let mut script = String::new();
     for round in 1..=20 {
         script += &format!(
@@ -561,18 +583,22 @@ interval = "200ms"
     script += "TRUNCATE src;\nINSERT INTO src SELECT g, 1, 'after truncate' FROM generate_series(1, 3000) g;\n\
                UPDATE src SET id = id + 100000 WHERE id <= 10;\n";
     let sql = write(dir.path(), "workload.sql", &script);
-    let workload = server.psql_file_command(&sql).output().unwrap();
+    let workload = {
+        let mut cmd = server.psql_file_command(&sql);
+        std::thread::spawn(move || cmd.output().unwrap())
+    };
+    // kill -9 in the middle of the workload, then restart
+    std::thread::sleep(Duration::from_millis(700));
+    let mut run = run;
+    run.child.0.kill().unwrap();
+    run.child.0.wait().unwrap();
+    let run = start_weir(dir.path(), &pipeline);
+    let workload = workload.join().unwrap();
     assert!(
         workload.status.success(),
         "{}",
         String::from_utf8_lossy(&workload.stderr)
     );
-    // kill -9 while it catches up, then restart
-    std::thread::sleep(Duration::from_millis(300));
-    let mut run = run;
-    run.child.0.kill().unwrap();
-    run.child.0.wait().unwrap();
-    let run = start_weir(dir.path(), &pipeline);
     let same = || {
         server.psql(
             "SELECT count(*) FROM (SELECT * FROM src EXCEPT SELECT * FROM dst) a \
@@ -598,6 +624,20 @@ interval = "200ms"
     assert_eq!(
         server.psql("SELECT count(*) FROM dst WHERE id > 100000"),
         "10"
+    );
+    // the history holds each change once: as many as the trigger counted
+    let audit = server.psql("SELECT op, count(*) FROM audit GROUP BY op ORDER BY op");
+    let history = server.psql(
+        "SELECT op, count(*) FROM hist WHERE op IN ('insert', 'update', 'delete') GROUP BY op ORDER BY op",
+    );
+    assert_eq!(history, audit);
+    assert_eq!(
+        server.psql("SELECT count(*) FROM hist WHERE op = 'read'"),
+        "2000"
+    );
+    assert_eq!(
+        server.psql("SELECT count(*) FROM hist WHERE op = 'truncate'"),
+        "1"
     );
 }
 

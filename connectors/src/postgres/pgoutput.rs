@@ -3,7 +3,9 @@
 //! per truncated table.
 //!
 //! Event value:
-//! `{"op","schema","table","key","before","after","lsn","xid","commit_ts"}`
+//! `{"op","schema","table","key","before","after","lsn","xid","commit_ts","seq"}`
+//! (`seq`: the change's index in its transaction, so `(lsn, seq)` names
+//! one change, the same in every replay)
 //! (and `"unchanged"`: columns whose TOASTed value did not change and was
 //! not sent). The event key is the JSON object of the replica identity
 //! columns (normally the primary key), so every change of a row lands on
@@ -120,6 +122,9 @@ pub enum Decoded {
     Begin,
     /// A change event: its key and value.
     Change(Option<Bytes>, Bytes),
+    /// An update that changed the row's key: it must not overtake the old
+    /// key's earlier changes (on another shard), nor be overtaken by them.
+    KeyChange(Option<Bytes>, Bytes),
     /// Several events (a truncate of several tables).
     Changes(Vec<Bytes>),
     /// The transaction committed; confirming `end` acknowledges it.
@@ -150,6 +155,7 @@ impl EventWriter {
         before: Option<(&[Datum<'_>], bool)>,
         after: Option<&[Datum<'_>]>,
         txn: &[u8],
+        seq: u64,
     ) -> (Option<Bytes>, Bytes) {
         let v = &mut self.scratch;
         v.clear();
@@ -189,6 +195,7 @@ impl EventWriter {
         }
         v.push(b',');
         v.extend_from_slice(txn);
+        write_seq(v, seq);
         if !self.unchanged.is_empty() {
             v.extend_from_slice(b",\"unchanged\":[");
             v.extend_from_slice(&self.unchanged);
@@ -200,13 +207,14 @@ impl EventWriter {
     }
 
     /// Writes a truncate event for one table.
-    pub fn truncate(&mut self, rel: &Relation, txn: &[u8]) -> Bytes {
+    pub fn truncate(&mut self, rel: &Relation, txn: &[u8], seq: u64) -> Bytes {
         let v = &mut self.scratch;
         v.clear();
         v.extend_from_slice(Op::Truncate.json());
         v.extend_from_slice(&rel.json_header);
         v.extend_from_slice(b",\"key\":null,\"before\":null,\"after\":null,");
         v.extend_from_slice(txn);
+        write_seq(v, seq);
         v.push(b'}');
         self.freeze_value()
     }
@@ -228,6 +236,22 @@ impl EventWriter {
         arena.put_slice(data);
         arena.split().freeze()
     }
+}
+
+fn write_seq(out: &mut Vec<u8>, seq: u64) {
+    out.extend_from_slice(b",\"seq\":");
+    let mut digits = [0u8; 20];
+    let mut n = seq;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn write_datum(out: &mut Vec<u8>, type_oid: u32, d: Datum<'_>) {
@@ -303,6 +327,8 @@ pub struct Decoder {
     pub writer: EventWriter,
     /// Commit time of the current transaction, in ms since the Unix epoch.
     pub commit_ms: i64,
+    /// Changes so far in the current transaction.
+    seq: u64,
 }
 
 fn short(what: &str) -> String {
@@ -387,6 +413,7 @@ impl Decoder {
                 let ts = b.get_i64();
                 let xid = b.get_u32();
                 self.commit_ms = ts.div_euclid(1000) + 946_684_800_000;
+                self.seq = 0;
                 self.txn.clear();
                 self.txn.extend_from_slice(b"\"lsn\":\"");
                 self.txn.extend_from_slice(final_lsn.to_string().as_bytes());
@@ -469,7 +496,13 @@ impl Decoder {
                     old.as_ref().map(|(d, k)| (d.as_slice(), *k)),
                     new.as_deref(),
                     &self.txn,
+                    self.seq,
                 );
+                self.seq += 1;
+                // an update sends the old key (`K`) only when the key changed
+                if op == Op::Update && old_kind == Some(b'K') && rel.keyed {
+                    return Ok(Decoded::KeyChange(key, value));
+                }
                 Ok(Decoded::Change(key, value))
             }
             b'T' => {
@@ -484,7 +517,8 @@ impl Decoder {
                         .relations
                         .get(&id)
                         .ok_or_else(|| format!("pgoutput: truncate of unknown relation {id}"))?;
-                    events.push(self.writer.truncate(rel, &self.txn));
+                    events.push(self.writer.truncate(rel, &self.txn, self.seq));
+                    self.seq += 1;
                 }
                 Ok(Decoded::Changes(events))
             }
@@ -560,7 +594,7 @@ mod tests {
             text(&value),
             "{\"op\":\"insert\",\"schema\":\"public\",\"table\":\"orders\",\"key\":{\"id\":7},\
              \"before\":null,\"after\":{\"id\":7,\"note\":null,\"doc\":{\"a\":1}},\
-             \"lsn\":\"1/100\",\"xid\":77,\"commit_ts\":\"2000-01-01T00:00:00.000000Z\"}"
+             \"lsn\":\"1/100\",\"xid\":77,\"commit_ts\":\"2000-01-01T00:00:00.000000Z\",\"seq\":0}"
         );
         let mut upd = vec![b'U'];
         upd.extend_from_slice(&16384u32.to_be_bytes());
@@ -568,13 +602,14 @@ mod tests {
         tuple(&mut upd, &[Some("6"), None, None]);
         upd.push(b'N');
         tuple(&mut upd, &[Some("7"), Some("x"), Some("\u{0}unchanged")]);
-        let Decoded::Change(_, value) = d.decode(&upd).unwrap() else {
-            panic!()
+        let Decoded::KeyChange(_, value) = d.decode(&upd).unwrap() else {
+            panic!("a key change")
         };
         let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
         assert_eq!(v["before"], serde_json::json!({"id": 6}));
         assert_eq!(v["after"], serde_json::json!({"id": 7, "note": "x"}));
         assert_eq!(v["unchanged"], serde_json::json!(["doc"]));
+        assert_eq!(v["seq"], 1);
         let mut del = vec![b'D'];
         del.extend_from_slice(&16384u32.to_be_bytes());
         del.push(b'K');

@@ -58,6 +58,10 @@ struct Statements {
     /// `DELETE … WHERE (key) IN (SELECT key FROM jsonb_populate_recordset(NULL::t, ` … `))`
     delete_head: String,
     delete_tail: String,
+    /// `UPDATE … SET (non-key columns) = (… jsonb_populate_record(current row, change) …)`
+    /// around the JSON: updates that left TOASTed columns out keep their values.
+    patch_head: String,
+    patch_tail: String,
     /// Key column names, as in the events' `key` objects.
     key: Vec<String>,
 }
@@ -143,6 +147,17 @@ impl PgSink {
             .map(|c| quote_ident(c))
             .collect::<Vec<_>>()
             .join(", ");
+        let w_keys = key
+            .iter()
+            .map(|c| format!("w.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let non_key = columns
+            .iter()
+            .filter(|c| !key.contains(c))
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
         let conflict = if key.is_empty() {
             String::new()
         } else {
@@ -168,6 +183,16 @@ impl PgSink {
                 t = self.table
             ),
             delete_tail: "::jsonb))".to_string(),
+            patch_head: if non_key.is_empty() {
+                String::new()
+            } else {
+                format!("UPDATE {t} AS w SET ({non_key}) = (SELECT {non_key} FROM jsonb_populate_record(w, e.j)) \
+                     FROM jsonb_array_elements(", t = self.table)
+            },
+            patch_tail: format!(
+                "::jsonb) AS e(j) WHERE ({w_keys}) = (SELECT {keys} FROM jsonb_populate_record(NULL::{t}, e.j))",
+                t = self.table
+            ),
             key,
         })
     }
@@ -178,6 +203,9 @@ impl PgSink {
         self.sql.clear();
         match self.options.mode {
             WriteMode::Insert => {
+                for e in events {
+                    check_object(&self.name, e)?;
+                }
                 let rows: Vec<&[u8]> = events.iter().map(|e| e.value.as_ref()).collect();
                 push_statement(&mut self.sql, &s.upsert_head, &rows, &s.upsert_tail);
             }
@@ -186,7 +214,7 @@ impl PgSink {
                 let mut last: HashMap<String, usize> = HashMap::new();
                 for (i, e) in events.iter().enumerate() {
                     let v: serde_json::Value = parse_object(&self.name, e)?;
-                    last.insert(key_of(&v, &s.key), i);
+                    last.insert(key_of(&self.name, &v, &s.key)?, i);
                 }
                 let mut keep: Vec<usize> = last.into_values().collect();
                 keep.sort_unstable();
@@ -210,9 +238,9 @@ impl PgSink {
                                 ));
                             }
                             // a changed key: the old row goes
+                            let new = key_of(&self.name, &after, &s.key)?;
                             if let Some(before) = v.get("before").filter(|b| b.is_object()) {
-                                let old = key_of(before, &s.key);
-                                let new = key_of(&after, &s.key);
+                                let old = key_of(&self.name, before, &s.key)?;
                                 if old != new {
                                     upsert_change(
                                         &mut segment,
@@ -222,8 +250,17 @@ impl PgSink {
                                     );
                                 }
                             }
-                            let key = key_of(&after, &s.key);
-                            upsert_change(&mut segment, &mut index, key, Change::Upsert(after));
+                            // TOASTed values the update did not send keep theirs
+                            let partial = v
+                                .get("unchanged")
+                                .and_then(|u| u.as_array())
+                                .is_some_and(|u| !u.is_empty());
+                            let change = if partial {
+                                Change::Patch(after)
+                            } else {
+                                Change::Upsert(after)
+                            };
+                            upsert_change(&mut segment, &mut index, new, change);
                         }
                         "delete" => {
                             let old = v
@@ -237,7 +274,7 @@ impl PgSink {
                                         "a delete has no `key` or `before` object".into(),
                                     )
                                 })?;
-                            let key = key_of(&old, &s.key);
+                            let key = key_of(&self.name, &old, &s.key)?;
                             upsert_change(&mut segment, &mut index, key, Change::Delete(old));
                         }
                         "truncate" => {
@@ -262,7 +299,11 @@ impl PgSink {
 /// One row's net change within a segment.
 #[derive(Debug)]
 enum Change {
+    /// The whole row.
     Upsert(serde_json::Value),
+    /// Some columns of an existing row (the rest were not sent).
+    Patch(serde_json::Value),
+    /// Remove the row with this key.
     Delete(serde_json::Value),
 }
 
@@ -273,11 +314,31 @@ fn upsert_change(
     change: Change,
 ) {
     match index.get(&key) {
-        Some(&i) => segment[i].1 = change,
+        Some(&i) => {
+            // a patch over a whole row (or another patch) is merged into it
+            let previous = std::mem::replace(&mut segment[i].1, Change::Delete(Default::default()));
+            segment[i].1 = match (previous, change) {
+                (Change::Upsert(mut row), Change::Patch(p)) => {
+                    merge(&mut row, p);
+                    Change::Upsert(row)
+                }
+                (Change::Patch(mut row), Change::Patch(p)) => {
+                    merge(&mut row, p);
+                    Change::Patch(row)
+                }
+                (_, change) => change,
+            }
+        }
         None => {
             index.insert(key.clone(), segment.len());
             segment.push((key, change));
         }
+    }
+}
+
+fn merge(row: &mut serde_json::Value, patch: serde_json::Value) {
+    if let (Some(row), serde_json::Value::Object(patch)) = (row.as_object_mut(), patch) {
+        row.extend(patch);
     }
 }
 
@@ -289,15 +350,21 @@ fn flush_changes(
 ) {
     let mut deletes = Vec::new();
     let mut upserts = Vec::new();
+    let mut patches = Vec::new();
     for (_, c) in segment.drain(..) {
         match c {
             Change::Upsert(v) => upserts.push(v.to_string().into_bytes()),
+            Change::Patch(v) => patches.push(v.to_string().into_bytes()),
             Change::Delete(v) => deletes.push(v.to_string().into_bytes()),
         }
     }
     index.clear();
     let deletes: Vec<&[u8]> = deletes.iter().map(Vec::as_slice).collect();
     let upserts: Vec<&[u8]> = upserts.iter().map(Vec::as_slice).collect();
+    let patches: Vec<&[u8]> = patches.iter().map(Vec::as_slice).collect();
+    if !s.patch_head.is_empty() {
+        push_statement(sql, &s.patch_head, &patches, &s.patch_tail);
+    }
     push_statement(sql, &s.delete_head, &deletes, &s.delete_tail);
     push_statement(sql, &s.upsert_head, &upserts, &s.upsert_tail);
 }
@@ -339,21 +406,34 @@ fn parse_object(sink: &str, e: &Event) -> Result<serde_json::Value> {
     Ok(v)
 }
 
-/// The key columns' values of a row object, as one comparable string.
-fn key_of(row: &serde_json::Value, key: &[String]) -> String {
+/// Fails unless the event is one JSON object (checked without building it).
+fn check_object(sink: &str, e: &Event) -> Result<()> {
+    let first = e.value.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(bad_event(sink, "the event is not a JSON object".into()));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(&e.value)
+        .map(|_| ())
+        .map_err(|err| bad_event(sink, format!("the event is not JSON: {err}")))
+}
+
+/// The key columns' values of a row object, as one comparable string; an
+/// object without every key column is a bad event.
+fn key_of(sink: &str, row: &serde_json::Value, key: &[String]) -> Result<String> {
     let mut out = Vec::new();
     for k in key {
+        let Some(v) = row.get(k) else {
+            return Err(bad_event(
+                sink,
+                format!("key column `{k}` is missing from {row}"),
+            ));
+        };
         write_str(&mut out, k.as_bytes());
         out.push(b'=');
-        out.extend_from_slice(
-            row.get(k)
-                .unwrap_or(&serde_json::Value::Null)
-                .to_string()
-                .as_bytes(),
-        );
+        out.extend_from_slice(v.to_string().as_bytes());
         out.push(b',');
     }
-    String::from_utf8(out).unwrap_or_default()
+    Ok(String::from_utf8(out).unwrap_or_default())
 }
 
 #[async_trait]
@@ -404,6 +484,8 @@ mod tests {
             upsert_tail: ")".into(),
             delete_head: "DEL(".into(),
             delete_tail: ")".into(),
+            patch_head: "PATCH(".into(),
+            patch_tail: ")".into(),
             key: vec!["id".into()],
         }
     }
@@ -459,6 +541,23 @@ mod tests {
                 r#"DEL('[{"id":3}]');UP('[{"id":4,"v":"moved"}]');"#
             )
         );
+        // an update that left a TOASTed column out patches the row; after
+        // an insert in the same batch it is merged into the whole row
+        s.build_sql(&events(&[
+            r#"{"op":"update","key":{"id":5},"after":{"id":5,"v":"p"},"unchanged":["big"]}"#,
+            r#"{"op":"insert","key":{"id":6},"after":{"id":6,"v":"a","big":"B"}}"#,
+            r#"{"op":"update","key":{"id":6},"after":{"id":6,"v":"b"},"unchanged":["big"]}"#,
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.sql,
+            r#"PATCH('[{"id":5,"v":"p"}]');UP('[{"big":"B","id":6,"v":"b"}]');"#
+        );
+        assert!(s
+            .build_sql(&events(&[r#"{"op":"delete","key":{"other":1}}"#]))
+            .unwrap_err()
+            .message
+            .contains("key column `id` is missing"));
         assert!(s
             .build_sql(&events(&["{\"op\":\"merge\"}"]))
             .unwrap_err()

@@ -91,9 +91,9 @@ pub async fn copy_tables(
                     Some(t) => Datum::Text(t.as_bytes()),
                     None => Datum::Null,
                 }));
-                let (key, value) =
-                    writer.change(Op::Read, rel, None, Some(&datums), txn.as_bytes());
                 let offset = progress.next_event();
+                let (key, value) =
+                    writer.change(Op::Read, rel, None, Some(&datums), txn.as_bytes(), offset);
                 events.push(Event {
                     key,
                     value,

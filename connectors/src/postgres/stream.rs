@@ -193,7 +193,11 @@ impl Reader<'_> {
                 match decoded {
                     Decoded::Begin => self.progress.in_txn = true,
                     Decoded::Change(key, value) => self.push(key, value).await?,
-                    Decoded::Changes(values) => self.barrier(values).await?,
+                    Decoded::Changes(values) => {
+                        self.barrier(values.into_iter().map(|v| (None, v)).collect())
+                            .await?
+                    }
+                    Decoded::KeyChange(key, value) => self.barrier(vec![(key, value)]).await?,
                     Decoded::Commit { end } => self.progress.commit(end),
                     Decoded::Nothing => {}
                 }
@@ -220,15 +224,16 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// A truncate is ordered against every change on every shard: what
-    /// came before it is delivered first, and nothing after it is
-    /// dispatched until it is delivered (truncates are rare; rows are
-    /// keyed to shards, a truncate is not).
-    async fn barrier(&mut self, values: Vec<Bytes>) -> Result<(), Failure> {
+    /// A truncate, or an update that changed a row's key, is ordered
+    /// against every change on every shard: what came before it is
+    /// delivered first, and nothing after it is dispatched until it is
+    /// delivered (both are rare; a truncate has no key, and a key change
+    /// concerns two keys, possibly on two shards).
+    async fn barrier(&mut self, events: Vec<(Option<Bytes>, Bytes)>) -> Result<(), Failure> {
         self.flush().await?;
         self.ctx.drain().await;
-        for value in values {
-            self.push(None, value).await?;
+        for (key, value) in events {
+            self.push(key, value).await?;
         }
         self.flush().await?;
         self.ctx.drain().await;
