@@ -135,9 +135,41 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         Ok::<(), String>(())
     })?;
 
+    let measured = measure(&rt, &info, &server.url, &publication, &raw_slot, &weir_slot, events, shards);
+    if server.owned.is_none() {
+        // on success or failure: a slot left behind keeps WAL forever
+        let dropped = rt.block_on(async {
+            let mut c = Connection::connect(&info, false).await.map_err(|e| e.to_string())?;
+            c.query(&format!(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE slot_name IN ('{raw_slot}', '{weir_slot}'); \
+                 DROP PUBLICATION IF EXISTS {publication}; DROP TABLE IF EXISTS {table}"
+            ))
+            .await
+            .map_err(|e| e.to_string())
+        });
+        if let Err(e) = dropped {
+            eprintln!("cdc: could not drop the bench's slots {raw_slot}, {weir_slot}: {e}; drop them by hand");
+        }
+    }
+    measured
+}
+
+/// Runs the baseline and weir over their slots.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    info: &ConnInfo,
+    url: &str,
+    publication: &str,
+    raw_slot: &str,
+    weir_slot: &str,
+    events: u64,
+    shards: usize,
+) -> Result<BenchReport, String> {
     eprintln!("cdc: baseline (raw replication loop decoding pgoutput)…");
     let cpu = cpu_seconds();
-    let baseline = rt.block_on(raw_loop(&info, &raw_slot, &publication, events))?;
+    let baseline = rt.block_on(raw_loop(info, raw_slot, publication, events))?;
     let baseline_cpu = cpu_seconds() - cpu;
 
     eprintln!("cdc: weir (postgres-cdc → blackhole)…");
@@ -147,7 +179,7 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         &format!(
             "url = \"{}\"\npublication = \"{publication}\"\nslot = \"{weir_slot}\"\n\
              create_slot = false\nsingle_active = false\n",
-            server.url
+            url
         ),
     )
     .map_err(|d| d.to_string())?;
@@ -167,19 +199,6 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         (n >= events).then_some(first).flatten()
     })?;
     let weir_cpu = cpu_seconds() - cpu;
-
-    if server.owned.is_none() {
-        // a slot left behind keeps WAL forever
-        rt.block_on(async {
-            let mut c = Connection::connect(&info, false).await.map_err(|e| e.to_string())?;
-            c.query(&format!(
-                "SELECT pg_drop_replication_slot('{raw_slot}'); SELECT pg_drop_replication_slot('{weir_slot}'); \
-                 DROP PUBLICATION {publication}; DROP TABLE {table}"
-            ))
-            .await
-            .map_err(|e| e.to_string())
-        })?;
-    }
     let eps = events as f64 / run.seconds;
     let mut extra = serde_json::Map::new();
     extra.insert(
@@ -223,7 +242,7 @@ async fn raw_loop(
     ))
     .await
     .map_err(|e| e.to_string())?;
-    let (mut read, _write) = c.split();
+    let (mut read, mut write) = c.split();
     let mut decoder = Decoder::new();
     let mut n = 0u64;
     let mut bytes = 0usize;
@@ -242,7 +261,13 @@ async fn raw_loop(
                     _ => {}
                 }
             }
-            CopyMessage::Data(_) => {} // keepalives: nothing is confirmed
+            CopyMessage::Data(d) if d.first() == Some(&b'k') && d.get(17) == Some(&1) => {
+                // the server asks for a status: answer, confirming nothing
+                let mut status = [0u8; 34];
+                status[0] = b'r';
+                write.send_copy(&status).await.map_err(|e| e.to_string())?;
+            }
+            CopyMessage::Data(_) => {}
             CopyMessage::Done => return Err("the server ended the stream".into()),
         }
     }
