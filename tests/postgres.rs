@@ -311,6 +311,52 @@ fn the_initial_snapshot_has_no_gap_or_duplicate_and_starts_over_when_killed() {
 }
 
 #[test]
+fn column_lists_and_row_filters_of_the_publication_shape_the_snapshot_and_the_stream() {
+    let server = Server::start();
+    server.psql(
+        "CREATE TABLE cl (id int PRIMARY KEY, a text, secret text); \
+         INSERT INTO cl SELECT g, 'a' || g, 's' || g FROM generate_series(1, 10) g; \
+         CREATE PUBLICATION weir_pub FOR TABLE cl (id, a) WHERE (id > 5)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let p = cdc_pipeline(
+        dir.path(),
+        &server,
+        "cl",
+        "snapshot = \"initial\"",
+        out.to_str().unwrap(),
+    );
+    let run = start_weir(dir.path(), &p);
+    wait_for("the snapshot", Duration::from_secs(60), || {
+        server.slot_confirmed("weir_slot").is_some()
+    });
+    server.psql("INSERT INTO cl VALUES (0, 'low', 's'), (30, 'high', 's')");
+    wait_for("six events", Duration::from_secs(30), || {
+        line_count(&out) >= 6
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, log) = stop_weir(run);
+    assert!(status.success(), "{log}");
+    let events = &events_of(&[out])[0];
+    let ids: Vec<i64> = events
+        .iter()
+        .map(|e| e["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids.iter().copied().collect::<HashSet<_>>(),
+        HashSet::from([6, 7, 8, 9, 10, 30])
+    );
+    for e in events {
+        assert!(
+            e["after"].get("secret").is_none(),
+            "an unpublished column: {e}"
+        );
+        assert!(e["after"]["a"].is_string());
+    }
+}
+
+#[test]
 fn a_standby_takes_over_within_ten_seconds_when_the_active_process_dies() {
     let server = Server::start();
     server.psql("CREATE TABLE f (id int PRIMARY KEY)");

@@ -135,11 +135,22 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         Ok::<(), String>(())
     })?;
 
-    let measured = measure(&rt, &info, &server.url, &publication, &raw_slot, &weir_slot, events, shards);
+    let measured = measure(
+        &rt,
+        &info,
+        &server.url,
+        &publication,
+        &raw_slot,
+        &weir_slot,
+        events,
+        shards,
+    );
     if server.owned.is_none() {
         // on success or failure: a slot left behind keeps WAL forever
         let dropped = rt.block_on(async {
-            let mut c = Connection::connect(&info, false).await.map_err(|e| e.to_string())?;
+            let mut c = Connection::connect(&info, false)
+                .await
+                .map_err(|e| e.to_string())?;
             c.query(&format!(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
                  WHERE slot_name IN ('{raw_slot}', '{weir_slot}'); \

@@ -38,9 +38,31 @@ pub async fn copy_tables(
     ))
     .await
     .map_err(|e| pg("setting the exported snapshot", e))?;
+    // what the stream will send is what the snapshot reads: the published
+    // columns and rows (column lists and row filters, Postgres 15+), and a
+    // table without its inheritance children (they are published, or not,
+    // on their own); a partitioned table is read whole
+    let major: u32 = conn
+        .server_version
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (columns, filter) = if major >= 15 {
+        (
+            "(SELECT string_agg(quote_ident(a), ', ') FROM unnest(t.attnames) a)",
+            "t.rowfilter",
+        )
+    } else {
+        ("NULL", "NULL")
+    };
     let tables = conn
         .query(&format!(
-            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = {} ORDER BY 1, 2",
+            "SELECT t.schemaname, t.tablename, {columns}, {filter}, c.relkind \
+             FROM pg_publication_tables t \
+             JOIN pg_namespace n ON n.nspname = t.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename \
+             WHERE t.pubname = {} ORDER BY 1, 2",
             quote_literal(publication)
         ))
         .await
@@ -58,8 +80,18 @@ pub async fn copy_tables(
         let keys = key_columns(conn, &qualified)
             .await
             .map_err(|e| pg(&qualified, e))?;
+        let columns = row.get(2).cloned().flatten().unwrap_or_else(|| "*".into());
+        let only = if row.get(4).cloned().flatten().as_deref() == Some("p") {
+            ""
+        } else {
+            "ONLY "
+        };
+        let filter = match row.get(3).cloned().flatten() {
+            Some(f) => format!(" WHERE {f}"),
+            None => String::new(),
+        };
         conn.query(&format!(
-            "DECLARE weir_snapshot NO SCROLL CURSOR FOR SELECT * FROM {qualified}"
+            "DECLARE weir_snapshot NO SCROLL CURSOR FOR SELECT {columns} FROM {only}{qualified}{filter}"
         ))
         .await
         .map_err(|e| pg(&qualified, e))?;
