@@ -53,6 +53,11 @@ fn events_of(files: &[PathBuf]) -> Vec<Vec<Value>> {
         .collect()
 }
 
+/// Every JSON line of one file.
+fn events_in(file: &Path) -> Vec<Value> {
+    events_of(&[file.to_path_buf()]).remove(0)
+}
+
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -248,7 +253,7 @@ fn the_initial_snapshot_has_no_gap_or_duplicate_and_starts_over_when_killed() {
     });
     run0.child.0.kill().unwrap();
     run0.child.0.wait().unwrap();
-    let done = events_of(&[out0.clone()])[0].len();
+    let done = events_in(&out0).len();
     if done < 30_000 {
         wait_for("the temporary slot to go", Duration::from_secs(10), || {
             server.psql("SELECT count(*) FROM pg_replication_slots") == "0"
@@ -279,7 +284,7 @@ fn the_initial_snapshot_has_no_gap_or_duplicate_and_starts_over_when_killed() {
     let (status, log) = stop_weir(run);
     assert!(status.success(), "{log}");
     assert!(log.contains("initial snapshot done"), "{log}");
-    let events = &events_of(&[out.clone()])[0];
+    let events = &events_in(&out);
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     for id in ids(events) {
         *counts.entry(id).or_default() += 1;
@@ -305,7 +310,7 @@ fn the_initial_snapshot_has_no_gap_or_duplicate_and_starts_over_when_killed() {
     std::thread::sleep(Duration::from_millis(500));
     let (status, log) = stop_weir(run);
     assert!(status.success(), "{log}");
-    let again = &events_of(&[out3])[0];
+    let again = &events_in(&out3);
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0]["op"], "insert");
 }
@@ -338,7 +343,7 @@ fn column_lists_and_row_filters_of_the_publication_shape_the_snapshot_and_the_st
     std::thread::sleep(Duration::from_millis(500));
     let (status, log) = stop_weir(run);
     assert!(status.success(), "{log}");
-    let events = &events_of(&[out])[0];
+    let events = &events_in(&out);
     let ids: Vec<i64> = events
         .iter()
         .map(|e| e["after"]["id"].as_i64().unwrap())
@@ -387,7 +392,7 @@ fn a_standby_takes_over_within_ten_seconds_when_the_active_process_dies() {
     let killed = Instant::now();
     server.psql("INSERT INTO f SELECT generate_series(101, 200)");
     wait_for("b to take over", Duration::from_secs(10), || {
-        let ids: HashSet<i64> = events_of(&[out_b.clone()])[0]
+        let ids: HashSet<i64> = events_in(&out_b)
             .iter()
             .map(|e| e["after"]["id"].as_i64().unwrap())
             .collect();
@@ -434,7 +439,7 @@ fn column_types_map_faithfully_and_unchanged_toast_differs_from_null() {
     });
     let (status, log) = stop_weir(run);
     assert!(status.success(), "{log}");
-    let events = &events_of(&[out])[0];
+    let events = &events_in(&out);
     let ins = &events[0];
     assert_eq!(ins["key"], serde_json::json!({"id": 9007199254740993u64}));
     let a = &ins["after"];
@@ -500,7 +505,7 @@ fn tables_without_a_primary_key_give_unkeyed_events_and_full_identity_gives_befo
     });
     let (status, log) = stop_weir(run);
     assert!(status.success(), "{log}");
-    let events = &events_of(&[out])[0];
+    let events = &events_in(&out);
     let by_table = |t: &str| -> Vec<&Value> { events.iter().filter(|e| e["table"] == t).collect() };
     let nk = by_table("nk");
     assert_eq!(nk.len(), 1);
@@ -539,7 +544,7 @@ fn the_stream_resumes_after_postgres_restarts() {
     server.restart();
     server.psql("INSERT INTO r SELECT generate_series(1001, 2000)");
     let ids = || -> HashSet<i64> {
-        events_of(&[out.clone()])[0]
+        events_in(&out)
             .iter()
             .map(|e| e["after"]["id"].as_i64().unwrap())
             .collect()

@@ -11,14 +11,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Buf;
-use serde_json::json;
 use weir_config::{ComponentConfig, PipelineConfig};
 use weir_connectors::postgres::conninfo::ConnInfo;
 use weir_connectors::postgres::pgoutput::{Decoded, Decoder};
 use weir_connectors::postgres::wire::{Connection, CopyMessage};
 
 use super::count_sink;
-use super::kafka::{cpu_seconds, run_weir};
+use super::kafka::{cpu_seconds, ns_per_event, run_weir};
 use super::report::{Baseline, BenchReport};
 use super::BenchArgs;
 
@@ -210,32 +209,20 @@ fn measure(
         (n >= events).then_some(first).flatten()
     })?;
     let weir_cpu = cpu_seconds() - cpu;
-    let eps = events as f64 / run.seconds;
-    let mut extra = serde_json::Map::new();
-    extra.insert(
-        "cpu_ns_per_event".into(),
-        json!((weir_cpu * 1e9 / events as f64).round()),
-    );
-    extra.insert(
-        "baseline_cpu_ns_per_event".into(),
-        json!((baseline_cpu * 1e9 / events as f64).round()),
-    );
-    Ok(BenchReport {
-        scenario: "cdc".into(),
+    Ok(run.report(
+        "cdc",
         events,
-        seconds: run.seconds,
-        events_per_sec: eps,
-        baseline: Baseline {
+        run.seconds,
+        Baseline {
             name: "raw replication loop: read + decode pgoutput to the same JSON, no engine".into(),
             events_per_sec: baseline,
         },
-        ratio: eps / baseline,
-        rss_peak_bytes: run.rss_peak_bytes,
-        p50_us: run.latency.quantile_micros(0.50),
-        p99_us: run.latency.quantile_micros(0.99),
         shards,
-        extra,
-    })
+        (
+            ns_per_event(weir_cpu, events),
+            ns_per_event(baseline_cpu, events),
+        ),
+    ))
 }
 
 /// Reads `events` changes from `slot` and decodes them; returns changes/s.

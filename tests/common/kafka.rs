@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -14,9 +13,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-dev.sh")
-}
+use super::dev_server;
 
 /// A broker in its own temporary directory, stopped (and removed) on drop.
 /// Derefs to a [`Client`] of it.
@@ -44,17 +41,7 @@ impl Broker {
 
     /// Stops the broker, keeping its data.
     pub fn stop(&self) {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["stop", "--keep", "--dir"])
-            .arg(&self.dir)
-            .output()
-            .expect("kafka-dev.sh runs");
-        assert!(
-            out.status.success(),
-            "stopping the broker: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        dev_server::stop("kafka-dev.sh", &self.dir, &["--keep"]);
     }
 
     /// Starts it again on the same port and data.
@@ -238,30 +225,10 @@ pub struct Record {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .args(["stop", "--dir"])
-            .arg(&self.dir)
-            .output();
+        dev_server::remove("kafka-dev.sh", &self.dir, &[]);
     }
 }
 
 fn start_in(dir: &Path, port: Option<u16>) -> String {
-    let mut cmd = Command::new("bash");
-    cmd.arg(script()).arg("start").arg("--dir").arg(dir);
-    if let Some(p) = port {
-        cmd.args(["--port", &p.to_string()]);
-    }
-    let out = cmd.output().expect("kafka-dev.sh runs");
-    assert!(
-        out.status.success(),
-        "the Kafka broker did not start (a test never skips for that):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
-        .expect("KAFKA_BOOTSTRAP in the output")
-        .to_string()
+    dev_server::start("kafka-dev.sh", dir, port, &[], "KAFKA_BOOTSTRAP")
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod dev_server;
 pub mod kafka;
 pub mod nats;
 pub mod postgres;

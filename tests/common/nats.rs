@@ -2,15 +2,12 @@
 //! project's `scripts/nats-dev.sh`, and blocking helpers over async-nats.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/nats-dev.sh")
-}
+use super::dev_server;
 
 /// A server in its own temporary directory, stopped (and removed) on drop.
 pub struct Server {
@@ -23,22 +20,7 @@ pub struct Server {
 }
 
 fn start_in(dir: &Path, port: Option<u16>) -> String {
-    let mut cmd = Command::new("bash");
-    cmd.arg(script()).arg("start").arg("--dir").arg(dir);
-    if let Some(p) = port {
-        cmd.args(["--port", &p.to_string()]);
-    }
-    let out = cmd.output().expect("nats-dev.sh runs");
-    assert!(
-        out.status.success(),
-        "nats-server did not start (a test never skips for that):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("NATS_URL="))
-        .expect("NATS_URL in the output")
-        .to_string()
+    dev_server::start("nats-dev.sh", dir, port, &[], "NATS_URL")
 }
 
 impl Server {
@@ -64,17 +46,7 @@ impl Server {
 
     /// Stops the server, keeping its JetStream data.
     pub fn stop(&self) {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["stop", "--keep", "--dir"])
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        dev_server::stop("nats-dev.sh", &self.dir, &["--keep"]);
     }
 
     /// Starts it again on the same port and data.
@@ -184,10 +156,6 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .args(["stop", "--dir"])
-            .arg(&self.dir)
-            .output();
+        dev_server::remove("nats-dev.sh", &self.dir, &[]);
     }
 }

@@ -5,8 +5,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::dev_server;
+
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-dev.sh")
+    dev_server::script("pg-dev.sh")
 }
 
 /// A cluster in its own temporary directory, stopped and removed on drop.
@@ -20,25 +22,8 @@ pub struct Server {
 }
 
 fn start_in(dir: &Path, port: Option<u16>, settings: &[&str]) -> String {
-    let mut cmd = Command::new("bash");
-    cmd.arg(script()).arg("start").arg("--dir").arg(dir);
-    if let Some(p) = port {
-        cmd.args(["--port", &p.to_string()]);
-    }
-    for s in settings {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().expect("pg-dev.sh runs");
-    assert!(
-        out.status.success(),
-        "Postgres did not start (a test never skips for that):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("PG_URL="))
-        .expect("PG_URL in the output")
-        .to_string()
+    let extra: Vec<&str> = settings.iter().flat_map(|s| ["--set", s]).collect();
+    dev_server::start("pg-dev.sh", dir, port, &extra, "PG_URL")
 }
 
 impl Server {
@@ -79,17 +64,7 @@ impl Server {
 
     /// Stops the server (`fast` or `immediate`), keeping its data.
     pub fn stop(&self, mode: &str) {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["stop", "--keep", "--mode", mode, "--dir"])
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        dev_server::stop("pg-dev.sh", &self.dir, &["--keep", "--mode", mode]);
     }
 
     /// Starts it again on the same port and data.
@@ -135,11 +110,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         // slots go with the cluster: nothing keeps WAL after the test
-        let _ = Command::new("bash")
-            .arg(script())
-            .args(["stop", "--mode", "immediate", "--dir"])
-            .arg(&self.dir)
-            .output();
+        dev_server::remove("pg-dev.sh", &self.dir, &["--mode", "immediate"]);
     }
 }
 

@@ -57,38 +57,10 @@ pub fn array_element(array: u32) -> Option<u32> {
     })
 }
 
-/// Appends `s` as a JSON string.
-pub fn write_str(out: &mut impl BufMut, s: &[u8]) {
-    if std::str::from_utf8(s).is_err() {
-        // a SQL_ASCII database may send any bytes: JSON must stay valid
-        let fixed = String::from_utf8_lossy(s).into_owned();
-        return write_str(out, fixed.as_bytes());
-    }
-    out.put_u8(b'"');
-    let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
-        out.put_slice(&s[start..i]);
-        if esc.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.put_slice(b"\\u00");
-            out.put_u8(HEX[(b >> 4) as usize]);
-            out.put_u8(HEX[(b & 15) as usize]);
-        } else {
-            out.put_slice(esc);
-        }
-        start = i + 1;
-    }
-    out.put_slice(&s[start..]);
-    out.put_u8(b'"');
+/// Appends `s` as a JSON string (invalid UTF-8, which a `SQL_ASCII`
+/// database may send, becomes U+FFFD).
+pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+    crate::envelope::write_string(out, s);
 }
 
 /// Appends a Postgres value in text form as the JSON value its type maps to.

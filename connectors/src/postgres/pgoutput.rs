@@ -240,18 +240,7 @@ impl EventWriter {
 
 fn write_seq(out: &mut Vec<u8>, seq: u64) {
     out.extend_from_slice(b",\"seq\":");
-    let mut digits = [0u8; 20];
-    let mut n = seq;
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    crate::numbers::put_u64(out, seq);
 }
 
 fn write_datum(out: &mut Vec<u8>, type_oid: u32, d: Datum<'_>) {
@@ -418,7 +407,7 @@ impl Decoder {
                 self.txn.extend_from_slice(b"\"lsn\":\"");
                 self.txn.extend_from_slice(final_lsn.to_string().as_bytes());
                 self.txn.extend_from_slice(b"\",\"xid\":");
-                self.txn.extend_from_slice(xid.to_string().as_bytes());
+                crate::numbers::put_u64(&mut self.txn, u64::from(xid));
                 self.txn.extend_from_slice(b",\"commit_ts\":\"");
                 self.txn.extend_from_slice(format_pg_time(ts).as_bytes());
                 self.txn.push(b'"');

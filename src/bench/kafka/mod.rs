@@ -94,32 +94,20 @@ fn to_blackhole(
             .flatten()
     })?;
     let weir_cpu = cpu_seconds() - cpu;
-    let eps = events as f64 / run.seconds;
-    let mut extra = serde_json::Map::new();
-    extra.insert(
-        "cpu_ns_per_event".into(),
-        json!((weir_cpu * 1e9 / events as f64).round()),
-    );
-    extra.insert(
-        "baseline_cpu_ns_per_event".into(),
-        json!((baseline_cpu * 1e9 / events as f64).round()),
-    );
-    Ok(BenchReport {
-        scenario: "kafka".into(),
+    Ok(run.report(
+        "kafka",
         events,
-        seconds: run.seconds,
-        events_per_sec: eps,
-        baseline: Baseline {
+        run.seconds,
+        Baseline {
             name: "raw rdkafka BaseConsumer of a fresh group counting the same topic".into(),
             events_per_sec: baseline,
         },
-        ratio: eps / baseline,
-        rss_peak_bytes: run.rss_peak_bytes,
-        p50_us: run.latency.quantile_micros(0.50),
-        p99_us: run.latency.quantile_micros(0.99),
         shards,
-        extra,
-    })
+        (
+            ns_per_event(weir_cpu, events),
+            ns_per_event(baseline_cpu, events),
+        ),
+    ))
 }
 
 fn to_kafka(
@@ -170,37 +158,30 @@ fn to_kafka(
     let rate = (eps / 2.0).max(100.0);
     eprintln!("kafka-to-kafka: end-to-end latency at {rate:.0} events/s (half the maximum)…");
     let (p50, p99, measured) = latency_at(b, rate, shards, id)?;
-    let mut extra = serde_json::Map::new();
-    extra.insert(
-        "cpu_ns_per_event".into(),
-        json!((weir_cpu * 1e9 / events as f64).round()),
+    let mut report = run.report(
+        "kafka-to-kafka",
+        events,
+        run.seconds,
+        Baseline {
+            name: "raw rdkafka consume → produce loop copying the same topic".into(),
+            events_per_sec: baseline,
+        },
+        shards,
+        (
+            ns_per_event(weir_cpu, events),
+            ns_per_event(baseline_cpu, events),
+        ),
     );
-    extra.insert(
-        "baseline_cpu_ns_per_event".into(),
-        json!((baseline_cpu * 1e9 / events as f64).round()),
-    );
+    report.p50_us = p50;
+    report.p99_us = p99;
+    let extra = &mut report.extra;
     extra.insert("latency_rate_events_per_sec".into(), json!(rate));
     extra.insert("latency_events".into(), json!(measured));
     extra.insert(
         "latency_note".into(),
         json!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec; millisecond resolution"),
     );
-    Ok(BenchReport {
-        scenario: "kafka-to-kafka".into(),
-        events,
-        seconds: run.seconds,
-        events_per_sec: eps,
-        baseline: Baseline {
-            name: "raw rdkafka consume → produce loop copying the same topic".into(),
-            events_per_sec: baseline,
-        },
-        ratio: eps / baseline,
-        rss_peak_bytes: run.rss_peak_bytes,
-        p50_us: p50,
-        p99_us: p99,
-        shards,
-        extra,
-    })
+    Ok(report)
 }
 
 /// The in-code pipeline: kafka → optional step → sink.
@@ -236,6 +217,44 @@ pub(super) struct WeirRun {
     pub(super) seconds: f64,
     pub(super) rss_peak_bytes: u64,
     pub(super) latency: Arc<LatencyHistogram>,
+}
+
+impl WeirRun {
+    /// The report of `events` events through weir in `seconds` against
+    /// `baseline`, with the batch latency of this run and both sides' CPU
+    /// per event (`cpu_ns`: weir's, the baseline's).
+    pub(super) fn report(
+        &self,
+        scenario: &str,
+        events: u64,
+        seconds: f64,
+        baseline: Baseline,
+        shards: usize,
+        cpu_ns: (f64, f64),
+    ) -> BenchReport {
+        let eps = events as f64 / seconds;
+        let mut extra = serde_json::Map::new();
+        extra.insert("cpu_ns_per_event".into(), json!(cpu_ns.0.round()));
+        extra.insert("baseline_cpu_ns_per_event".into(), json!(cpu_ns.1.round()));
+        BenchReport {
+            scenario: scenario.into(),
+            events,
+            seconds,
+            events_per_sec: eps,
+            ratio: eps / baseline.events_per_sec,
+            baseline,
+            rss_peak_bytes: self.rss_peak_bytes,
+            p50_us: self.latency.quantile_micros(0.50),
+            p99_us: self.latency.quantile_micros(0.99),
+            shards,
+            extra,
+        }
+    }
+}
+
+/// CPU seconds per event, in nanoseconds.
+pub(super) fn ns_per_event(cpu_seconds: f64, events: u64) -> f64 {
+    cpu_seconds * 1e9 / events.max(1) as f64
 }
 
 /// Runs the pipeline until `done` returns when the first event went

@@ -22,7 +22,7 @@ use serde_json::json;
 use weir_config::{ComponentConfig, PipelineConfig};
 
 use super::count_sink;
-use super::kafka::{cpu_seconds, run_weir};
+use super::kafka::{cpu_seconds, ns_per_event, run_weir};
 use super::report::{Baseline, BenchReport};
 use super::BenchArgs;
 
@@ -227,32 +227,20 @@ fn jetstream(
         (n >= events).then_some(first).flatten()
     })?;
     let weir_cpu = cpu_seconds() - cpu;
-    let eps = events as f64 / run.seconds;
-    let mut extra = serde_json::Map::new();
-    extra.insert(
-        "cpu_ns_per_event".into(),
-        json!((weir_cpu * 1e9 / events as f64).round()),
-    );
-    extra.insert(
-        "baseline_cpu_ns_per_event".into(),
-        json!((baseline_cpu * 1e9 / events as f64).round()),
-    );
-    Ok(BenchReport {
-        scenario: "jetstream".into(),
+    Ok(run.report(
+        "jetstream",
         events,
-        seconds: run.seconds,
-        events_per_sec: eps,
-        baseline: Baseline {
+        run.seconds,
+        Baseline {
             name: "raw async-nats pull consumer, one explicit ack per message, same stream".into(),
             events_per_sec: baseline,
         },
-        ratio: eps / baseline,
-        rss_peak_bytes: run.rss_peak_bytes,
-        p50_us: run.latency.quantile_micros(0.50),
-        p99_us: run.latency.quantile_micros(0.99),
         shards,
-        extra,
-    })
+        (
+            ns_per_event(weir_cpu, events),
+            ns_per_event(baseline_cpu, events),
+        ),
+    ))
 }
 
 /// Publishes `events` to `subject` as fast as the client takes them.
@@ -357,32 +345,23 @@ fn core(
     } else {
         run.seconds
     };
-    let eps = got as f64 / seconds;
-    let mut extra = serde_json::Map::new();
-    extra.insert("received".into(), json!(got));
-    extra.insert("baseline_received".into(), json!(baseline_got));
-    extra.insert(
-        "cpu_ns_per_event".into(),
-        json!((weir_cpu * 1e9 / got.max(1) as f64).round()),
-    );
-    extra.insert(
-        "baseline_cpu_ns_per_event".into(),
-        json!((baseline_cpu * 1e9 / baseline_got.max(1) as f64).round()),
-    );
-    Ok(BenchReport {
-        scenario: "nats".into(),
-        events: got,
+    let mut report = run.report(
+        "nats",
+        got,
         seconds,
-        events_per_sec: eps,
-        baseline: Baseline {
+        Baseline {
             name: "raw async-nats subscriber counting the same publisher's events".into(),
             events_per_sec: baseline,
         },
-        ratio: eps / baseline,
-        rss_peak_bytes: run.rss_peak_bytes,
-        p50_us: run.latency.quantile_micros(0.50),
-        p99_us: run.latency.quantile_micros(0.99),
         shards,
-        extra,
-    })
+        (
+            ns_per_event(weir_cpu, got),
+            ns_per_event(baseline_cpu, baseline_got),
+        ),
+    );
+    report.extra.insert("received".into(), json!(got));
+    report
+        .extra
+        .insert("baseline_received".into(), json!(baseline_got));
+    Ok(report)
 }
