@@ -4,6 +4,7 @@
 
 mod baseline;
 mod count_sink;
+mod dev_server;
 mod kafka;
 mod nats;
 mod postgres;

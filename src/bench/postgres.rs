@@ -5,8 +5,6 @@
 //! that only reads and decodes pgoutput into the same JSON events, with no
 //! engine. Both time from the first change to the last.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -17,6 +15,7 @@ use weir_connectors::postgres::pgoutput::{Decoded, Decoder};
 use weir_connectors::postgres::wire::{Connection, CopyMessage};
 
 use super::count_sink;
+use super::dev_server::{DevScript, DevServer};
 use super::kafka::{cpu_seconds, ns_per_event, run_weir};
 use super::report::{Baseline, BenchReport};
 use super::BenchArgs;
@@ -24,68 +23,14 @@ use super::BenchArgs;
 /// Names of the Postgres scenarios.
 pub const SCENARIOS: &[&str] = &["cdc"];
 
-const SCRIPT: &str = include_str!("../../scripts/pg-dev.sh");
-
-/// A server for the run: the given URL, or a cluster started here.
-struct BenchServer {
-    url: String,
-    owned: Option<PathBuf>,
-}
-
-impl BenchServer {
-    fn get(url: Option<&str>) -> Result<Self, String> {
-        if let Some(url) = url {
-            return Ok(BenchServer {
-                url: url.into(),
-                owned: None,
-            });
-        }
-        // under /tmp, open to the postgres OS user the server runs as
-        let root = PathBuf::from(format!("/tmp/weir-bench-pg-{}", std::process::id()));
-        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| e.to_string())?;
-        let script = root.join("pg-dev.sh");
-        std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
-        eprintln!("starting a Postgres cluster (no --url given)…");
-        let out = Command::new("bash")
-            .arg(&script)
-            .args(["start", "--dir"])
-            .arg(root.join("pg"))
-            .output()
-            .map_err(|e| format!("running pg-dev.sh: {e}"))?;
-        if !out.status.success() {
-            let _ = std::fs::remove_dir_all(&root);
-            return Err(format!(
-                "Postgres did not start:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let url = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("PG_URL="))
-            .ok_or("pg-dev.sh printed no PG_URL")?
-            .to_string();
-        Ok(BenchServer {
-            url,
-            owned: Some(root),
-        })
-    }
-}
-
-impl Drop for BenchServer {
-    fn drop(&mut self) {
-        if let Some(root) = &self.owned {
-            let _ = Command::new("bash")
-                .arg(root.join("pg-dev.sh"))
-                .args(["stop", "--mode", "immediate", "--dir"])
-                .arg(root.join("pg"))
-                .output();
-            let _ = std::fs::remove_dir_all(root);
-        }
-    }
-}
+/// The Postgres dev cluster script.
+static SCRIPT: DevScript = DevScript {
+    what: "a Postgres cluster",
+    name: "pg-dev.sh",
+    text: include_str!("../../scripts/pg-dev.sh"),
+    key: "PG_URL",
+    stop_args: &["--mode", "immediate"],
+};
 
 /// Runs the `cdc` scenario.
 pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
@@ -95,8 +40,8 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         .max(1);
     let events = args.events.unwrap_or(1_000_000);
     crate::observability::init_metrics();
-    let server = BenchServer::get(args.url.as_deref())?;
-    let info = ConnInfo::parse(&server.url)?;
+    let server = DevServer::get(args.url.as_deref(), &SCRIPT)?;
+    let info = ConnInfo::parse(&server.address)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -137,14 +82,14 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
     let measured = measure(
         &rt,
         &info,
-        &server.url,
+        &server.address,
         &publication,
         &raw_slot,
         &weir_slot,
         events,
         shards,
     );
-    if server.owned.is_none() {
+    if !server.is_owned() {
         // on success or failure: a slot left behind keeps WAL forever
         let dropped = rt.block_on(async {
             let mut c = Connection::connect(&info, false)

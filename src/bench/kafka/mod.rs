@@ -26,9 +26,9 @@ use weir_config::{ComponentConfig, PipelineConfig};
 use weir_engine::{shutdown_channel, LatencyHistogram, Pipeline};
 
 use super::count_sink;
+use super::dev_server::DevServer;
 use super::report::{self, Baseline, BenchReport};
 use super::BenchArgs;
-use broker::BenchBroker;
 
 /// Names of the Kafka scenarios.
 pub const SCENARIOS: &[&str] = &["kafka", "kafka-to-kafka"];
@@ -44,8 +44,8 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         .unwrap_or_else(|| weir_engine::shard::available_cores().len())
         .max(1);
     crate::observability::init_metrics();
-    let broker = BenchBroker::get(args.brokers.as_deref())?;
-    let b = broker.bootstrap.as_str();
+    let broker = DevServer::get(args.brokers.as_deref(), &broker::SCRIPT)?;
+    let b = broker.address.as_str();
     let id = raw::unique();
     let input = format!("weir-bench-in-{id}");
     raw::create_topic(b, &input, PARTITIONS)?;

@@ -11,8 +11,6 @@
 //!
 //! Both time from the first event to the last.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -22,6 +20,7 @@ use serde_json::json;
 use weir_config::{ComponentConfig, PipelineConfig};
 
 use super::count_sink;
+use super::dev_server::{DevScript, DevServer};
 use super::kafka::{cpu_seconds, ns_per_event, run_weir};
 use super::report::{Baseline, BenchReport};
 use super::BenchArgs;
@@ -29,63 +28,14 @@ use super::BenchArgs;
 /// Names of the NATS scenarios.
 pub const SCENARIOS: &[&str] = &["jetstream", "nats"];
 
-const SCRIPT: &str = include_str!("../../../scripts/nats-dev.sh");
-
-/// A server for the run: the given URL, or one started here.
-struct BenchServer {
-    url: String,
-    owned: Option<PathBuf>,
-}
-
-impl BenchServer {
-    fn get(url: Option<&str>) -> Result<Self, String> {
-        if let Some(url) = url {
-            return Ok(BenchServer {
-                url: url.into(),
-                owned: None,
-            });
-        }
-        let root = std::env::temp_dir().join(format!("weir-bench-nats-{}", std::process::id()));
-        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-        let script = root.join("nats-dev.sh");
-        std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
-        eprintln!("starting a nats-server (no --url given)…");
-        let out = Command::new("bash")
-            .arg(&script)
-            .args(["start", "--dir"])
-            .arg(root.join("server"))
-            .output()
-            .map_err(|e| format!("running nats-dev.sh: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "nats-server did not start:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let url = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("NATS_URL="))
-            .ok_or("nats-dev.sh printed no NATS_URL")?
-            .to_string();
-        Ok(BenchServer {
-            url,
-            owned: Some(root),
-        })
-    }
-}
-
-impl Drop for BenchServer {
-    fn drop(&mut self) {
-        if let Some(root) = &self.owned {
-            let _ = Command::new("bash")
-                .arg(root.join("nats-dev.sh"))
-                .args(["stop", "--dir"])
-                .arg(root.join("server"))
-                .output();
-            let _ = std::fs::remove_dir_all(root);
-        }
-    }
-}
+/// The nats-server dev script.
+static SCRIPT: DevScript = DevScript {
+    what: "a nats-server",
+    name: "nats-dev.sh",
+    text: include_str!("../../../scripts/nats-dev.sh"),
+    key: "NATS_URL",
+    stop_args: &[],
+};
 
 fn payload(i: u64) -> bytes::Bytes {
     format!(
@@ -103,15 +53,20 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         .unwrap_or_else(|| weir_engine::shard::available_cores().len())
         .max(1);
     crate::observability::init_metrics();
-    let server = BenchServer::get(args.url.as_deref())?;
+    let server = DevServer::get(args.url.as_deref(), &SCRIPT)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     match name {
-        "jetstream" => jetstream(&rt, &server.url, args.events.unwrap_or(1_000_000), shards),
-        _ => core(&rt, &server.url, args.events.unwrap_or(500_000), shards),
+        "jetstream" => jetstream(
+            &rt,
+            &server.address,
+            args.events.unwrap_or(1_000_000),
+            shards,
+        ),
+        _ => core(&rt, &server.address, args.events.unwrap_or(500_000), shards),
     }
 }
 
