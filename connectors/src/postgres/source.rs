@@ -187,10 +187,16 @@ impl Source for CdcSource {
                 }
             };
             let Err(failure) = result else {
-                unreachable!("a clean stop returned")
+                return Err(Error::internal(
+                    "postgres-cdc: a clean stop went on streaming",
+                ));
             };
             match failure {
                 Failure::Fatal(e) => return Err(e),
+                Failure::Shutdown => {
+                    ctx.drain().await;
+                    return Ok(());
+                }
                 Failure::Pg(e) if !e.is_transient() => return Err(fail("streaming", e)),
                 Failure::Pg(e) => {
                     pending.take();

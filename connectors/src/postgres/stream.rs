@@ -26,6 +26,9 @@ pub enum Failure {
     Pg(PgError),
     /// The engine or the stream's content failed: stop the source.
     Fatal(Error),
+    /// Shutdown came while a barrier waited: stop reading at once (the
+    /// rest of the transaction must not be taken as delivered).
+    Shutdown,
 }
 
 impl From<PgError> for Failure {
@@ -118,6 +121,13 @@ const BUDGET: usize = 4096;
 impl Reader<'_> {
     /// Reads until shutdown (`Ok`) or a failure.
     pub async fn run(&mut self, stream: &mut ReadSide) -> Result<(), Failure> {
+        match self.read(stream).await {
+            Err(Failure::Shutdown) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn read(&mut self, stream: &mut ReadSide) -> Result<(), Failure> {
         loop {
             let wake = {
                 let shutdown = self.ctx.shutdown();
@@ -231,14 +241,24 @@ impl Reader<'_> {
     /// concerns two keys, possibly on two shards).
     async fn barrier(&mut self, events: Vec<(Option<Bytes>, Bytes)>) -> Result<(), Failure> {
         self.flush().await?;
-        self.ctx.drain().await;
+        self.delivered().await?;
         for (key, value) in events {
             self.push(key, value).await?;
         }
         self.flush().await?;
-        self.ctx.drain().await;
+        self.delivered().await?;
         self.checkpoint();
         Ok(())
+    }
+
+    /// Waits until everything dispatched is settled, or shutdown.
+    async fn delivered(&mut self) -> Result<(), Failure> {
+        let shutdown = self.ctx.shutdown();
+        tokio::select! {
+            biased;
+            _ = shutdown => Err(Failure::Shutdown),
+            _ = self.ctx.drain() => Ok(()),
+        }
     }
 
     async fn push(&mut self, key: Option<Bytes>, value: Bytes) -> Result<(), Failure> {
