@@ -631,7 +631,9 @@ interval = "200ms"
             round % 50
         );
     }
-    script += "TRUNCATE src;\nINSERT INTO src SELECT g, 1, 'after truncate' FROM generate_series(1, 3000) g;\n\
+    script += "TRUNCATE src;\nINSERT INTO src SELECT g, 1, 'after truncate', CASE WHEN g % 5 = 0 THEN \
+               (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 200) i) END \
+               FROM generate_series(1, 3000) g;\n\
                UPDATE src SET id = id + 100000 WHERE id <= 10;\n";
     let sql = write(dir.path(), "workload.sql", &script);
     let workload = {

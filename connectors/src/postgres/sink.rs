@@ -33,6 +33,7 @@ pub fn build(config: &ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic> {
         conn: None,
         statements: None,
         sql: String::new(),
+        source_table: None,
     }))
 }
 
@@ -47,6 +48,9 @@ pub struct PgSink {
     conn: Option<Connection>,
     statements: Option<Statements>,
     sql: String,
+    /// `changes` mode: the source table whose changes this sink applies
+    /// (the first one seen); changes of another table are refused.
+    source_table: Option<(String, String)>,
 }
 
 /// The SQL around a batch's JSON, built once from the table's columns.
@@ -62,6 +66,10 @@ struct Statements {
     /// around the JSON: updates that left TOASTed columns out keep their values.
     patch_head: String,
     patch_tail: String,
+    /// `UPDATE … SET (all columns) = …` around an old key and a new row: a
+    /// key change that left TOASTed columns out moves the row.
+    move_head: String,
+    move_tail: String,
     /// Key column names, as in the events' `key` objects.
     key: Vec<String>,
 }
@@ -193,6 +201,15 @@ impl PgSink {
                 "::jsonb) AS e(j) WHERE ({w_keys}) = (SELECT {keys} FROM jsonb_populate_record(NULL::{t}, e.j))",
                 t = self.table
             ),
+            move_head: format!(
+                "UPDATE {t} AS w SET ({cols}) = (SELECT {cols} FROM jsonb_populate_record(w, e.j->'a')) \
+                 FROM jsonb_array_elements(",
+                t = self.table
+            ),
+            move_tail: format!(
+                "::jsonb) AS e(j) WHERE ({w_keys}) = (SELECT {keys} FROM jsonb_populate_record(NULL::{t}, e.j->'k'))",
+                t = self.table
+            ),
             key,
         })
     }
@@ -237,30 +254,87 @@ impl PgSink {
                                     format!("a `{op}` change has no `after` object"),
                                 ));
                             }
-                            // a changed key: the old row goes
+                            check_table(&self.name, &mut self.source_table, &v)?;
                             let new = key_of(&self.name, &after, &s.key)?;
-                            if let Some(before) = v.get("before").filter(|b| b.is_object()) {
-                                let old = key_of(&self.name, before, &s.key)?;
-                                if old != new {
-                                    upsert_change(
-                                        &mut segment,
-                                        &mut index,
-                                        old,
-                                        Change::Delete(before.clone()),
-                                    );
-                                }
-                            }
                             // TOASTed values the update did not send keep theirs
                             let partial = v
                                 .get("unchanged")
                                 .and_then(|u| u.as_array())
                                 .is_some_and(|u| !u.is_empty());
-                            let change = if partial {
-                                Change::Patch(after)
-                            } else {
-                                Change::Upsert(after)
-                            };
-                            upsert_change(&mut segment, &mut index, new, change);
+                            let mut moved = None;
+                            if let Some(before) = v.get("before").filter(|b| b.is_object()) {
+                                let old = key_of(&self.name, before, &s.key)?;
+                                if old != new {
+                                    moved = Some((old, before.clone()));
+                                }
+                            }
+                            match (moved, partial) {
+                                (None, false) => upsert_change(
+                                    &mut segment,
+                                    &mut index,
+                                    new,
+                                    Change::Upsert(after),
+                                ),
+                                (None, true) => upsert_change(
+                                    &mut segment,
+                                    &mut index,
+                                    new,
+                                    Change::Patch(after),
+                                ),
+                                // a changed key: the old row goes
+                                (Some((old, before)), false) => {
+                                    upsert_change(
+                                        &mut segment,
+                                        &mut index,
+                                        old,
+                                        Change::Delete(before),
+                                    );
+                                    upsert_change(
+                                        &mut segment,
+                                        &mut index,
+                                        new,
+                                        Change::Upsert(after),
+                                    );
+                                }
+                                // a changed key without some columns: they come
+                                // from the old row, in this batch or in the table
+                                (Some((old, before)), true) => {
+                                    let whole =
+                                        index.get(&old).and_then(|&i| match &mut segment[i].1 {
+                                            Change::Upsert(row) => {
+                                                let mut row = std::mem::take(row);
+                                                segment[i].1 = Change::Delete(before.clone());
+                                                merge(&mut row, after.clone());
+                                                Some(row)
+                                            }
+                                            _ => None,
+                                        });
+                                    match whole {
+                                        Some(row) => upsert_change(
+                                            &mut segment,
+                                            &mut index,
+                                            new,
+                                            Change::Upsert(row),
+                                        ),
+                                        None => {
+                                            flush_changes(
+                                                &mut self.sql,
+                                                s,
+                                                &mut segment,
+                                                &mut index,
+                                            );
+                                            let pair = serde_json::json!({"k": before, "a": after})
+                                                .to_string();
+                                            push_statement(
+                                                &mut self.sql,
+                                                &s.move_head,
+                                                &[pair.as_bytes()],
+                                                &s.move_tail,
+                                            );
+                                        }
+                                    }
+                                }
+                            }
                         }
                         "delete" => {
                             let old = v
@@ -274,10 +348,12 @@ impl PgSink {
                                         "a delete has no `key` or `before` object".into(),
                                     )
                                 })?;
+                            check_table(&self.name, &mut self.source_table, &v)?;
                             let key = key_of(&self.name, &old, &s.key)?;
                             upsert_change(&mut segment, &mut index, key, Change::Delete(old));
                         }
                         "truncate" => {
+                            check_table(&self.name, &mut self.source_table, &v)?;
                             flush_changes(&mut self.sql, s, &mut segment, &mut index);
                             self.sql.push_str(&format!("TRUNCATE {};", self.table));
                         }
@@ -362,11 +438,36 @@ fn flush_changes(
     let deletes: Vec<&[u8]> = deletes.iter().map(Vec::as_slice).collect();
     let upserts: Vec<&[u8]> = upserts.iter().map(Vec::as_slice).collect();
     let patches: Vec<&[u8]> = patches.iter().map(Vec::as_slice).collect();
-    if !s.patch_head.is_empty() {
+    push_statement(sql, &s.delete_head, &deletes, &s.delete_tail);
+    if !s.patch_head.is_empty() && !patches.is_empty() {
         push_statement(sql, &s.patch_head, &patches, &s.patch_tail);
     }
-    push_statement(sql, &s.delete_head, &deletes, &s.delete_tail);
     push_statement(sql, &s.upsert_head, &upserts, &s.upsert_tail);
+}
+
+/// In `changes` mode one sink applies one source table's changes.
+fn check_table(
+    sink: &str,
+    seen: &mut Option<(String, String)>,
+    v: &serde_json::Value,
+) -> Result<()> {
+    let name = |k: &str| v.get(k).and_then(|s| s.as_str()).unwrap_or("").to_string();
+    let this = (name("schema"), name("table"));
+    match seen {
+        None => {
+            *seen = Some(this);
+            Ok(())
+        }
+        Some(first) if *first == this => Ok(()),
+        Some(first) => Err(bad_event(
+            sink,
+            format!(
+                "in `changes` mode a sink applies one table's changes: it got {}.{} after {}.{}; \
+                 route each table to its own sink (a `route` step on .table)",
+                this.0, this.1, first.0, first.1
+            ),
+        )),
+    }
 }
 
 /// Appends `head '[row,row]' tail;` unless there are no rows.
@@ -486,6 +587,8 @@ mod tests {
             delete_tail: ")".into(),
             patch_head: "PATCH(".into(),
             patch_tail: ")".into(),
+            move_head: "MOVE(".into(),
+            move_tail: ")".into(),
             key: vec!["id".into()],
         }
     }
@@ -504,6 +607,7 @@ mod tests {
             conn: None,
             statements: Some(statements()),
             sql: String::new(),
+            source_table: None,
         }
     }
 
@@ -549,9 +653,38 @@ mod tests {
             r#"{"op":"update","key":{"id":6},"after":{"id":6,"v":"b"},"unchanged":["big"]}"#,
         ]))
         .unwrap();
+        let check = ";";
+        assert!(
+            s.sql
+                .starts_with(&format!(r#"PATCH('[{{"id":5,"v":"p"}}]'){check}"#)),
+            "{}",
+            s.sql
+        );
+        assert!(
+            s.sql.ends_with(r#"UP('[{"big":"B","id":6,"v":"b"}]');"#),
+            "{}",
+            s.sql
+        );
+        // a key change without the TOASTed column: from the batch's row, or moved in the table
+        s.build_sql(&events(&[
+            r#"{"op":"insert","key":{"id":8},"after":{"id":8,"v":"a","big":"B"}}"#,
+            r#"{"op":"update","key":{"id":9},"before":{"id":8},"after":{"id":9,"v":"b"},"unchanged":["big"]}"#,
+        ]))
+        .unwrap();
         assert_eq!(
             s.sql,
-            r#"PATCH('[{"id":5,"v":"p"}]');UP('[{"big":"B","id":6,"v":"b"}]');"#
+            r#"DEL('[{"id":8}]');UP('[{"big":"B","id":9,"v":"b"}]');"#
+        );
+        s.build_sql(&events(&[
+            r#"{"op":"update","key":{"id":9},"before":{"id":8},"after":{"id":9,"v":"b"},"unchanged":["big"]}"#,
+        ]))
+        .unwrap();
+        assert!(
+            s.sql.starts_with(&format!(
+                r#"MOVE('[{{"a":{{"id":9,"v":"b"}},"k":{{"id":8}}}}]'){check}"#
+            )),
+            "{}",
+            s.sql
         );
         assert!(s
             .build_sql(&events(&[r#"{"op":"delete","key":{"other":1}}"#]))
@@ -568,5 +701,18 @@ mod tests {
             .unwrap_err()
             .message
             .contains("not JSON"));
+        // one table per sink
+        let mut s = sink(WriteMode::Changes);
+        s.build_sql(&events(&[
+            r#"{"op":"delete","schema":"public","table":"a","key":{"id":1}}"#,
+        ]))
+        .unwrap();
+        assert!(s
+            .build_sql(&events(&[
+                r#"{"op":"truncate","schema":"public","table":"b"}"#
+            ]))
+            .unwrap_err()
+            .message
+            .contains("route each table"));
     }
 }

@@ -215,8 +215,20 @@ impl Source for CdcSource {
                     backoff = (backoff * 2).min(o.max_reconnect_backoff);
                     if o.single_active {
                         // the lock's session may have died with the server
+                        // (bounded: after a failover that session may be half-open)
                         let alive = match lock.as_mut() {
-                            Some(c) => c.query("SELECT 1").await.is_ok(),
+                            Some(c) => {
+                                let shutdown = ctx.shutdown();
+                                let probe =
+                                    tokio::time::timeout(info.connect_timeout, c.query("SELECT 1"));
+                                tokio::select! {
+                                    _ = shutdown => {
+                                        ctx.drain().await;
+                                        return Ok(());
+                                    }
+                                    r = probe => matches!(r, Ok(Ok(_))),
+                                }
+                            }
                             None => false,
                         };
                         if !alive {
@@ -225,12 +237,18 @@ impl Source for CdcSource {
                             while lock.is_none() {
                                 match acquire_lock(&info, &o.slot, &ctx, &name).await {
                                     Ok(Some(c)) => lock = Some(c),
-                                    Ok(None) => return Ok(()),
+                                    Ok(None) => {
+                                        ctx.drain().await;
+                                        return Ok(());
+                                    }
                                     Err(e) => {
                                         tracing::warn!(source = %name, error = %e, retry_in = ?backoff, "re-taking the advisory lock failed");
                                         let shutdown = ctx.shutdown();
                                         tokio::select! {
-                                            _ = shutdown => return Ok(()),
+                                            _ = shutdown => {
+                                                ctx.drain().await;
+                                                return Ok(());
+                                            }
                                             _ = tokio::time::sleep(backoff) => {}
                                         }
                                         backoff = (backoff * 2).min(o.max_reconnect_backoff);
