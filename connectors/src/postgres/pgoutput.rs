@@ -88,6 +88,50 @@ pub enum Datum<'a> {
     Text(&'a [u8]),
 }
 
+/// A row's values by column index: decoded in place from a replication
+/// message, or a slice (the snapshot's rows).
+pub trait Row {
+    /// How many values the row has.
+    fn len(&self) -> usize;
+    /// Whether the row has no values.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The value of column `i` (NULL past the end).
+    fn datum(&self, i: usize) -> Datum<'_>;
+}
+
+impl Row for [Datum<'_>] {
+    fn len(&self) -> usize {
+        <[Datum<'_>]>::len(self)
+    }
+
+    fn datum(&self, i: usize) -> Datum<'_> {
+        self.get(i).copied().unwrap_or(Datum::Null)
+    }
+}
+
+/// A tuple of a replication message, read in place: `(kind, start, len)`
+/// per column into the message, so decoding a row allocates nothing.
+struct RawTuple<'a> {
+    msg: &'a [u8],
+    cols: &'a [(u8, usize, usize)],
+}
+
+impl Row for RawTuple<'_> {
+    fn len(&self) -> usize {
+        self.cols.len()
+    }
+
+    fn datum(&self, i: usize) -> Datum<'_> {
+        match self.cols.get(i) {
+            Some(&(b'u', _, _)) => Datum::Unchanged,
+            Some(&(b't', start, len)) => Datum::Text(&self.msg[start..start + len]),
+            _ => Datum::Null,
+        }
+    }
+}
+
 /// The kind of a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -148,12 +192,12 @@ pub struct EventWriter {
 impl EventWriter {
     /// Writes one change; `txn` is `"lsn":…,"xid":…,"commit_ts":…` of its
     /// transaction. Returns the key (if the table has one) and the value.
-    pub fn change(
+    pub fn change<R: Row + ?Sized>(
         &mut self,
         op: Op,
         rel: &Relation,
-        before: Option<(&[Datum<'_>], bool)>,
-        after: Option<&[Datum<'_>]>,
+        before: Option<(&R, bool)>,
+        after: Option<&R>,
         txn: &[u8],
         seq: u64,
     ) -> (Option<Bytes>, Bytes) {
@@ -165,15 +209,15 @@ impl EventWriter {
         v.extend_from_slice(&rel.json_header);
         // the key comes from the new row, or the old one for a delete
         let key_source = after.or(before.map(|(d, _)| d));
-        if let (true, Some(datums)) = (rel.keyed, key_source) {
+        if let (true, Some(row)) = (rel.keyed, key_source) {
             self.key.push(b'{');
-            for (c, d) in rel.columns.iter().zip(datums) {
+            for (i, c) in rel.columns.iter().take(row.len()).enumerate() {
                 if c.key {
                     if self.key.len() > 1 {
                         self.key.push(b',');
                     }
                     self.key.extend_from_slice(&c.json_name);
-                    write_datum(&mut self.key, c.type_oid, *d);
+                    write_datum(&mut self.key, c.type_oid, row.datum(i));
                 }
             }
             self.key.push(b'}');
@@ -250,20 +294,21 @@ fn write_datum(out: &mut Vec<u8>, type_oid: u32, d: Datum<'_>) {
     }
 }
 
-fn write_row(
+fn write_row<R: Row + ?Sized>(
     out: &mut Vec<u8>,
     rel: &Relation,
-    datums: &[Datum<'_>],
+    row: &R,
     key_only: bool,
     unchanged: &mut Vec<u8>,
 ) {
     out.push(b'{');
     let mut first = true;
-    for (c, d) in rel.columns.iter().zip(datums) {
+    for (i, c) in rel.columns.iter().take(row.len()).enumerate() {
         if key_only && !c.key {
             continue;
         }
-        if *d == Datum::Unchanged {
+        let d = row.datum(i);
+        if d == Datum::Unchanged {
             if !unchanged.is_empty() {
                 unchanged.push(b',');
             }
@@ -275,7 +320,7 @@ fn write_row(
         }
         first = false;
         out.extend_from_slice(&c.json_name);
-        write_datum(out, c.type_oid, *d);
+        write_datum(out, c.type_oid, d);
     }
     out.push(b'}');
 }
@@ -373,16 +418,6 @@ fn read_tuple(
     Ok(())
 }
 
-fn datums<'a>(msg: &'a [u8], raw: &[(u8, usize, usize)]) -> Vec<Datum<'a>> {
-    raw.iter()
-        .map(|&(kind, start, len)| match kind {
-            b'n' => Datum::Null,
-            b'u' => Datum::Unchanged,
-            _ => Datum::Text(&msg[start..start + len]),
-        })
-        .collect()
-}
-
 impl Decoder {
     /// A decoder that knows no relations yet.
     pub fn new() -> Decoder {
@@ -472,8 +507,17 @@ impl Decoder {
                         }
                     }
                 }
-                let old = old_kind.map(|k| (datums(msg, &self.datums_old), k == b'K'));
-                let new = new.then(|| datums(msg, &self.datums_new));
+                let old = old_kind.map(|k| {
+                    let t = RawTuple {
+                        msg,
+                        cols: &self.datums_old,
+                    };
+                    (t, k == b'K')
+                });
+                let new = new.then_some(RawTuple {
+                    msg,
+                    cols: &self.datums_new,
+                });
                 let op = match tag {
                     b'I' => Op::Insert,
                     b'U' => Op::Update,
@@ -482,8 +526,8 @@ impl Decoder {
                 let (key, value) = self.writer.change(
                     op,
                     rel,
-                    old.as_ref().map(|(d, k)| (d.as_slice(), *k)),
-                    new.as_deref(),
+                    old.as_ref().map(|(t, k)| (t, *k)),
+                    new.as_ref(),
                     &self.txn,
                     self.seq,
                 );

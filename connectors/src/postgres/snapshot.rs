@@ -124,8 +124,14 @@ pub async fn copy_tables(
                     None => Datum::Null,
                 }));
                 let offset = progress.next_event();
-                let (key, value) =
-                    writer.change(Op::Read, rel, None, Some(&datums), txn.as_bytes(), offset);
+                let (key, value) = writer.change(
+                    Op::Read,
+                    rel,
+                    None,
+                    Some(datums.as_slice()),
+                    txn.as_bytes(),
+                    offset,
+                );
                 events.push(Event {
                     key,
                     value,
