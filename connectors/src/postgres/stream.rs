@@ -16,7 +16,6 @@ use super::lsn::Lsn;
 use super::pgoutput::{Decoded, Decoder};
 use super::progress::Progress;
 use super::wire::{CopyMessage, PgError, ReadSide, WriteSide};
-use crate::control::until;
 use crate::pending::Pending;
 
 /// Why a stream ended.
@@ -128,22 +127,36 @@ impl Reader<'_> {
     }
 
     async fn read(&mut self, stream: &mut ReadSide) -> Result<(), Failure> {
+        // made once, not per wake-up: the server sends small messages, and
+        // a fresh timer and shutdown future per message cost more than the
+        // message itself
+        let shutdown = self.ctx.shutdown();
+        tokio::pin!(shutdown);
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
-            let wake = {
-                let shutdown = self.ctx.shutdown();
-                let deadline = self.pending.deadline();
-                tokio::select! {
-                    biased;
-                    _ = shutdown => Wake::Shutdown,
-                    _ = self.ctx.checkpoint_tick() => Wake::Checkpoint,
-                    _ = until(deadline) => Wake::Deadline,
-                    m = stream.next_copy() => Wake::Message(m),
+            let deadline = self.pending.deadline();
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    timer.as_mut().reset(at);
                 }
+                armed = deadline;
+            }
+            let wake = tokio::select! {
+                biased;
+                _ = &mut shutdown => Wake::Shutdown,
+                _ = self.ctx.checkpoint_tick() => Wake::Checkpoint,
+                _ = &mut timer, if armed.is_some() => Wake::Deadline,
+                m = stream.next_copy() => Wake::Message(m),
             };
             match wake {
                 Wake::Shutdown => return Ok(()),
                 Wake::Checkpoint => self.checkpoint(),
-                Wake::Deadline => self.flush().await?,
+                Wake::Deadline => {
+                    armed = None;
+                    self.flush().await?
+                }
                 Wake::Message(m) => {
                     self.handle(m?).await?;
                     let mut budget = BUDGET;
