@@ -92,6 +92,8 @@ pub mod names {
     pub const PG_CDC_UNCONFIRMED_BYTES: &str = "weir_postgres_cdc_unconfirmed_bytes";
     /// Replication connections a change feed lost and re-opened, by `source`.
     pub const PG_CDC_RECONNECTS: &str = "weir_postgres_cdc_reconnects_total";
+    /// Rows a change feed's initial snapshot has read, by `source`.
+    pub const PG_CDC_SNAPSHOT_ROWS: &str = "weir_postgres_cdc_snapshot_rows_total";
 }
 
 /// Metrics of one bounded queue.

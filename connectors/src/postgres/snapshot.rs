@@ -5,7 +5,11 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use weir_engine::telemetry::names;
 use weir_engine::{Error, Event, Origin, Result, Routing, SourceContext};
+
+/// A progress line is logged every this many rows of a table.
+const PROGRESS_EVERY: u64 = 100_000;
 
 use super::lsn::Lsn;
 use super::pgoutput::{Datum, EventWriter, Op, Relation};
@@ -97,6 +101,7 @@ pub async fn copy_tables(
         .map_err(|e| pg(&qualified, e))?;
         let mut relation: Option<Relation> = None;
         let mut rows_of_table = 0u64;
+        let table_started = Instant::now();
         loop {
             let page = conn
                 .query(&format!("FETCH {fetch} FROM weir_snapshot"))
@@ -147,7 +152,17 @@ pub async fn copy_tables(
                 }
             }
             dispatch(ctx, progress, &mut events).await?;
+            let before = rows_of_table;
             rows_of_table += page.rows.len() as u64;
+            metrics::counter!(names::PG_CDC_SNAPSHOT_ROWS, "source" => name.clone())
+                .increment(page.rows.len() as u64);
+            if before / PROGRESS_EVERY != rows_of_table / PROGRESS_EVERY {
+                tracing::info!(
+                    source = %name, table = %qualified, rows = rows_of_table,
+                    rows_per_s = (rows_of_table as f64 / table_started.elapsed().as_secs_f64().max(1e-3)).round(),
+                    "snapshot in progress"
+                );
+            }
             if ctx.is_shutdown() {
                 return Err(Error::external(format!(
                     "postgres-cdc source `{name}`: shutdown during the initial snapshot; it starts over at the next run"
