@@ -825,6 +825,13 @@ type = "blackhole"
     // no publication and no tables to create it from
     let out = run("nopub", &server.url, "");
     assert_failed_with(&out, "publication `weir_pub` does not exist");
+    // TLS demanded from a server without it
+    let out = run(
+        "notls",
+        &format!("{}?sslmode=require", server.url),
+        "tables = [\"e\"]",
+    );
+    assert_failed_with(&out, "does not offer TLS");
     // a table that does not exist
     let out = run("notable", &server.url, "tables = [\"missing\"]");
     assert_failed_with(&out, "relation \"public.missing\" does not exist");
@@ -843,4 +850,120 @@ type = "blackhole"
         server.psql("SELECT count(*) FROM pg_replication_slots"),
         "0"
     );
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with
+/// the openssl command; the key readable by the server's OS user.
+fn make_certs(dir: &Path) {
+    let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=weir test CA" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > san.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt -days 2 -subj "/CN=another CA" 2>/dev/null
+chmod 600 server.key
+if [ "$(id -u)" = 0 ]; then chown postgres: server.key server.crt; fi
+"#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tls_encrypts_and_verifies_the_server_certificate() {
+    let certs = tempfile::Builder::new()
+        .prefix("weir-pgtls")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        certs.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    make_certs(certs.path());
+    let c = |f: &str| certs.path().join(f).display().to_string();
+    let server = Server::start_with(&[
+        "ssl=on",
+        &format!("ssl_cert_file={}", c("server.crt")),
+        &format!("ssl_key_file={}", c("server.key")),
+    ]);
+    server.psql("CREATE TABLE s (id int PRIMARY KEY)");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, query: &str, out: &Path| {
+        let p = write(
+            dir.path(),
+            &format!("{name}.toml"),
+            &format!(
+                r#"
+[pipeline]
+name = "{name}"
+[sources.pg]
+type = "postgres-cdc"
+url = "{url}?{query}"
+publication = "weir_pub"
+tables = ["s"]
+slot = "slot_{name}"
+single_active = false
+[sinks.out]
+type = "file"
+path = "{out}"
+"#,
+                url = server.url,
+                out = out.display()
+            ),
+        );
+        start_weir(dir.path(), p)
+    };
+    // encrypted without checks, and with the chain and name checked
+    for (name, query) in [
+        ("require", "sslmode=require".to_string()),
+        (
+            "full",
+            format!("sslmode=verify-full&sslrootcert={}", c("ca.crt")),
+        ),
+    ] {
+        let out = dir.path().join(format!("{name}.jsonl"));
+        let weir_run = run(name, &query, &out);
+        wait_for("the slot", Duration::from_secs(30), || {
+            server.slot_confirmed(&format!("slot_{name}")).is_some()
+        });
+        let encrypted = server.psql(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.application_name = 'weir'",
+        );
+        assert_ne!(encrypted, "0", "{name}: weir's sessions use TLS");
+        server.psql(&format!("INSERT INTO s VALUES ({})", name.len()));
+        wait_for("the event", Duration::from_secs(30), || {
+            line_count(&out) >= 1
+        });
+        let (status, log) = stop_weir(weir_run);
+        assert!(status.success(), "{log}");
+    }
+    // a certificate from another CA is refused, clearly
+    let p = write(
+        dir.path(),
+        "wrong.toml",
+        &format!(
+            "[pipeline]\nname = \"wrong\"\n[sources.pg]\ntype = \"postgres-cdc\"\n\
+             url = \"{}?sslmode=verify-full&sslrootcert={}\"\npublication = \"weir_pub\"\n\
+             slot = \"slot_wrong\"\n[sinks.out]\ntype = \"blackhole\"\n",
+            server.url,
+            c("other.crt")
+        ),
+    );
+    let out = weir()
+        .arg("run")
+        .arg(p)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_failed_with(&out, "TLS handshake with 127.0.0.1");
+    assert_failed_with(&out, "UnknownIssuer");
 }

@@ -1,7 +1,23 @@
 //! Connection strings: `postgres://user:password@host:port/database?option=value`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// Whether and how to use TLS (libpq's `sslmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never.
+    Disable,
+    /// TLS if the server offers it, else plain (default, as in libpq).
+    Prefer,
+    /// TLS or fail; the certificate is not checked (unless `sslrootcert` is given).
+    Require,
+    /// TLS, the certificate chain checked against the roots.
+    VerifyCa,
+    /// TLS, the chain and the host name checked.
+    VerifyFull,
+}
 
 /// Where and as whom to connect.
 #[derive(Clone, PartialEq, Eq)]
@@ -18,6 +34,11 @@ pub struct ConnInfo {
     pub dbname: String,
     /// How long connecting may take (`connect_timeout` in seconds); default 10s.
     pub connect_timeout: Duration,
+    /// TLS (`sslmode`); default `prefer`.
+    pub ssl_mode: SslMode,
+    /// Root certificates (PEM) to verify the server with (`sslrootcert`);
+    /// default the system's.
+    pub ssl_root_cert: Option<PathBuf>,
 }
 
 impl fmt::Debug for ConnInfo {
@@ -38,8 +59,8 @@ impl fmt::Display for ConnInfo {
 }
 
 impl ConnInfo {
-    /// Parses a `postgres://` or `postgresql://` URL. `sslmode` other than
-    /// `disable`/`prefer`/`allow` is refused: weir connects without TLS.
+    /// Parses a `postgres://` or `postgresql://` URL with the options
+    /// `connect_timeout`, `sslmode`, `sslrootcert`, `application_name`.
     pub fn parse(s: &str) -> Result<ConnInfo, String> {
         let url = url::Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
         if url.scheme() != "postgres" && url.scheme() != "postgresql" {
@@ -73,6 +94,8 @@ impl ConnInfo {
             password,
             dbname,
             connect_timeout: Duration::from_secs(10),
+            ssl_mode: SslMode::Prefer,
+            ssl_root_cert: None,
         };
         for (k, v) in url.query_pairs() {
             match &*k {
@@ -83,13 +106,20 @@ impl ConnInfo {
                     info.connect_timeout = Duration::from_secs(secs.max(1));
                 }
                 "sslmode" => {
-                    if !matches!(&*v, "disable" | "allow" | "prefer") {
-                        return Err(format!(
-                            "sslmode `{v}` is not supported: weir connects to Postgres without TLS \
-                             (use sslmode=disable, or a TLS-terminating proxy)"
-                        ));
-                    }
+                    info.ssl_mode = match &*v {
+                        "disable" => SslMode::Disable,
+                        "allow" | "prefer" => SslMode::Prefer,
+                        "require" => SslMode::Require,
+                        "verify-ca" => SslMode::VerifyCa,
+                        "verify-full" => SslMode::VerifyFull,
+                        other => {
+                            return Err(format!(
+                                "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                            ))
+                        }
+                    };
                 }
+                "sslrootcert" => info.ssl_root_cert = Some(PathBuf::from(&*v)),
                 "application_name" | "options" => {}
                 other => return Err(format!("unknown connection option `{other}`")),
             }
@@ -128,9 +158,13 @@ mod tests {
             (5432, "postgres", "postgres")
         );
         assert!(ConnInfo::parse("mysql://x").unwrap_err().contains("scheme"));
-        assert!(ConnInfo::parse("postgres://x/db?sslmode=require")
+        assert_eq!(c.ssl_mode, SslMode::Prefer);
+        let t = ConnInfo::parse("postgres://x/db?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(t.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(t.ssl_root_cert, Some(PathBuf::from("/ca.pem")));
+        assert!(ConnInfo::parse("postgres://x/db?sslmode=maybe")
             .unwrap_err()
-            .contains("TLS"));
+            .contains("verify-full"));
         assert!(ConnInfo::parse("postgres://x/db?bogus=1")
             .unwrap_err()
             .contains("bogus"));

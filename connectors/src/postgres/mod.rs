@@ -18,6 +18,7 @@ mod sink_config;
 pub mod snapshot;
 pub mod source;
 mod stream;
+mod tls;
 pub mod wire;
 
 pub use cdc_config::{CdcOptions, SnapshotMode};

@@ -12,11 +12,11 @@ use std::fmt;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::frontend;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::conninfo::ConnInfo;
+use super::conninfo::{ConnInfo, SslMode};
 
 /// An error from the server (`ErrorResponse`) or the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,13 +128,13 @@ pub struct Connection {
 
 /// The receiving half of a connection (a replication stream's reader).
 pub struct ReadSide {
-    reader: OwnedReadHalf,
+    reader: Box<dyn AsyncRead + Send + Sync + Unpin>,
     rbuf: BytesMut,
 }
 
 /// The sending half of a connection (a replication stream's status updates).
 pub struct WriteSide {
-    writer: OwnedWriteHalf,
+    writer: Box<dyn AsyncWrite + Send + Sync + Unpin>,
     wbuf: BytesMut,
 }
 
@@ -162,7 +162,9 @@ impl Connection {
             .map_err(|_| PgError::Io(format!("connecting to {addr} timed out")))?
             .map_err(|e| PgError::Io(format!("connecting to {addr}: {e}")))?;
         stream.set_nodelay(true)?;
-        let (reader, writer) = stream.into_split();
+        let (reader, writer) = tokio::time::timeout(info.connect_timeout, secure(stream, info))
+            .await
+            .map_err(|_| PgError::Io(format!("the TLS handshake with {addr} timed out")))??;
         let mut conn = Connection {
             reader: ReadSide {
                 reader,
@@ -458,6 +460,56 @@ impl WriteSide {
         self.writer.write_all(&self.wbuf).await?;
         self.wbuf.clear();
         Ok(())
+    }
+}
+
+type Halves = (
+    Box<dyn AsyncRead + Send + Sync + Unpin>,
+    Box<dyn AsyncWrite + Send + Sync + Unpin>,
+);
+
+/// Negotiates TLS as `info.ssl_mode` says (the `SSLRequest` exchange, then
+/// a rustls handshake) and splits the stream.
+async fn secure(mut stream: TcpStream, info: &ConnInfo) -> Result<Halves, PgError> {
+    if info.ssl_mode == SslMode::Disable {
+        let (r, w) = stream.into_split();
+        return Ok((Box::new(r), Box::new(w)));
+    }
+    let mut request = BytesMut::with_capacity(8);
+    frontend::ssl_request(&mut request);
+    stream.write_all(&request).await?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => {
+            let config = super::tls::client_config(info.ssl_mode, info.ssl_root_cert.as_deref())?;
+            let name = rustls_pki_types::ServerName::try_from(info.host.clone())
+                .map_err(|e| PgError::Protocol(format!("TLS: host `{}`: {e}", info.host)))?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, stream)
+                .await
+                // not transient: a certificate that fails now fails again
+                .map_err(|e| {
+                    PgError::Protocol(format!(
+                        "TLS handshake with {}:{} failed: {e}",
+                        info.host, info.port
+                    ))
+                })?;
+            let (r, w) = tokio::io::split(tls);
+            Ok((Box::new(r), Box::new(w)))
+        }
+        b'N' if info.ssl_mode == SslMode::Prefer => {
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        b'N' => Err(PgError::Protocol(format!(
+            "the server at {}:{} does not offer TLS and sslmode={:?} requires it",
+            info.host, info.port, info.ssl_mode
+        ))),
+        other => Err(PgError::Protocol(format!(
+            "unexpected answer `{}` to the TLS request",
+            other as char
+        ))),
     }
 }
 
