@@ -34,6 +34,8 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# the Postgres TLS test makes its certificates with the openssl command
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 fi

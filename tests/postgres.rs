@@ -248,21 +248,52 @@ fn the_initial_snapshot_has_no_gap_or_duplicate_and_starts_over_when_killed() {
     );
     let dir = tempfile::tempdir().unwrap();
     let extra = "tables = [\"s\"]\nsnapshot = \"initial\"\nsnapshot_fetch = 1000";
-    let out0 = dir.path().join("killed.jsonl");
-    let p0 = cdc_pipeline(dir.path(), &server, "snap0", extra, out0.to_str().unwrap());
-    // killed during the snapshot: no slot is left, the next run starts over
+    // killed during the snapshot: no slot is left, the next run starts over.
+    // The first run writes into a table whose every insert statement
+    // sleeps, so its snapshot takes seconds and the kill lands inside it.
+    server.psql(
+        "CREATE TABLE slow_sink (op text); \
+         CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN PERFORM pg_sleep(0.2); RETURN NULL; END $$; \
+         CREATE TRIGGER slow AFTER INSERT ON slow_sink FOR EACH STATEMENT EXECUTE FUNCTION slow()",
+    );
+    let p0 = write(
+        dir.path(),
+        "snap0.toml",
+        &format!(
+            r#"
+[pipeline]
+name = "snap0"
+[sources.pg]
+type = "postgres-cdc"
+url = "{url}"
+publication = "weir_pub"
+slot = "weir_slot"
+{extra}
+[sinks.slow]
+type = "postgres"
+url = "{url}"
+table = "slow_sink"
+batch = {{ max_events = 500 }}
+"#,
+            url = server.url
+        ),
+    );
     let mut run0 = start_weir(dir.path(), &p0);
     wait_for("the first snapshot rows", Duration::from_secs(60), || {
-        line_count(&out0) >= 1
+        server.psql("SELECT count(*) FROM slow_sink") != "0"
     });
+    assert_eq!(
+        server.psql("SELECT slot_name FROM pg_replication_slots"),
+        "weir_slot_snap",
+        "only the temporary slot exists while the snapshot runs"
+    );
     run0.child.0.kill().unwrap();
     run0.child.0.wait().unwrap();
-    let done = events_in(&out0).len();
-    if done < 30_000 {
-        wait_for("the temporary slot to go", Duration::from_secs(10), || {
-            server.psql("SELECT count(*) FROM pg_replication_slots") == "0"
-        });
-    }
+    assert!(server.psql("SELECT count(*) FROM slow_sink").parse::<u32>().unwrap() < 30_000);
+    wait_for("the temporary slot to go", Duration::from_secs(10), || {
+        server.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    });
 
     let out = dir.path().join("out.jsonl");
     let p = cdc_pipeline(dir.path(), &server, "snap", extra, out.to_str().unwrap());
