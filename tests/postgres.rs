@@ -14,7 +14,17 @@ use common::postgres::{parse_lsn, Server};
 use common::{assert_failed_with, read_lines, start_weir, stop_weir, weir, write};
 use serde_json::Value;
 
-fn cdc_pipeline(dir: &Path, server: &Server, name: &str, source_extra: &str, out: &str) -> PathBuf {
+/// Writes `NAME.toml`: a `postgres-cdc` source at `url` (publication
+/// `weir_pub`, `slot`, then `source_extra`) into `sinks` (`[sinks.*]`
+/// tables), committing every 100 ms. The URL is on line 6, column 7.
+fn cdc_toml(
+    dir: &Path,
+    name: &str,
+    url: &str,
+    slot: &str,
+    source_extra: &str,
+    sinks: &str,
+) -> PathBuf {
     write(
         dir,
         &format!("{name}.toml"),
@@ -26,17 +36,36 @@ name = "{name}"
 type = "postgres-cdc"
 url = "{url}"
 publication = "weir_pub"
-slot = "weir_slot"
-batch = {{ max_events = 500 }}
+slot = "{slot}"
 {source_extra}
-[sinks.out]
-type = "file"
-path = "{out}"
+{sinks}
 [checkpoint]
 interval = "100ms"
-"#,
-            url = server.url,
+"#
         ),
+    )
+}
+
+/// A `file` sink called `out` writing to `path`.
+fn file_sink(path: &Path) -> String {
+    format!(
+        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\n",
+        path.display()
+    )
+}
+
+/// A `blackhole` sink.
+const BLACKHOLE: &str = "[sinks.out]\ntype = \"blackhole\"\n";
+
+/// The usual test pipeline: slot `weir_slot`, batches of 500, into a file.
+fn cdc_pipeline(dir: &Path, server: &Server, name: &str, source_extra: &str, out: &str) -> PathBuf {
+    cdc_toml(
+        dir,
+        name,
+        &server.url,
+        "weir_slot",
+        &format!("batch = {{ max_events = 500 }}\n{source_extra}"),
+        &file_sink(Path::new(out)),
     )
 }
 
@@ -257,26 +286,16 @@ fn the_initial_snapshot_has_no_gap_or_duplicate_and_starts_over_when_killed() {
            $$ BEGIN PERFORM pg_sleep(0.2); RETURN NULL; END $$; \
          CREATE TRIGGER slow AFTER INSERT ON slow_sink FOR EACH STATEMENT EXECUTE FUNCTION slow()",
     );
-    let p0 = write(
+    let p0 = cdc_toml(
         dir.path(),
-        "snap0.toml",
+        "snap0",
+        &server.url,
+        "weir_slot",
+        extra,
         &format!(
-            r#"
-[pipeline]
-name = "snap0"
-[sources.pg]
-type = "postgres-cdc"
-url = "{url}"
-publication = "weir_pub"
-slot = "weir_slot"
-{extra}
-[sinks.slow]
-type = "postgres"
-url = "{url}"
-table = "slow_sink"
-batch = {{ max_events = 500 }}
-"#,
-            url = server.url
+            "[sinks.slow]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"slow_sink\"\n\
+             batch = {{ max_events = 500 }}\n",
+            server.url
         ),
     );
     let mut run0 = start_weir(dir.path(), &p0);
@@ -290,7 +309,13 @@ batch = {{ max_events = 500 }}
     );
     run0.child.0.kill().unwrap();
     run0.child.0.wait().unwrap();
-    assert!(server.psql("SELECT count(*) FROM slow_sink").parse::<u32>().unwrap() < 30_000);
+    assert!(
+        server
+            .psql("SELECT count(*) FROM slow_sink")
+            .parse::<u32>()
+            .unwrap()
+            < 30_000
+    );
     wait_for("the temporary slot to go", Duration::from_secs(10), || {
         server.psql("SELECT count(*) FROM pg_replication_slots") == "0"
     });
@@ -609,22 +634,14 @@ fn a_change_feed_replicates_into_a_table_exactly_even_after_kill_9() {
          CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON src FOR EACH ROW EXECUTE FUNCTION audit()",
     );
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = write(
+    let pipeline = cdc_toml(
         dir.path(),
-        "replicate.toml",
+        "replicate",
+        &server.url,
+        "weir_slot",
+        "tables = [\"src\"]\nsnapshot = \"initial\"\nbatch = { max_events = 300 }",
         &format!(
-            r#"
-[pipeline]
-name = "replicate"
-[sources.pg]
-type = "postgres-cdc"
-url = "{url}"
-publication = "weir_pub"
-tables = ["src"]
-slot = "weir_slot"
-snapshot = "initial"
-batch = {{ max_events = 300 }}
-[sinks.copy]
+            r#"[sinks.copy]
 type = "postgres"
 url = "{url}"
 table = "dst"
@@ -636,8 +653,6 @@ type = "postgres"
 url = "{url}"
 table = "hist"
 mode = "upsert"
-[checkpoint]
-interval = "200ms"
 "#,
             url = server.url
         ),
@@ -805,24 +820,7 @@ fn bad_connections_missing_permissions_and_missing_publications_are_clear_errors
     );
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, url: &str, extra: &str| {
-        let p = write(
-            dir.path(),
-            &format!("{name}.toml"),
-            &format!(
-                r#"
-[pipeline]
-name = "{name}"
-[sources.pg]
-type = "postgres-cdc"
-url = "{url}"
-publication = "weir_pub"
-slot = "weir_slot"
-{extra}
-[sinks.out]
-type = "blackhole"
-"#
-            ),
-        );
+        let p = cdc_toml(dir.path(), name, url, "weir_slot", extra, BLACKHOLE);
         weir()
             .arg("run")
             .arg(p)
@@ -932,27 +930,13 @@ fn tls_encrypts_and_verifies_the_server_certificate() {
     server.psql("CREATE TABLE s (id int PRIMARY KEY)");
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, query: &str, out: &Path| {
-        let p = write(
+        let p = cdc_toml(
             dir.path(),
-            &format!("{name}.toml"),
-            &format!(
-                r#"
-[pipeline]
-name = "{name}"
-[sources.pg]
-type = "postgres-cdc"
-url = "{url}?{query}"
-publication = "weir_pub"
-tables = ["s"]
-slot = "slot_{name}"
-single_active = false
-[sinks.out]
-type = "file"
-path = "{out}"
-"#,
-                url = server.url,
-                out = out.display()
-            ),
+            name,
+            &format!("{}?{query}", server.url),
+            &format!("slot_{name}"),
+            "tables = [\"s\"]\nsingle_active = false",
+            &file_sink(out),
         );
         start_weir(dir.path(), p)
     };
@@ -982,16 +966,17 @@ path = "{out}"
         assert!(status.success(), "{log}");
     }
     // a certificate from another CA is refused, clearly
-    let p = write(
+    let p = cdc_toml(
         dir.path(),
-        "wrong.toml",
+        "wrong",
         &format!(
-            "[pipeline]\nname = \"wrong\"\n[sources.pg]\ntype = \"postgres-cdc\"\n\
-             url = \"{}?sslmode=verify-full&sslrootcert={}\"\npublication = \"weir_pub\"\n\
-             slot = \"slot_wrong\"\n[sinks.out]\ntype = \"blackhole\"\n",
+            "{}?sslmode=verify-full&sslrootcert={}",
             server.url,
             c("other.crt")
         ),
+        "slot_wrong",
+        "",
+        BLACKHOLE,
     );
     let out = weir()
         .arg("run")

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Buf;
-use weir_config::{ComponentConfig, PipelineConfig};
 use weir_connectors::postgres::conninfo::ConnInfo;
 use weir_connectors::postgres::pgoutput::{Decoded, Decoder};
 use weir_connectors::postgres::wire::{Connection, CopyMessage};
@@ -128,21 +127,15 @@ fn measure(
     let baseline_cpu = cpu_seconds() - cpu;
 
     eprintln!("cdc: weir (postgres-cdc → blackhole)…");
-    let source = ComponentConfig::from_toml(
-        "in",
+    let config = count_sink::pipeline_to_count(
+        "bench-cdc",
         "postgres-cdc",
         &format!(
-            "url = \"{}\"\npublication = \"{publication}\"\nslot = \"{weir_slot}\"\n\
-             create_slot = false\nsingle_active = false\n",
-            url
+            "url = \"{url}\"\npublication = \"{publication}\"\nslot = \"{weir_slot}\"\n\
+             create_slot = false\nsingle_active = false\n"
         ),
-    )
-    .map_err(|d| d.to_string())?;
-    let sink = ComponentConfig::from_toml("out", "bench-count", "").map_err(|d| d.to_string())?;
-    let mut config = PipelineConfig::new_in_code(vec![source], Vec::new(), vec![sink]);
-    config.pipeline.name = "bench-cdc".into();
-    config.pipeline.shards = Some(shards);
-    config.checkpoint.dir = std::env::temp_dir().join("weir-bench-checkpoints");
+        shards,
+    )?;
     let start = count_sink::COUNTED.load(Ordering::Relaxed);
     let cpu = cpu_seconds();
     let mut first = None;

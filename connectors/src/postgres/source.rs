@@ -204,59 +204,76 @@ impl Source for CdcSource {
                     tracing::warn!(source = %name, error = %e, retry_in = ?backoff, "replication connection lost; reconnecting");
                     metrics::counter!(names::PG_CDC_RECONNECTS, "source" => name.clone())
                         .increment(1);
-                    let shutdown = ctx.shutdown();
-                    tokio::select! {
-                        _ = shutdown => {
-                            ctx.drain().await;
-                            return Ok(());
-                        }
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !pause(&mut ctx, &mut backoff, o.max_reconnect_backoff).await {
+                        return Ok(());
                     }
-                    backoff = (backoff * 2).min(o.max_reconnect_backoff);
-                    if o.single_active {
-                        // the lock's session may have died with the server
-                        // (bounded: after a failover that session may be half-open)
-                        let alive = match lock.as_mut() {
-                            Some(c) => {
-                                let shutdown = ctx.shutdown();
-                                let probe =
-                                    tokio::time::timeout(info.connect_timeout, c.query("SELECT 1"));
-                                tokio::select! {
-                                    _ = shutdown => {
-                                        ctx.drain().await;
-                                        return Ok(());
-                                    }
-                                    r = probe => matches!(r, Ok(Ok(_))),
-                                }
-                            }
-                            None => false,
-                        };
-                        if !alive {
-                            // never stream without the lock: wait for it
-                            lock = None;
-                            while lock.is_none() {
-                                match acquire_lock(&info, &o.slot, &ctx, &name).await {
-                                    Ok(Some(c)) => lock = Some(c),
-                                    Ok(None) => {
-                                        ctx.drain().await;
-                                        return Ok(());
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(source = %name, error = %e, retry_in = ?backoff, "re-taking the advisory lock failed");
-                                        let shutdown = ctx.shutdown();
-                                        tokio::select! {
-                                            _ = shutdown => {
-                                                ctx.drain().await;
-                                                return Ok(());
-                                            }
-                                            _ = tokio::time::sleep(backoff) => {}
-                                        }
-                                        backoff = (backoff * 2).min(o.max_reconnect_backoff);
-                                    }
-                                }
-                            }
-                        }
+                    // the lock's session may have died with the server
+                    if o.single_active
+                        && !relock(&mut lock, &info, &o, &mut ctx, &name, &mut backoff).await
+                    {
+                        return Ok(());
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `backoff` and doubles it (up to `max`); on shutdown drains and
+/// returns false instead.
+async fn pause(ctx: &mut SourceContext, backoff: &mut Duration, max: Duration) -> bool {
+    let shutdown = ctx.shutdown();
+    tokio::select! {
+        _ = shutdown => {
+            ctx.drain().await;
+            return false;
+        }
+        _ = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(max);
+    true
+}
+
+/// After a lost connection: keeps the advisory lock if its session still
+/// answers (within the connect timeout: after a failover it may be
+/// half-open), else takes it again, waiting as long as it takes — weir
+/// never streams without it. False on shutdown (after a drain).
+async fn relock(
+    lock: &mut Option<Connection>,
+    info: &ConnInfo,
+    o: &CdcOptions,
+    ctx: &mut SourceContext,
+    name: &str,
+    backoff: &mut Duration,
+) -> bool {
+    if let Some(c) = lock.as_mut() {
+        let shutdown = ctx.shutdown();
+        let probe = tokio::time::timeout(info.connect_timeout, c.query("SELECT 1"));
+        tokio::select! {
+            _ = shutdown => {
+                ctx.drain().await;
+                return false;
+            }
+            r = probe => if matches!(r, Ok(Ok(_))) {
+                return true;
+            },
+        }
+    }
+    *lock = None;
+    loop {
+        match acquire_lock(info, &o.slot, ctx, name).await {
+            Ok(Some(c)) => {
+                *lock = Some(c);
+                return true;
+            }
+            Ok(None) => {
+                ctx.drain().await;
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(source = %name, error = %e, retry_in = ?backoff, "re-taking the advisory lock failed");
+                if !pause(ctx, backoff, o.max_reconnect_backoff).await {
+                    return false;
                 }
             }
         }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use serde_json::json;
-use weir_config::{ComponentConfig, PipelineConfig};
 
 use super::count_sink;
 use super::dev_server::{DevScript, DevServer};
@@ -68,17 +67,6 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         ),
         _ => core(&rt, &server.address, args.events.unwrap_or(500_000), shards),
     }
-}
-
-fn pipeline(source: (&str, String), shards: usize) -> Result<PipelineConfig, String> {
-    let source =
-        ComponentConfig::from_toml("in", source.0, &source.1).map_err(|d| d.to_string())?;
-    let sink = ComponentConfig::from_toml("out", "bench-count", "").map_err(|d| d.to_string())?;
-    let mut config = PipelineConfig::new_in_code(vec![source], Vec::new(), vec![sink]);
-    config.pipeline.name = "bench-nats".into();
-    config.pipeline.shards = Some(shards);
-    config.checkpoint.dir = std::env::temp_dir().join("weir-bench-checkpoints");
-    Ok(config)
 }
 
 fn jetstream(
@@ -164,11 +152,10 @@ fn jetstream(
     let baseline_cpu = cpu_seconds() - cpu;
 
     eprintln!("jetstream: weir (jetstream → blackhole)…");
-    let config = pipeline(
-        (
-            "jetstream",
-            format!("url = \"{url}\"\nstream = \"{stream}\"\nconsumer = \"weir\"\n"),
-        ),
+    let config = count_sink::pipeline_to_count(
+        "bench-nats",
+        "jetstream",
+        &format!("url = \"{url}\"\nstream = \"{stream}\"\nconsumer = \"weir\"\n"),
         shards,
     )?;
     let start = count_sink::COUNTED.load(Ordering::Relaxed);
@@ -254,11 +241,10 @@ fn core(
     let baseline_cpu = cpu_seconds() - cpu;
 
     eprintln!("nats: weir (nats → blackhole)…");
-    let config = pipeline(
-        (
-            "nats",
-            format!("url = \"{url}\"\nsubjects = [\"{subject}\"]\n"),
-        ),
+    let config = count_sink::pipeline_to_count(
+        "bench-nats",
+        "nats",
+        &format!("url = \"{url}\"\nsubjects = [\"{subject}\"]\n"),
         shards,
     )?;
     let start = count_sink::COUNTED.load(Ordering::Relaxed);
