@@ -5,7 +5,6 @@
 //! that only reads and decodes pgoutput into the same JSON events, with no
 //! engine. Both time from the first change to the last.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Buf;
@@ -15,7 +14,7 @@ use weir_connectors::postgres::wire::{Connection, CopyMessage};
 
 use super::count_sink;
 use super::dev_server::{DevScript, DevServer};
-use super::kafka::{cpu_seconds, ns_per_event, run_weir};
+use super::kafka::{cpu_seconds, ns_per_event, run_until_counted};
 use super::report::{Baseline, BenchReport};
 use super::BenchArgs;
 
@@ -136,17 +135,7 @@ fn measure(
         ),
         shards,
     )?;
-    let start = count_sink::COUNTED.load(Ordering::Relaxed);
-    let cpu = cpu_seconds();
-    let mut first = None;
-    let run = run_weir(&config, || {
-        let n = count_sink::COUNTED.load(Ordering::Relaxed) - start;
-        if n > 0 {
-            first.get_or_insert_with(Instant::now);
-        }
-        (n >= events).then_some(first).flatten()
-    })?;
-    let weir_cpu = cpu_seconds() - cpu;
+    let (run, weir_cpu) = run_until_counted(&config, events)?;
     Ok(run.report(
         "cdc",
         events,

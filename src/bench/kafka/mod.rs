@@ -252,6 +252,25 @@ impl WeirRun {
     }
 }
 
+/// Runs `config` until its counting sink counted `events` more events,
+/// timed from the first one; returns the run and the CPU seconds it took.
+pub(super) fn run_until_counted(
+    config: &PipelineConfig,
+    events: u64,
+) -> Result<(WeirRun, f64), String> {
+    let start = count_sink::COUNTED.load(Ordering::Relaxed);
+    let cpu = cpu_seconds();
+    let mut first = None;
+    let run = run_weir(config, || {
+        let n = count_sink::COUNTED.load(Ordering::Relaxed) - start;
+        if n > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        (n >= events).then_some(first).flatten()
+    })?;
+    Ok((run, cpu_seconds() - cpu))
+}
+
 /// CPU seconds per event, in nanoseconds.
 pub(super) fn ns_per_event(cpu_seconds: f64, events: u64) -> f64 {
     cpu_seconds * 1e9 / events.max(1) as f64

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::count_sink;
 use super::dev_server::{DevScript, DevServer};
-use super::kafka::{cpu_seconds, ns_per_event, run_weir};
+use super::kafka::{cpu_seconds, ns_per_event, run_until_counted, run_weir};
 use super::report::{Baseline, BenchReport};
 use super::BenchArgs;
 
@@ -158,17 +158,7 @@ fn jetstream(
         &format!("url = \"{url}\"\nstream = \"{stream}\"\nconsumer = \"weir\"\n"),
         shards,
     )?;
-    let start = count_sink::COUNTED.load(Ordering::Relaxed);
-    let cpu = cpu_seconds();
-    let mut first = None;
-    let run = run_weir(&config, || {
-        let n = count_sink::COUNTED.load(Ordering::Relaxed) - start;
-        if n > 0 {
-            first.get_or_insert_with(Instant::now);
-        }
-        (n >= events).then_some(first).flatten()
-    })?;
-    let weir_cpu = cpu_seconds() - cpu;
+    let (run, weir_cpu) = run_until_counted(&config, events)?;
     Ok(run.report(
         "jetstream",
         events,
