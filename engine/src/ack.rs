@@ -7,9 +7,13 @@
 //! [`AckToken::fail`]. When the last share settles, the batch is complete: acked
 //! if every share acked, failed otherwise. A share dropped without being
 //! settled counts as a failure, so a lost batch can never be committed.
+//!
+//! Completion is pushed, not polled: [`AckState::completed`] is a future that
+//! resolves when the last share settles, to [`Completion`] (delivered, or
+//! failed with the first reason a share gave).
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::Notify;
@@ -31,14 +35,47 @@ pub enum AckStatus {
     Failed,
 }
 
+/// How a batch ended, as [`AckState::completed`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// Every share was written durably or filtered out.
+    Delivered,
+    /// Some share failed, was dropped unsettled, or the batch was never
+    /// handed on.
+    Failed {
+        /// The first reason a share gave ([`AckToken::fail_with`]); a share
+        /// dropped or failed without one says so.
+        reason: Arc<str>,
+        /// The batch was given up at shutdown before it reached a shard: not
+        /// a delivery failure, it is simply read again after a restart.
+        given_up: bool,
+    },
+}
+
+impl Completion {
+    /// Whether the batch was delivered.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Completion::Delivered)
+    }
+}
+
 /// State shared by all shares of one batch and the source's ledger.
 #[derive(Debug)]
 pub struct AckState {
     shares: AtomicUsize,
     failed: AtomicU8,
     status: AtomicU8,
+    /// Set when the batch (or a part of it) was given up at shutdown before it
+    /// reached a shard.
+    given_up: AtomicBool,
+    /// The first failure reason a share gave.
+    reason: OnceLock<Arc<str>>,
     created: Instant,
+    /// The source's wake-up (its ledger drains on it).
     notify: Arc<Notify>,
+    /// Wakes whoever awaits [`AckState::completed`] on this batch. Inline:
+    /// a `Notify` allocates nothing until someone waits.
+    done: Notify,
     latency: Option<Arc<LatencyHistogram>>,
 }
 
@@ -57,6 +94,48 @@ impl AckState {
         self.created
     }
 
+    /// Whether the batch, or a part of it, was given up at shutdown before it
+    /// reached a shard (so its failure is not a delivery failure).
+    pub fn was_given_up(&self) -> bool {
+        self.given_up.load(Ordering::Acquire)
+    }
+
+    /// The first reason a share gave for failing, if any.
+    pub fn failure_reason(&self) -> Option<&str> {
+        self.reason.get().map(|r| &**r)
+    }
+
+    /// How the batch ended, or `None` while a share is in flight.
+    pub fn delivery(&self) -> Option<Completion> {
+        match self.status() {
+            AckStatus::Pending => None,
+            AckStatus::Acked => Some(Completion::Delivered),
+            AckStatus::Failed => Some(Completion::Failed {
+                reason: self
+                    .reason
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from("a share of the batch failed or was dropped")),
+                given_up: self.was_given_up(),
+            }),
+        }
+    }
+
+    /// Resolves when the last share settles. Cancel safe; any number of
+    /// tasks may await the same batch.
+    pub async fn completed(&self) -> Completion {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            // registered before the check, so a settle in between is not missed
+            notified.as_mut().enable();
+            if let Some(delivery) = self.delivery() {
+                return delivery;
+            }
+            notified.await;
+        }
+    }
+
     fn settle(&self, failed: bool) {
         if failed {
             self.failed.store(1, Ordering::Release);
@@ -72,6 +151,7 @@ impl AckState {
                 latency.record(self.created.elapsed());
             }
             self.notify.notify_one();
+            self.done.notify_waiters();
         }
     }
 }
@@ -92,8 +172,11 @@ impl AckToken {
             shares: AtomicUsize::new(1),
             failed: AtomicU8::new(0),
             status: AtomicU8::new(PENDING),
+            given_up: AtomicBool::new(false),
+            reason: OnceLock::new(),
             created: Instant::now(),
             notify,
+            done: Notify::new(),
             latency,
         });
         AckToken {
@@ -134,16 +217,38 @@ impl AckToken {
     }
 
     /// Settles a token whose batch was never handed on (a dispatch that found
-    /// its shard full): records no latency and wakes no one.
+    /// its shard full): records no latency and does not wake the source's
+    /// ledger, but wakes whoever awaits the batch.
     pub(crate) fn abandon(mut self) {
         self.settled = true;
+        self.state.given_up.store(true, Ordering::Release);
+        let _ = self.state.reason.set(Arc::from("given up at shutdown"));
         self.state.status.store(FAILED, Ordering::Release);
+        self.state.done.notify_waiters();
+    }
+
+    /// Fails a share whose part was given up at shutdown before it reached a
+    /// shard: the batch fails (its position is not committed), but the
+    /// failure is not reported as a delivery failure.
+    pub(crate) fn give_up(mut self) {
+        self.settled = true;
+        self.state.given_up.store(true, Ordering::Release);
+        let _ = self.state.reason.set(Arc::from("given up at shutdown"));
+        self.state.settle(true);
     }
 
     /// This share could not be delivered: the batch's position must not be
     /// committed.
     pub fn fail(mut self) {
         self.settled = true;
+        self.state.settle(true);
+    }
+
+    /// Like [`fail`](Self::fail), with the reason whoever awaits the batch
+    /// sees (the first reason given wins).
+    pub fn fail_with(mut self, reason: impl Into<Arc<str>>) {
+        self.settled = true;
+        let _ = self.state.reason.set(reason.into());
         self.state.settle(true);
     }
 }
@@ -205,6 +310,14 @@ impl AckSet {
     pub fn fail_all(&mut self) {
         self.tokens.drain(..).for_each(AckToken::fail);
     }
+
+    /// Fails every share with a reason.
+    pub fn fail_all_with(&mut self, reason: &str) {
+        let reason: Arc<str> = Arc::from(reason);
+        for token in self.tokens.drain(..) {
+            token.fail_with(Arc::clone(&reason));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -240,6 +353,48 @@ mod tests {
         let state = t.state();
         drop(t);
         assert_eq!(state.status(), AckStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn completion_is_awaited_not_polled() {
+        let t = AckToken::detached();
+        let state = t.state();
+        let share = t.share();
+        let waiter = {
+            let state = Arc::clone(&state);
+            tokio::spawn(async move { state.completed().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        t.ack();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one share is still out");
+        share.fail_with("sink `out`: disk full");
+        match waiter.await.unwrap() {
+            Completion::Failed { reason, given_up } => {
+                assert_eq!(&*reason, "sink `out`: disk full");
+                assert!(!given_up);
+            }
+            other => panic!("{other:?}"),
+        }
+        // a second await of a completed batch resolves at once
+        assert!(!state.completed().await.is_delivered());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_batch_wakes_its_waiters_as_given_up() {
+        let t = AckToken::detached();
+        let state = t.state();
+        let waiter = {
+            let state = Arc::clone(&state);
+            tokio::spawn(async move { state.completed().await })
+        };
+        tokio::task::yield_now().await;
+        t.abandon();
+        assert!(matches!(
+            waiter.await.unwrap(),
+            Completion::Failed { given_up: true, .. }
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::ack::{AckSet, AckToken};
 use crate::event::Event;
+use crate::reply::ReplyTo;
 
 /// Index of a source in the pipeline.
 pub type SourceId = u16;
@@ -19,6 +20,27 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Completes when every event was delivered or filtered.
     pub ack: AckToken,
+    /// Where to send what became of each event, for a request-response
+    /// source; `None` for almost every batch.
+    pub reply: Option<ReplyTo>,
+    /// `Some(epoch)` marks a barrier, not data: it carries no events, goes
+    /// to every lane of the shard and then to every sink, and its ack
+    /// completes once everything the source dispatched before it is durable.
+    pub barrier: Option<u64>,
+}
+
+impl Batch {
+    /// A data batch without a reply handle.
+    pub fn new(source: SourceId, partition: u32, events: Vec<Event>, ack: AckToken) -> Self {
+        Batch {
+            source,
+            partition,
+            events,
+            ack,
+            reply: None,
+            barrier: None,
+        }
+    }
 }
 
 /// Events bound for one sink, with the ack shares of the batches they came from.

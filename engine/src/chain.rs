@@ -2,6 +2,8 @@
 //! order over a batch, with retries and dead-lettering of failed events.
 //! Shards run one chain per lane; `weir test` runs one on its own.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,6 +37,8 @@ pub struct DeadEvent {
     pub stage: Arc<str>,
     /// Attempts made.
     pub attempts: u32,
+    /// Whether the step called the failure retryable (and attempts ran out).
+    pub retryable: bool,
 }
 
 /// What came out of a chain for one batch.
@@ -59,7 +63,13 @@ pub struct StepChain {
     stages: Vec<Stage>,
     retry: RetrySettings,
     scratch: StepOutput,
+    /// Index of the stage running now ([`NOT_RUNNING`] between stages), so
+    /// whoever sees this chain's task panic can name the step.
+    running: Rc<Cell<usize>>,
 }
+
+/// [`StepChain::running_stage`] between stages.
+pub const NOT_RUNNING: usize = usize::MAX;
 
 impl StepChain {
     /// Builds an instance of every step (on the calling thread).
@@ -80,15 +90,59 @@ impl StepChain {
             stages,
             retry,
             scratch: StepOutput::new(),
+            running: Rc::new(Cell::new(NOT_RUNNING)),
         })
+    }
+
+    /// A handle on the index of the stage running now (or [`NOT_RUNNING`]).
+    pub fn running_stage(&self) -> Rc<Cell<usize>> {
+        Rc::clone(&self.running)
+    }
+
+    /// Opens every instance (the steps' lifecycle hook), in order.
+    pub async fn open(&mut self) -> std::result::Result<(), String> {
+        for stage in &mut self.stages {
+            stage
+                .step
+                .open()
+                .await
+                .map_err(|e| format!("opening step `{}`: {e}", stage.name))?;
+        }
+        Ok(())
+    }
+
+    /// Closes every instance, in order.
+    pub async fn close(&mut self) {
+        for stage in &mut self.stages {
+            stage.step.close().await;
+        }
+    }
+
+    /// Opens `step` and, if that succeeds, puts it in place of stage
+    /// `index`'s instance, which is closed. Call between batches.
+    pub async fn swap(
+        &mut self,
+        index: usize,
+        mut step: Box<dyn Step>,
+    ) -> std::result::Result<(), String> {
+        let Some(stage) = self.stages.get_mut(index) else {
+            return Err(format!("no stage {index}"));
+        };
+        step.open()
+            .await
+            .map_err(|e| format!("opening the new instance of step `{}`: {e}", stage.name))?;
+        let mut old = std::mem::replace(&mut stage.step, step);
+        old.close().await;
+        Ok(())
     }
 
     /// Runs `events` through every step; results are appended to `out`.
     pub async fn run(&mut self, mut events: Vec<Event>, out: &mut ChainOutput) {
-        for stage in &mut self.stages {
+        for (index, stage) in self.stages.iter_mut().enumerate() {
             if events.is_empty() {
                 break;
             }
+            self.running.set(index);
             let output = &mut self.scratch;
             output.clear();
             let n_in = events.len();
@@ -111,6 +165,7 @@ impl StepChain {
             out.routed.append(&mut output.routed);
             std::mem::swap(&mut events, &mut output.events);
         }
+        self.running.set(NOT_RUNNING);
         if out.events.is_empty() {
             out.events = events;
         } else {
@@ -141,6 +196,7 @@ async fn handle_failures(
                     reason: f.reason,
                     stage: Arc::clone(&stage.name),
                     attempts: attempt,
+                    retryable: f.retryable,
                 });
             }
         }

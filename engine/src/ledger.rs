@@ -33,6 +33,9 @@ struct PartitionLedger {
     stuck: bool,
     /// Whether `stuck` was already reported.
     stuck_reported: bool,
+    /// Whether the failed head was given up at shutdown before it reached a
+    /// shard: the partition stops there, but nothing failed delivery.
+    given_up: bool,
 }
 
 impl PartitionLedger {
@@ -45,6 +48,7 @@ impl PartitionLedger {
                 }
                 AckStatus::Failed => {
                     self.stuck = true;
+                    self.given_up = state.was_given_up();
                     // the watermark cannot pass the failed head: keep only the
                     // head and what is still in flight, so memory stays bounded
                     let head = self.inflight.pop_front();
@@ -145,6 +149,9 @@ impl AckLedger {
         for (&partition, l) in &mut self.partitions {
             if l.stuck && !l.stuck_reported {
                 l.stuck_reported = true;
+                if l.given_up {
+                    continue; // a stop at shutdown, not a failed delivery
+                }
                 out.push(StuckPartition {
                     partition,
                     watermark: l.watermark,

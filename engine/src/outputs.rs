@@ -71,6 +71,15 @@ impl Outputs {
         ack.ack();
     }
 
+    /// Passes a barrier to every sink: `done` completes once each sink has
+    /// durably written everything queued before it.
+    pub async fn barrier(&self, done: AckToken) {
+        for sink in 0..self.sinks.len() {
+            self.send(sink as SinkId, Vec::new(), &done).await;
+        }
+        done.ack();
+    }
+
     async fn send(&self, sink: SinkId, events: Vec<Event>, ack: &AckToken) {
         let (n, bytes) = (events.len(), size_of_events(&events));
         // a closed queue drops the batch, whose unsettled share fails the ack

@@ -9,6 +9,7 @@ use weir_config::{BatchSettings, Diagnostics, PipelineConfig};
 use crate::batch::{Batch, SinkBatch};
 use crate::chain::StepSpec;
 use crate::checkpoint_store::CheckpointStore;
+use crate::control::{ControlReceivers, PipelineControl};
 use crate::error::{Error, Result};
 use crate::latency::LatencyHistogram;
 use crate::outputs::Outputs;
@@ -43,6 +44,8 @@ pub struct Pipeline {
     default_sinks: Vec<SinkId>,
     dead_letter: Option<SinkId>,
     latency: Arc<LatencyHistogram>,
+    /// The shards' ends of the control handle, once [`Pipeline::control`] made one.
+    control: Option<ControlReceivers>,
 }
 
 /// How a run ended.
@@ -142,7 +145,18 @@ impl Pipeline {
             default_sinks,
             dead_letter,
             latency: Arc::new(LatencyHistogram::new()),
+            control: None,
         })
+    }
+
+    /// A handle to steer the shards once the pipeline runs: swap a step,
+    /// pause, resume, barriers (see [`crate::control`]). Call before
+    /// [`run`](Self::run); calling again replaces the earlier handle.
+    pub fn control(&mut self) -> PipelineControl {
+        let steps: Arc<[Arc<str>]> = self.steps.iter().map(|s| Arc::clone(&s.name)).collect();
+        let (control, receivers) = PipelineControl::new(self.shard_count(), steps);
+        self.control = Some(receivers);
+        control
     }
 
     /// End-to-end latency of every delivered batch.
@@ -169,7 +183,7 @@ impl Pipeline {
 
     /// Runs until every source finished, or until `shutdown` fires and the
     /// pipeline drained. Must be called on a multi-thread tokio runtime.
-    pub async fn run(self, shutdown: ShutdownTrigger) -> Result<RunReport> {
+    pub async fn run(mut self, shutdown: ShutdownTrigger) -> Result<RunReport> {
         let cfg = &self.config;
         let shards = self.shard_count();
         let cores = shard::available_cores();
@@ -241,6 +255,7 @@ impl Pipeline {
         let steps: Arc<[StepSpec]> = self.steps.into();
         let mut inboxes: Vec<QueueSender<Batch>> = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
+        let mut controls = self.control.take().map(|c| c.into_iter());
         for index in 0..shards {
             let (tx, rx) = bounded(
                 QueueLimits {
@@ -263,6 +278,7 @@ impl Pipeline {
                 steps: Arc::clone(&steps),
                 retry: cfg.retry.clone(),
                 outputs: Arc::clone(&outputs),
+                control: controls.as_mut().and_then(|c| c.next()),
             };
             threads.push(
                 shard::spawn(plan)
@@ -271,6 +287,20 @@ impl Pipeline {
         }
         drop(outputs);
         let inboxes: Arc<[QueueSender<Batch>]> = inboxes.into();
+        // shards report their end as it happens, so one that fails (a step
+        // panicked) stops the pipeline at once, not when the sources end
+        let (shard_end_tx, mut shard_ends) = tokio::sync::mpsc::unbounded_channel();
+        for done in threads {
+            let tx = shard_end_tx.clone();
+            tokio::spawn(async move {
+                let result = match done.await {
+                    Ok(result) => result.map_err(|e| e.context("shard")),
+                    Err(_) => Err(Error::internal("shard thread panicked")),
+                };
+                let _ = tx.send(result);
+            });
+        }
+        drop(shard_end_tx);
 
         // sources
         let mut source_tasks = tokio::task::JoinSet::new();
@@ -301,6 +331,7 @@ impl Pipeline {
             tokio::time::sleep(timeout).await;
         };
         let mut first_error: Option<Error> = None;
+        let mut shards_ended = 0usize;
         let finish = async {
             while !source_tasks.is_empty() {
                 tokio::select! {
@@ -317,6 +348,14 @@ impl Pipeline {
                             shutdown.trigger();
                         }
                     },
+                    Some(ended) = shard_ends.recv() => {
+                        shards_ended += 1;
+                        if let Err(e) = ended {
+                            tracing::error!(error = %e, "shard failed; shutting down");
+                            first_error.get_or_insert(e);
+                            shutdown.trigger();
+                        }
+                    }
                     // a sink that fails (cannot open, panics) must stop the reading at
                     // once; one that ends cleanly does so only after every shard ended
                     Some(joined) = sink_tasks.join_next() => {
@@ -334,15 +373,14 @@ impl Pipeline {
                 }
             }
             tracing::debug!("sources finished; waiting for shards");
-            for done in threads {
-                match done.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        first_error.get_or_insert(e.context("shard"));
+            while shards_ended < shards {
+                match shard_ends.recv().await {
+                    Some(Ok(())) => shards_ended += 1,
+                    Some(Err(e)) => {
+                        shards_ended += 1;
+                        first_error.get_or_insert(e);
                     }
-                    Err(_) => {
-                        first_error.get_or_insert(Error::internal("shard thread panicked"));
-                    }
+                    None => break,
                 }
             }
             tracing::debug!("shards finished; waiting for sinks");

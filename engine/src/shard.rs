@@ -11,8 +11,11 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use weir_config::{Ordering, RetrySettings};
 
+use crate::ack::AckToken;
 use crate::assign;
 use crate::batch::Batch;
+use crate::control::ShardControl;
+use crate::reply::build_replies;
 use crate::chain::{ChainOutput, StepChain, StepSpec};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -38,6 +41,9 @@ pub struct ShardPlan {
     pub retry: RetrySettings,
     /// Where output goes.
     pub outputs: Arc<Outputs>,
+    /// Commands from a [`crate::control::PipelineControl`], if the pipeline
+    /// has one.
+    pub control: Option<mpsc::UnboundedReceiver<ShardControl>>,
 }
 
 /// Starts the shard's thread. The thread ends when the inbox closes and every
@@ -87,39 +93,158 @@ fn pin_to_core(core: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-type LaneItem = (Batch, Rc<Permit>);
+/// What a lane receives, in order: batches and the commands that must
+/// apply between them.
+enum LaneItem {
+    Batch(Batch, Rc<Permit>),
+    /// A new instance of stage `stage`, built on this thread.
+    Swap {
+        stage: usize,
+        step: Box<dyn crate::step::Step>,
+        done: AckToken,
+    },
+    /// Settled by the sinks once everything before it is durable.
+    Barrier(AckToken),
+}
+
+/// What the shard does with one command. Returns whether it is paused.
+fn apply_control(
+    command: ShardControl,
+    plan: &ShardPlan,
+    senders: &[mpsc::UnboundedSender<LaneItem>],
+    paused: &mut bool,
+) {
+    match command {
+        ShardControl::SwapStep {
+            stage,
+            factory,
+            done,
+        } => {
+            let Some(index) = plan.steps.iter().position(|s| s.name == stage) else {
+                done.fail_with(format!("no step named `{stage}`"));
+                return;
+            };
+            for lane in senders {
+                match factory.build() {
+                    Ok(step) => {
+                        let _ = lane.send(LaneItem::Swap {
+                            stage: index,
+                            step,
+                            done: done.share(),
+                        });
+                    }
+                    Err(e) => {
+                        done.share()
+                            .fail_with(format!("building step `{stage}`: {e}"));
+                        break;
+                    }
+                }
+            }
+            done.ack();
+        }
+        ShardControl::Pause { done } => {
+            *paused = true;
+            done.ack();
+        }
+        ShardControl::Resume { done } => {
+            *paused = false;
+            done.ack();
+        }
+        ShardControl::Barrier { done } => {
+            for lane in senders {
+                let _ = lane.send(LaneItem::Barrier(done.share()));
+            }
+            done.ack();
+        }
+    }
+}
 
 async fn run(mut plan: ShardPlan) -> Result<()> {
     let metrics = ShardMetrics::new(plan.index);
     let lanes = plan.lanes.max(1);
     let mut senders = Vec::with_capacity(lanes);
-    let mut handles = Vec::with_capacity(lanes);
-    for _ in 0..lanes {
-        let chain = StepChain::build(&plan.steps, plan.retry.clone())?;
+    let mut running = Vec::with_capacity(lanes);
+    let mut lane_tasks = tokio::task::JoinSet::new();
+    let mut lane_ids = std::collections::HashMap::new();
+    for index in 0..lanes {
+        let mut chain = StepChain::build(&plan.steps, plan.retry.clone())?;
+        chain
+            .open()
+            .await
+            .map_err(|e| Error::user(e).context(format!("shard {}", plan.index)))?;
+        running.push(chain.running_stage());
         let (tx, rx) = mpsc::unbounded_channel::<LaneItem>();
         senders.push(tx);
-        handles.push(tokio::task::spawn_local(lane(
+        let task = lane_tasks.spawn_local(lane(
             rx,
             chain,
             Arc::clone(&plan.outputs),
             metrics.clone(),
-        )));
+        ));
+        lane_ids.insert(task.id(), index);
     }
+    // a lane ends before the inbox closes only if a step panicked: that
+    // stops the pipeline at once, naming the step
+    let died = |joined: std::result::Result<(), tokio::task::JoinError>| -> Error {
+        let (lane, message) = match joined {
+            Ok(()) => (None, "its lane ended".to_string()),
+            Err(e) => (lane_ids.get(&e.id()).copied(), panic_message(e)),
+        };
+        let step = lane
+            .map(|l| running[l].get())
+            .and_then(|i| plan.steps.get(i))
+            .map_or_else(|| "a step".to_string(), |s| format!("step `{}`", s.name));
+        tracing::error!(shard = plan.index, %step, %message, "a step panicked; stopping the pipeline");
+        Error::internal(format!("shard {}: {step} panicked: {message}", plan.index))
+    };
     let mut split: Vec<Vec<Event>> = vec![Vec::new(); lanes];
-    while let Some((batch, permit)) = plan.inbox.recv().await {
+    let mut control = plan.control.take();
+    let mut paused = false;
+    loop {
+        let next = tokio::select! {
+            biased;
+            Some(joined) = lane_tasks.join_next() => return Err(died(joined)),
+            command = recv_control(&mut control) => {
+                match command {
+                    Some(command) => apply_control(command, &plan, &senders, &mut paused),
+                    None => control = None, // no controller: data only
+                }
+                continue;
+            }
+            item = plan.inbox.recv(), if !paused || control.is_none() => item,
+        };
+        let Some((batch, permit)) = next else { break };
         let permit = Rc::new(permit);
+        if let Some(epoch) = batch.barrier {
+            tracing::trace!(shard = plan.index, epoch, "barrier");
+            for lane in &senders {
+                if lane.send(LaneItem::Barrier(batch.ack.share()))
+                    .is_err()
+                {
+                    return Err(died(lane_tasks.join_next().await.unwrap_or(Ok(()))));
+                }
+            }
+            batch.ack.ack();
+            continue;
+        }
         if lanes == 1 {
-            senders[0]
-                .send((batch, permit))
-                .map_err(|_| lane_died(plan.index))?;
+            if senders[0]
+                .send(LaneItem::Batch(batch, permit))
+                .is_err()
+                {
+                    return Err(died(lane_tasks.join_next().await.unwrap_or(Ok(()))));
+                }
             continue;
         }
         match plan.ordering {
             Ordering::Partition => {
                 let lane = assign::lane_for_partition(batch.source, batch.partition, lanes);
-                senders[lane]
-                    .send((batch, permit))
-                    .map_err(|_| lane_died(plan.index))?;
+                if senders[lane]
+                    .send(LaneItem::Batch(batch, permit))
+                    .is_err()
+                {
+                    return Err(died(lane_tasks.join_next().await.unwrap_or(Ok(()))));
+                }
             }
             Ordering::Key => {
                 let Batch {
@@ -127,6 +252,8 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
                     partition,
                     mut events,
                     ack,
+                    reply,
+                    barrier: _,
                 } = batch;
                 let home = assign::lane_for_partition(source, partition, lanes);
                 for e in events.drain(..) {
@@ -141,37 +268,49 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
                         continue;
                     }
                     let events = std::mem::take(part);
-                    let sub = Batch {
-                        source,
-                        partition,
-                        events,
-                        ack: ack.share(),
-                    };
-                    senders[lane]
-                        .send((sub, Rc::clone(&permit)))
-                        .map_err(|_| lane_died(plan.index))?;
+                    let mut sub = Batch::new(source, partition, events, ack.share());
+                    sub.reply = reply.clone();
+                    if senders[lane]
+                        .send(LaneItem::Batch(sub, Rc::clone(&permit)))
+                        .is_err()
+                {
+                    return Err(died(lane_tasks.join_next().await.unwrap_or(Ok(()))));
+                }
                 }
                 ack.ack();
             }
         }
     }
     drop(senders);
-    for h in handles {
-        h.await
-            .map_err(|e| Error::internal(format!("lane task: {e}")))?;
+    while let Some(joined) = lane_tasks.join_next().await {
+        if joined.is_err() {
+            return Err(died(joined));
+        }
     }
     Ok(())
 }
 
-/// A lane's task ended while its shard still runs: a step panicked. The
-/// shard stops with an error (so the pipeline shuts down) rather than
-/// dropping every later batch of that lane.
-fn lane_died(shard: usize) -> Error {
-    tracing::error!(
-        shard,
-        "a lane stopped: a step panicked; stopping the pipeline"
-    );
-    Error::internal(format!("shard {shard}: a step panicked"))
+/// The next command, or never when there is no controller.
+async fn recv_control(
+    control: &mut Option<mpsc::UnboundedReceiver<ShardControl>>,
+) -> Option<ShardControl> {
+    match control {
+        Some(commands) => commands.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a panicked task said, if it said it with a string.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
 }
 
 async fn lane(
@@ -181,14 +320,32 @@ async fn lane(
     metrics: ShardMetrics,
 ) {
     let mut out = ChainOutput::default();
-    while let Some((batch, permit)) = rx.recv().await {
-        let started = Instant::now();
-        chain.run(batch.events, &mut out).await;
-        metrics
-            .busy_micros
-            .increment(started.elapsed().as_micros() as u64);
-        metrics.batches.increment(1);
-        outputs.deliver(&mut out, batch.ack).await;
-        drop(permit);
+    while let Some(item) = rx.recv().await {
+        match item {
+            LaneItem::Batch(batch, permit) => {
+                let started = Instant::now();
+                // the reply path reads the input offsets before the chain takes the events
+                let inputs: Option<Vec<u64>> = batch
+                    .reply
+                    .as_ref()
+                    .map(|_| batch.events.iter().map(|e| e.origin.offset).collect());
+                chain.run(batch.events, &mut out).await;
+                metrics
+                    .busy_micros
+                    .increment(started.elapsed().as_micros() as u64);
+                metrics.batches.increment(1);
+                if let (Some(reply), Some(inputs)) = (&batch.reply, inputs) {
+                    reply.send(build_replies(&inputs, &out));
+                }
+                outputs.deliver(&mut out, batch.ack).await;
+                drop(permit);
+            }
+            LaneItem::Swap { stage, step, done } => match chain.swap(stage, step).await {
+                Ok(()) => done.ack(),
+                Err(e) => done.fail_with(e),
+            },
+            LaneItem::Barrier(done) => outputs.barrier(done).await,
+        }
     }
+    chain.close().await;
 }

@@ -184,6 +184,17 @@ impl SinkRunner {
                 self.settle(&mut *sink, done, result, &metrics).await;
             }
             let started = Instant::now();
+            if pending.events.is_empty() {
+                // only barriers: nothing to write, but their acks settle in
+                // order behind the deliveries still in flight
+                inflight.push_back(InFlight {
+                    delivery: Box::pin(std::future::ready(Ok(()))),
+                    batch: std::mem::take(&mut pending),
+                    permits: std::mem::take(&mut permits),
+                    started,
+                });
+                continue;
+            }
             match sink.start_write(&pending.events).await {
                 Ok(delivery) => inflight.push_back(InFlight {
                     delivery,
@@ -312,7 +323,9 @@ impl SinkRunner {
             tracing::error!(sink = %self.name, events = n, %error,
                 "write failed for good and there is no dead-letter sink; the checkpoint stops before these events");
             batch.events.clear();
-            batch.acks.fail_all();
+            batch
+                .acks
+                .fail_all_with(&format!("sink `{}`: {error}", self.name));
             return;
         };
         let reason = error.to_string();
@@ -332,7 +345,7 @@ impl SinkRunner {
         if let Err(e) = dlq.send(SinkBatch { events, acks }, n, bytes).await {
             let (crate::queue::SendError::Closed(mut b) | crate::queue::SendError::Full(mut b)) = e;
             tracing::error!(sink = %self.name, "dead-letter sink is gone; failing the batch");
-            b.acks.fail_all();
+            b.acks.fail_all_with("the dead-letter sink is gone");
         }
     }
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use weir_config::BatchSettings;
 
-use crate::ack::AckToken;
+use crate::ack::{AckState, AckToken};
 use crate::assign;
 use crate::batch::{Batch, SourceId};
 use crate::checkpoint_store::CheckpointStore;
@@ -23,6 +23,7 @@ use crate::event::{size_of_events, Event};
 use crate::latency::LatencyHistogram;
 use crate::ledger::{AckLedger, Checkpoint};
 use crate::queue::{QueueSender, SendError};
+use crate::reply::ReplyTo;
 use crate::shutdown::ShutdownSignal;
 use crate::telemetry::SourceMetrics;
 
@@ -203,36 +204,63 @@ impl SourceContext {
     pub async fn dispatch(
         &mut self,
         partition: u32,
-        mut events: Vec<Event>,
+        events: Vec<Event>,
         end: u64,
         routing: Routing,
     ) -> Result<()> {
+        self.dispatch_inner(partition, events, end, routing, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Like [`dispatch`](Self::dispatch), and every lane that runs a part
+    /// of the batch sends what became of each event to `reply` (see
+    /// [`crate::reply`]). Returns the batch's completion state to await
+    /// its sinks' acknowledgement, or `None` if the batch was given up at
+    /// shutdown (nothing will be replied).
+    pub async fn dispatch_with_reply(
+        &mut self,
+        partition: u32,
+        events: Vec<Event>,
+        end: u64,
+        routing: Routing,
+        reply: ReplyTo,
+    ) -> Result<Option<Arc<AckState>>> {
+        self.dispatch_inner(partition, events, end, routing, Some(reply))
+            .await
+    }
+
+    async fn dispatch_inner(
+        &mut self,
+        partition: u32,
+        mut events: Vec<Event>,
+        end: u64,
+        routing: Routing,
+        reply: Option<ReplyTo>,
+    ) -> Result<Option<Arc<AckState>>> {
         if self.given_up {
-            return Ok(()); // read again after a restart; see `given_up`
+            return Ok(None); // read again after a restart; see `given_up`
         }
         self.stamp(partition, &mut events);
         let n = events.len();
         let bytes = size_of_events(&events);
         let ack = self.new_token();
-        self.ledger.track(partition, end, ack.state());
+        let state = ack.state();
+        self.ledger.track(partition, end, Arc::clone(&state));
         self.metrics.dispatched(n, bytes);
         let shards = self.shards.len();
         if routing == Routing::Partition || shards == 1 {
             let shard = self.shard_of(partition);
-            let batch = Batch {
-                source: self.id,
-                partition,
-                events,
-                ack,
-            };
+            let mut batch = Batch::new(self.id, partition, events, ack);
+            batch.reply = reply;
             return match self.send(shard, batch, n, bytes).await {
-                Sent::Yes => Ok(()),
+                Sent::Yes => Ok(Some(state)),
                 Sent::Shutdown(batch) => {
                     // never handed on: forget it rather than leave a failed entry
                     self.given_up = true;
                     self.ledger.untrack_last(partition);
                     batch.ack.abandon();
-                    Ok(())
+                    Ok(None)
                 }
                 Sent::Closed => Err(Error::internal("shard inbox closed while the source runs")),
             };
@@ -248,7 +276,7 @@ impl SourceContext {
             };
             self.split[shard].push(e);
         }
-        let mut result = Ok(());
+        let mut result = Ok(Some(Arc::clone(&state)));
         for shard in 0..shards {
             if self.split[shard].is_empty() {
                 continue;
@@ -256,16 +284,22 @@ impl SourceContext {
             let events =
                 std::mem::replace(&mut self.split[shard], Vec::with_capacity(n / shards + 1));
             let (n, bytes) = (events.len(), size_of_events(&events));
-            let batch = Batch {
-                source: self.id,
-                partition,
-                events,
-                ack: ack.share(),
-            };
+            if self.given_up {
+                // an earlier part was given up: the rest is not sent either
+                // (the whole batch is read again after a restart)
+                ack.share().give_up();
+                continue;
+            }
+            let mut batch = Batch::new(self.id, partition, events, ack.share());
+            batch.reply = reply.clone();
             match self.send(shard, batch, n, bytes).await {
                 Sent::Yes => {}
-                // the unsent part's share fails the batch: its position is not committed
-                Sent::Shutdown(_) => self.given_up = true,
+                // the unsent part fails the batch (its position is not
+                // committed) without counting as a delivery failure
+                Sent::Shutdown(batch) => {
+                    self.given_up = true;
+                    batch.ack.give_up();
+                }
                 Sent::Closed => {
                     result = Err(Error::internal("shard inbox closed while the source runs"))
                 }
@@ -273,6 +307,36 @@ impl SourceContext {
         }
         ack.ack();
         result
+    }
+
+    /// Sends a barrier with `epoch` to every shard, in order with this
+    /// source's batches: the returned state completes once everything
+    /// dispatched before it is durable in every sink (or failed). Waits
+    /// for room like [`dispatch`](Self::dispatch); returns `None` when
+    /// shutdown gave it up.
+    pub async fn barrier(&mut self, epoch: u64) -> Result<Option<Arc<AckState>>> {
+        if self.given_up {
+            return Ok(None);
+        }
+        let token = AckToken::detached();
+        let state = token.state();
+        for shard in 0..self.shards.len() {
+            let mut batch = Batch::new(self.id, 0, Vec::new(), token.share());
+            batch.barrier = Some(epoch);
+            match self.send(shard, batch, 0, 0).await {
+                Sent::Yes => {}
+                Sent::Shutdown(batch) => {
+                    batch.ack.give_up();
+                    token.give_up();
+                    return Ok(None);
+                }
+                Sent::Closed => {
+                    return Err(Error::internal("shard inbox closed while the source runs"))
+                }
+            }
+        }
+        token.ack();
+        Ok(Some(state))
     }
 
     /// Like [`dispatch`](Self::dispatch) with [`Routing::Partition`], but
@@ -295,12 +359,7 @@ impl SourceContext {
         let bytes = size_of_events(&events);
         let ack = self.new_token();
         let state = ack.state();
-        let batch = Batch {
-            source: self.id,
-            partition,
-            events,
-            ack,
-        };
+        let batch = Batch::new(self.id, partition, events, ack);
         match self.shards[shard].try_send(batch, n, bytes) {
             Ok(()) => {
                 self.ledger.track(partition, end, state);
@@ -467,8 +526,9 @@ impl SourceContext {
             if settled {
                 return true;
             }
+            // every settle wakes this notify (it keeps one permit if no one
+            // waits yet), so completion is pushed: no polling
             let notified = self.notify.notified();
-            let poll = tokio::time::sleep(Duration::from_millis(50));
             match deadline {
                 Some(d) => {
                     if Instant::now() >= d {
@@ -476,7 +536,6 @@ impl SourceContext {
                     }
                     tokio::select! {
                         _ = notified => {}
-                        _ = poll => {}
                         _ = tokio::time::sleep_until(d.into()) => {}
                     }
                 }
@@ -484,7 +543,6 @@ impl SourceContext {
                     let mut shutdown = self.shutdown.clone();
                     tokio::select! {
                         _ = notified => {}
-                        _ = poll => {}
                         _ = shutdown.triggered() => {
                             let deadline = after(self.shutdown_timeout);
                             return Box::pin(self.drain_until(deadline, partition)).await;
@@ -505,15 +563,9 @@ impl SourceContext {
         events: Vec<Event>,
         end: u64,
         routing: Routing,
-    ) -> Result<Option<Arc<crate::ack::AckState>>> {
-        if self.given_up {
-            return Ok(None);
-        }
-        self.dispatch(partition, events, end, routing).await?;
-        if self.given_up {
-            return Ok(None);
-        }
-        Ok(self.ledger.last_state(partition))
+    ) -> Result<Option<Arc<AckState>>> {
+        self.dispatch_inner(partition, events, end, routing, None)
+            .await
     }
 
     /// Stops tracking a revoked partition (after its final commit).

@@ -99,6 +99,18 @@ pub trait Step {
     /// outcome counts as delivered once the batch completes, so a step must
     /// not hold events back across calls.
     async fn process(&mut self, input: &mut Vec<Event>, output: &mut StepOutput);
+
+    /// Called once on the lane before the first batch, and on a new
+    /// instance before it replaces an old one (a swap): connect, load,
+    /// warm caches. An error stops the pipeline at start, or keeps the old
+    /// instance in a swap.
+    async fn open(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Called once when the instance leaves: the lane ends, or a swap
+    /// replaced it (after its last batch).
+    async fn close(&mut self) {}
 }
 
 /// Builds instances of a step. Built once from the configuration (where all

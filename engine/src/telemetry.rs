@@ -85,6 +85,8 @@ pub mod names {
     pub const NATS_SLOW_CONSUMER: &str = "weir_nats_slow_consumer_total";
     /// JetStream messages delivered more than once, by `source`.
     pub const JETSTREAM_REDELIVERIES: &str = "weir_jetstream_redeliveries_total";
+    /// In-progress acks (`+WPI`) a JetStream source sent for messages still inside weir, by `source`.
+    pub const JETSTREAM_IN_PROGRESS: &str = "weir_jetstream_in_progress_total";
     /// The replication slot position a change feed last confirmed (an LSN
     /// as a number), by `source`.
     pub const PG_CDC_CONFIRMED_LSN: &str = "weir_postgres_cdc_confirmed_lsn";

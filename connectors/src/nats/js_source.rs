@@ -1,41 +1,34 @@
 //! The `jetstream` source: a durable pull consumer whose messages are acked
 //! only once every sink confirmed them.
 //!
-//! Messages are batched and dispatched keyed by subject. Each dispatched
-//! batch keeps the reply subjects of its messages and watches its own
-//! completion: when every sink confirmed it, its messages are acked
-//! (explicit acks: with several processes on one durable consumer an
-//! `AckPolicy::All` ack would also ack other processes' messages); when it
-//! failed (no dead-letter sink, or that failed too), its messages are
-//! nak'ed with a delay, or terminated (counted and logged) once delivered
-//! `max_deliver` times. Acks go out every few milliseconds and at shutdown.
-//! A message never settled (weir crashed) is redelivered by the server
-//! after `ack_wait`.
+//! Messages are batched and dispatched keyed by subject. Each batch's
+//! messages are settled upstream by the acker (`js_acker.rs`), which awaits
+//! the batch's completion: acked once every sink confirmed it (explicit
+//! acks: with several processes on one durable consumer an `AckPolicy::All`
+//! ack would also ack other processes' messages), nak'ed with a delay or
+//! terminated at `max_deliver` when it failed, and kept alive with
+//! in-progress acks while it waits inside weir. A message never settled
+//! (weir crashed) is redelivered by the server after `ack_wait`.
 //! Messages gathered but not dispatched at shutdown are nak'ed so they are
 //! redelivered at once.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
-use async_nats::Subject;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use weir_config::{ComponentConfig, Diagnostic};
-use weir_engine::ack::AckState;
 use weir_engine::telemetry::names;
-use weir_engine::{AckStatus, Error, Event, Origin, Result, Routing, Source, SourceContext};
+use weir_engine::{Error, Event, Origin, Result, Routing, Source, SourceContext};
 
 use super::client::connect;
 use super::config::{DeliverPolicy, JetStreamSourceOptions};
+use super::js_acker::{Acker, AckerSettings, Delivered};
 use super::subject::event_headers;
 use crate::control::{now_ms, until};
 use crate::pending::Pending;
 
-/// How often acked batches are acknowledged to the server.
-const ACK_EVERY: Duration = Duration::from_millis(5);
 /// How long the server waits before redelivering a nak'ed message.
 const NAK_DELAY: Duration = Duration::from_secs(1);
 
@@ -49,76 +42,6 @@ pub fn build(config: &ComponentConfig) -> Result<Box<dyn Source>, Diagnostic> {
 #[derive(Debug)]
 pub struct JetStreamSource {
     options: JetStreamSourceOptions,
-}
-
-/// One received message: where to ack it and how often it was delivered.
-#[derive(Debug)]
-struct Delivered {
-    reply: Subject,
-    delivered: i64,
-}
-
-/// Dispatched batches not settled upstream yet, oldest first.
-#[derive(Debug, Default)]
-struct Unacked {
-    batches: VecDeque<(Arc<AckState>, Vec<Delivered>)>,
-}
-
-/// What settling found, for metrics and logs.
-#[derive(Debug, Default)]
-struct Settled {
-    nak: usize,
-    term: usize,
-}
-
-impl Unacked {
-    /// Acks every batch whose sinks all confirmed; naks (with a delay) the
-    /// messages of failed batches so they are redelivered, or terminates
-    /// those already delivered `max_deliver` times. Batches are settled
-    /// independently: one still in flight holds back none of the others.
-    async fn settle(
-        &mut self,
-        client: &async_nats::Client,
-        max_deliver: i64,
-        nak_delay: Duration,
-    ) -> Result<Settled> {
-        let mut out = Settled::default();
-        let mut sent = false;
-        let mut i = 0;
-        while i < self.batches.len() {
-            let status = self.batches[i].0.status();
-            if status == AckStatus::Pending {
-                i += 1;
-                continue;
-            }
-            let (_, messages) = self.batches.remove(i).expect("index in range");
-            for m in messages {
-                let body: Bytes = match status {
-                    AckStatus::Acked => Bytes::from_static(b"+ACK"),
-                    _ if m.delivered >= max_deliver => {
-                        out.term += 1;
-                        Bytes::from_static(b"+TERM")
-                    }
-                    _ => {
-                        out.nak += 1;
-                        format!("-NAK {{\"delay\":{}}}", nak_delay.as_nanos()).into()
-                    }
-                };
-                client
-                    .publish(m.reply, body)
-                    .await
-                    .map_err(|e| Error::retryable(format!("acking: {e}")))?;
-                sent = true;
-            }
-        }
-        if sent {
-            client
-                .flush()
-                .await
-                .map_err(|e| Error::retryable(format!("flushing acks: {e}")))?;
-        }
-        Ok(out)
-    }
 }
 
 #[async_trait]
@@ -193,11 +116,17 @@ impl Source for JetStreamSource {
             metrics::counter!(names::JETSTREAM_REDELIVERIES, "source" => name.clone());
         let mut pending = Pending::new(ctx.batch_settings());
         let mut replies: Vec<Delivered> = Vec::new();
-        let mut unacked = Unacked::default();
+        let mut acker = Acker::start(
+            client.clone(),
+            AckerSettings {
+                name: name.clone(),
+                max_deliver: o.max_deliver,
+                nak_delay: NAK_DELAY,
+                ack_wait: o.ack_wait,
+            },
+        );
         let mut position = 0u64;
         let mut last_subject: Option<Bytes> = None;
-        let mut ack_tick = tokio::time::interval(ACK_EVERY);
-        ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = ctx.shutdown();
         tokio::pin!(shutdown);
         loop {
@@ -205,13 +134,11 @@ impl Source for JetStreamSource {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                _ = ack_tick.tick() => {
+                _ = ctx.checkpoint_tick() => {
                     ctx.take_checkpoints(); // keeps the ledger short and its metrics current
-                    let settled = unacked.settle(&client, o.max_deliver, NAK_DELAY).await?;
-                    report(&name, &settled);
                 }
                 _ = until(deadline) => {
-                    dispatch(&mut ctx, &mut pending, &mut replies, &mut unacked).await?;
+                    dispatch(&mut ctx, &mut pending, &mut replies, &mut acker).await?;
                 }
                 m = messages.next() => match m {
                     Some(Ok(m)) => {
@@ -238,13 +165,13 @@ impl Source for JetStreamSource {
                             origin: Origin { offset: stream_seq, ..Origin::default() },
                         };
                         if pending.would_overflow(event.value.len()) {
-                            dispatch(&mut ctx, &mut pending, &mut replies, &mut unacked).await?;
+                            dispatch(&mut ctx, &mut pending, &mut replies, &mut acker).await?;
                         }
                         position += 1;
                         pending.push(event, position);
                         replies.push(Delivered { reply, delivered });
                         if pending.is_full() {
-                            dispatch(&mut ctx, &mut pending, &mut replies, &mut unacked).await?;
+                            dispatch(&mut ctx, &mut pending, &mut replies, &mut acker).await?;
                         }
                     }
                     Some(Err(e)) => {
@@ -261,8 +188,7 @@ impl Source for JetStreamSource {
         drop(pending);
         ctx.drain().await;
         ctx.take_checkpoints();
-        let settled = unacked.settle(&client, o.max_deliver, NAK_DELAY).await?;
-        report(&name, &settled);
+        acker.finish().await?;
         let _ = client.flush().await;
         Ok(())
     }
@@ -272,36 +198,15 @@ async fn dispatch(
     ctx: &mut SourceContext,
     pending: &mut Pending,
     replies: &mut Vec<Delivered>,
-    unacked: &mut Unacked,
+    acker: &mut Acker,
 ) -> Result<()> {
     if let Some((events, end)) = pending.take() {
-        let messages = std::mem::take(replies);
+        let id = acker.hold(std::mem::take(replies));
         match ctx.dispatch_tracked(0, events, end, Routing::Key).await? {
-            Some(state) => unacked.batches.push_back((state, messages)),
+            Some(state) => acker.dispatched(id, state),
             // given up at shutdown: never delivered, ask for redelivery now
-            None => unacked.batches.push_back((failed_state(), messages)),
+            None => acker.given_up(id),
         }
     }
     Ok(())
-}
-
-/// The state of a batch that was never handed on.
-fn failed_state() -> Arc<AckState> {
-    let token = weir_engine::AckToken::detached();
-    let state = token.state();
-    token.fail();
-    state
-}
-
-/// Logs and counts what a settle round did not ack.
-fn report(name: &str, settled: &Settled) {
-    if settled.nak > 0 {
-        tracing::warn!(source = %name, messages = settled.nak, "batch failed delivery; messages nak'ed for redelivery");
-    }
-    if settled.term > 0 {
-        metrics::counter!(names::DROPPED, "stage" => name.to_string())
-            .increment(settled.term as u64);
-        tracing::error!(source = %name, messages = settled.term,
-            "messages failed on their last delivery (max_deliver) and were terminated; configure a dead-letter sink to keep them");
-    }
 }

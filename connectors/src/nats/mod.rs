@@ -17,6 +17,7 @@ pub mod config;
 pub mod core_sink;
 pub mod core_source;
 pub mod js_sink;
+pub mod js_acker;
 pub mod js_source;
 mod subject;
 
