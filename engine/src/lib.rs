@@ -29,6 +29,8 @@ pub mod shard;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
+#[cfg(test)]
+mod spine_tests;
 pub mod step;
 pub mod telemetry;
 

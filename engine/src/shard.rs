@@ -14,13 +14,13 @@ use weir_config::{Ordering, RetrySettings};
 use crate::ack::AckToken;
 use crate::assign;
 use crate::batch::Batch;
-use crate::control::ShardControl;
-use crate::reply::build_replies;
 use crate::chain::{ChainOutput, StepChain, StepSpec};
+use crate::control::ShardControl;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::outputs::Outputs;
 use crate::queue::{Permit, QueueReceiver};
+use crate::reply::build_replies;
 use crate::telemetry::ShardMetrics;
 
 /// Everything one shard needs.
@@ -175,12 +175,8 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
         running.push(chain.running_stage());
         let (tx, rx) = mpsc::unbounded_channel::<LaneItem>();
         senders.push(tx);
-        let task = lane_tasks.spawn_local(lane(
-            rx,
-            chain,
-            Arc::clone(&plan.outputs),
-            metrics.clone(),
-        ));
+        let task =
+            lane_tasks.spawn_local(lane(rx, chain, Arc::clone(&plan.outputs), metrics.clone()));
         lane_ids.insert(task.id(), index);
     }
     // a lane ends before the inbox closes only if a step panicked: that
@@ -218,9 +214,7 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
         if let Some(epoch) = batch.barrier {
             tracing::trace!(shard = plan.index, epoch, "barrier");
             for lane in &senders {
-                if lane.send(LaneItem::Barrier(batch.ack.share()))
-                    .is_err()
-                {
+                if lane.send(LaneItem::Barrier(batch.ack.share())).is_err() {
                     return Err(died(lane_tasks.join_next().await.unwrap_or(Ok(()))));
                 }
             }
@@ -228,21 +222,15 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
             continue;
         }
         if lanes == 1 {
-            if senders[0]
-                .send(LaneItem::Batch(batch, permit))
-                .is_err()
-                {
-                    return Err(died(lane_tasks.join_next().await.unwrap_or(Ok(()))));
-                }
+            if senders[0].send(LaneItem::Batch(batch, permit)).is_err() {
+                return Err(died(lane_tasks.join_next().await.unwrap_or(Ok(()))));
+            }
             continue;
         }
         match plan.ordering {
             Ordering::Partition => {
                 let lane = assign::lane_for_partition(batch.source, batch.partition, lanes);
-                if senders[lane]
-                    .send(LaneItem::Batch(batch, permit))
-                    .is_err()
-                {
+                if senders[lane].send(LaneItem::Batch(batch, permit)).is_err() {
                     return Err(died(lane_tasks.join_next().await.unwrap_or(Ok(()))));
                 }
             }
@@ -273,9 +261,9 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
                     if senders[lane]
                         .send(LaneItem::Batch(sub, Rc::clone(&permit)))
                         .is_err()
-                {
-                    return Err(died(lane_tasks.join_next().await.unwrap_or(Ok(()))));
-                }
+                    {
+                        return Err(died(lane_tasks.join_next().await.unwrap_or(Ok(()))));
+                    }
                 }
                 ack.ack();
             }

@@ -16,8 +16,8 @@ mod client;
 pub mod config;
 pub mod core_sink;
 pub mod core_source;
-pub mod js_sink;
 pub mod js_acker;
+pub mod js_sink;
 pub mod js_source;
 mod subject;
 
