@@ -1,0 +1,135 @@
+//! A `jetstream` source in front of a sink stalled for longer than the
+//! consumer's `ack_wait`: the source keeps the waiting messages alive with
+//! in-progress acks, so the real nats-server redelivers nothing and no
+//! event is written twice. (Before the acker, the same run duplicated
+//! thousands of events.) In-process pipeline with a test sink registered the
+//! way any connector registers; the server is real.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use weir_config::{ComponentConfig, PipelineConfig};
+use weir_engine::{shutdown_channel, Event, Pipeline, Sink};
+
+static STALLED: AtomicBool = AtomicBool::new(true);
+static WRITTEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Records every value; waits while `STALLED` is set.
+struct StallSink;
+
+#[async_trait]
+impl Sink for StallSink {
+    async fn write(&mut self, events: &[Event]) -> weir_engine::Result<()> {
+        while STALLED.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut written = WRITTEN.lock().unwrap();
+        for e in events {
+            written.push(String::from_utf8_lossy(&e.value).into_owned());
+        }
+        Ok(())
+    }
+}
+
+fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).unwrap();
+        handle
+    })
+}
+
+fn metric(name_and_labels: &str) -> f64 {
+    metrics()
+        .render()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_sink_stalled_past_ack_wait_causes_no_redelivery_and_no_duplicate() {
+    metrics();
+    let server = common::nats::Server::start();
+    server.create_stream("IN", &["in.>"]);
+    let n = 3_000usize;
+    server.publish((0..n).map(|i| (format!("in.{}", i % 10), format!("{{\"id\":{i}}}"))));
+
+    let mut registry = weir::registry();
+    registry.sink("stall", |_| Ok(Box::new(StallSink)));
+    let source = ComponentConfig::from_toml(
+        "in",
+        "jetstream",
+        &format!(
+            "url = \"{}\"\nstream = \"IN\"\nconsumer = \"weir\"\nack_wait = \"2s\"\nbatch = {{ max_events = 100 }}\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let sink = ComponentConfig::from_toml("out", "stall", "batch = { max_events = 100 }").unwrap();
+    let mut config = PipelineConfig::new_in_code(vec![source], vec![], vec![sink]);
+    config.pipeline.name = "in-progress".into();
+    config.pipeline.shards = Some(2);
+    // small queues: the source soon blocks in dispatch, with messages held
+    config.queues.inbox_max_events = 200;
+    config.queues.sink_max_events = 200;
+    config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
+    let pipeline = Pipeline::build(&config, &registry).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (trigger, _) = shutdown_channel();
+    let run = runtime.spawn(pipeline.run(trigger.clone()));
+
+    // stalled for three and a half times ack_wait
+    std::thread::sleep(Duration::from_millis(7_000));
+    assert!(
+        metric("weir_jetstream_in_progress_total{source=\"in\"}") > 0.0,
+        "no in-progress ack was sent while the sink stalled"
+    );
+    STALLED.store(false, Ordering::Relaxed);
+    let started = Instant::now();
+    while WRITTEN.lock().unwrap().len() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} of {n} written",
+            WRITTEN.lock().unwrap().len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // time for a redelivery to show up, if the server made one
+    std::thread::sleep(Duration::from_millis(3_000));
+    trigger.trigger();
+    let report = runtime
+        .block_on(run)
+        .unwrap()
+        .expect("the run ends cleanly");
+    assert!(report.drained);
+
+    let written = WRITTEN.lock().unwrap().clone();
+    let unique: HashSet<&String> = written.iter().collect();
+    assert_eq!(unique.len(), n, "every message was written");
+    assert_eq!(
+        written.len(),
+        n,
+        "{} duplicates",
+        written.len() - unique.len()
+    );
+    assert_eq!(
+        metric("weir_jetstream_redeliveries_total{source=\"in\"}"),
+        0.0,
+        "the server redelivered messages that were waiting inside weir"
+    );
+}
