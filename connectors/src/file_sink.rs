@@ -110,13 +110,22 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 /// Appends `buf`, fsyncs if asked, and on failure cuts the file back to
 /// where it was so a retry leaves no partial line.
+///
+/// A named pipe or a character device (`/dev/stdout`) has nothing to fsync
+/// (fsync fails with EINVAL there) or cut back: the write is all there is.
 fn append(file: &File, buf: &[u8], fsync: bool) -> io::Result<()> {
-    let before = file.metadata()?.len();
+    let meta = file.metadata()?;
+    let regular = meta.file_type().is_file();
+    let before = meta.len();
     let mut writer = file;
-    let result = writer
-        .write_all(buf)
-        .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
-    if result.is_err() {
+    let result = writer.write_all(buf).and_then(|()| {
+        if fsync && regular {
+            file.sync_data()
+        } else {
+            Ok(())
+        }
+    });
+    if result.is_err() && regular {
         if let Ok(meta) = file.metadata() {
             if meta.len() > before {
                 let _ = file.set_len(before);
@@ -168,9 +177,12 @@ impl Sink for FileSink {
         let Some(file) = self.file.take() else {
             return Ok(());
         };
-        blocking(move || file.sync_data())
-            .await?
-            .map_err(|e| Error::from(e).context(self.context("syncing")))
+        blocking(move || match file.metadata() {
+            Ok(meta) if !meta.file_type().is_file() => Ok(()), // a pipe or device
+            _ => file.sync_data(),
+        })
+        .await?
+        .map_err(|e| Error::from(e).context(self.context("syncing")))
     }
 }
 
@@ -179,6 +191,34 @@ mod tests {
     use super::*;
     use crate::testing::options_error;
     use weir_engine::Origin;
+
+    #[tokio::test]
+    async fn writes_to_a_named_pipe_and_a_character_device_with_fsync_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+        };
+        let mut s = sink(&fifo, OutputFormat::Value, true);
+        s.open().await.unwrap();
+        s.write(&[Event::new("one"), Event::new("two")])
+            .await
+            .unwrap();
+        s.close().await.unwrap();
+        drop(s);
+        assert_eq!(reader.join().unwrap(), "one\ntwo\n");
+
+        let mut s = sink(Path::new("/dev/null"), OutputFormat::Value, true);
+        s.open().await.unwrap();
+        s.write(&[Event::new("gone")]).await.unwrap();
+        s.close().await.unwrap();
+    }
 
     fn sink(path: &Path, format: OutputFormat, fsync: bool) -> FileSink {
         FileSink::new(FileSinkOptions {
