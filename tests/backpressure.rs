@@ -6,12 +6,13 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use weir_config::{ComponentConfig, PipelineConfig};
 use weir_engine::{shutdown_channel, Event, Pipeline, Sink};
+
+use common::metrics::{metric, recorder as metrics};
 
 static STALLED: AtomicBool = AtomicBool::new(true);
 static STALL_WRITTEN: AtomicU64 = AtomicU64::new(0);
@@ -41,28 +42,6 @@ impl Sink for FailOnSink {
         }
         Ok(())
     }
-}
-
-fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).unwrap();
-        handle
-    })
-}
-
-/// The value of a counter or gauge with this exact label set in the rendered metrics.
-fn metric(name_and_labels: &str) -> f64 {
-    metrics()
-        .render()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(name_and_labels)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
 }
 
 fn rss_bytes() -> u64 {

@@ -9,12 +9,14 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use weir_config::{ComponentConfig, PipelineConfig};
 use weir_engine::{shutdown_channel, Event, Pipeline, Sink};
+
+use common::metrics::{metric, recorder as metrics};
 
 static STALLED: AtomicBool = AtomicBool::new(true);
 static WRITTEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -34,27 +36,6 @@ impl Sink for StallSink {
         }
         Ok(())
     }
-}
-
-fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).unwrap();
-        handle
-    })
-}
-
-fn metric(name_and_labels: &str) -> f64 {
-    metrics()
-        .render()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(name_and_labels)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
 }
 
 #[test]

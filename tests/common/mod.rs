@@ -3,6 +3,7 @@
 
 pub mod dev_server;
 pub mod kafka;
+pub mod metrics;
 pub mod nats;
 pub mod postgres;
 
