@@ -100,13 +100,13 @@ impl AckState {
         self.given_up.load(Ordering::Acquire)
     }
 
-    /// The first reason a share gave for failing, if any.
-    pub fn failure_reason(&self) -> Option<&str> {
-        self.reason.get().map(|r| &**r)
+    fn mark_given_up(&self) {
+        self.given_up.store(true, Ordering::Release);
+        let _ = self.reason.set(Arc::from("given up at shutdown"));
     }
 
     /// How the batch ended, or `None` while a share is in flight.
-    pub fn delivery(&self) -> Option<Completion> {
+    pub fn completion(&self) -> Option<Completion> {
         match self.status() {
             AckStatus::Pending => None,
             AckStatus::Acked => Some(Completion::Delivered),
@@ -129,8 +129,8 @@ impl AckState {
             tokio::pin!(notified);
             // registered before the check, so a settle in between is not missed
             notified.as_mut().enable();
-            if let Some(delivery) = self.delivery() {
-                return delivery;
+            if let Some(completion) = self.completion() {
+                return completion;
             }
             notified.await;
         }
@@ -221,8 +221,7 @@ impl AckToken {
     /// ledger, but wakes whoever awaits the batch.
     pub(crate) fn abandon(mut self) {
         self.settled = true;
-        self.state.given_up.store(true, Ordering::Release);
-        let _ = self.state.reason.set(Arc::from("given up at shutdown"));
+        self.state.mark_given_up();
         self.state.status.store(FAILED, Ordering::Release);
         self.state.done.notify_waiters();
     }
@@ -232,8 +231,7 @@ impl AckToken {
     /// failure is not reported as a delivery failure.
     pub(crate) fn give_up(mut self) {
         self.settled = true;
-        self.state.given_up.store(true, Ordering::Release);
-        let _ = self.state.reason.set(Arc::from("given up at shutdown"));
+        self.state.mark_given_up();
         self.state.settle(true);
     }
 

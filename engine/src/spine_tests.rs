@@ -363,7 +363,7 @@ async fn a_barrier_completes_only_when_what_came_before_is_durable() {
     let from_control = tokio::spawn(async move { control.barrier().await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        from_source.delivery().is_none(),
+        from_source.completion().is_none(),
         "the sink still holds what came before"
     );
     assert!(!from_control.is_finished());
