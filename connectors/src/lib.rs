@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod file_sink;
 pub mod file_source;
 pub mod generator;
+pub mod http;
 pub mod kafka;
 mod line_source;
 mod lines;
@@ -38,6 +39,7 @@ pub fn register(registry: &mut Registry) {
     registry.source("stdin", stdin::build);
     registry.source("cron", cron::build);
     registry.source("kafka", kafka::source::build);
+    registry.source("http", http::build_source);
     registry.source("nats", nats::core_source::build);
     registry.source("jetstream", nats::js_source::build);
     registry.source("postgres-cdc", postgres::source::build);
@@ -66,6 +68,7 @@ mod tests {
                 "cron",
                 "file",
                 "generator",
+                "http",
                 "jetstream",
                 "kafka",
                 "nats",

@@ -22,5 +22,6 @@ pub fn register(registry: &mut Registry) {
     registry.step("route", steps::route::build);
     registry.step("key-by", steps::key_by::build);
     registry.step("sample", steps::sample::build);
+    registry.step("set-headers", steps::set_headers::build);
     registry.step("json-add-field", native::json_add_field::build);
 }

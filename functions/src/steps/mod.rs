@@ -7,3 +7,4 @@ pub mod json;
 pub mod key_by;
 pub mod route;
 pub mod sample;
+pub mod set_headers;
