@@ -1,18 +1,27 @@
-//! The admin HTTP server, off the hot path: `/` (the dashboard page),
-//! `/metrics` (Prometheus text), `/health` (the process is up), `/ready`
-//! (the pipeline runs) and `/api/pipeline` (JSON: name, state, shards,
-//! sources, steps, sinks, end-to-end latency percentiles).
+//! The admin server, on the I/O runtime (never on a shard's core): `/`
+//! (the dashboard page), `/metrics` (Prometheus text), `/health` (the
+//! process is up), `/ready` (the pipeline runs) and `/api/pipeline` (JSON:
+//! name, state, shards, sources, steps, sinks, end-to-end latency
+//! percentiles).
 //!
-//! A deliberately small HTTP/1.1 responder: one request per connection,
-//! GET only, so the admin port pulls in no web framework.
+//! Served by hyper through the same loop as the `http` source
+//! ([`weir_connectors::http::serve`]): keep-alive, HTTP/2, a header read
+//! timeout, back-off on accept errors.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use weir_connectors::http::serve::{
+    self, Handler, HttpResponse, ResponseFuture, ServeOptions, StopServer,
+};
 use weir_engine::LatencyHistogram;
 
 /// What the admin server reports.
@@ -30,64 +39,67 @@ pub struct AdminState {
 /// The dashboard: one static page that polls `/api/pipeline` and `/metrics`.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// Binds `addr` and serves until the process ends. Returns the bound address.
-pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
+/// Longest time a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `addr` and serves on the current runtime until the returned
+/// handle is dropped. Returns the bound address too.
+pub async fn serve(
+    addr: SocketAddr,
+    state: Arc<AdminState>,
+) -> std::io::Result<(SocketAddr, StopServer)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let state = Arc::clone(&state);
-            tokio::spawn(async move {
-                let _ = handle(stream, &state).await;
-            });
-        }
-    });
-    Ok(bound)
+    let options = ServeOptions {
+        header_timeout: HEADER_TIMEOUT,
+        tls: None,
+    };
+    let stop = serve::spawn(listener, options, Arc::new(Admin(state)));
+    Ok((bound, stop))
 }
 
-async fn handle(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    loop {
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        len += n;
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") || len == buf.len() {
-            break;
-        }
+struct Admin(Arc<AdminState>);
+
+impl Handler for Admin {
+    fn handle(self: Arc<Self>, request: Request<Incoming>, _remote: SocketAddr) -> ResponseFuture {
+        let response = answer(&self.0, request.method(), request.uri().path());
+        Box::pin(async move { response })
     }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let mut parts = head.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/") => ("200 OK", "text/html; charset=utf-8", DASHBOARD.to_string()),
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            state.metrics.render(),
-        ),
-        ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/ready") if state.ready.load(Ordering::Relaxed) => {
-            ("200 OK", "text/plain", "ready\n".to_string())
-        }
-        ("GET", "/ready") => (
-            "503 Service Unavailable",
+}
+
+fn answer(state: &AdminState, method: &Method, path: &str) -> HttpResponse {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "not ready\n".to_string(),
+            "only GET\n".into(),
+        );
+        r.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let ready = state.ready.load(Ordering::Relaxed);
+    match path {
+        "/" => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Bytes::from_static(DASHBOARD.as_bytes()),
         ),
-        ("GET", "/api/pipeline") => {
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            state.metrics.render().into(),
+        ),
+        "/health" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/ready" if ready => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/ready" => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
+        "/api/pipeline" => {
             let mut d = state.description.clone();
-            d["state"] = if state.ready.load(Ordering::Relaxed) {
-                "running"
-            } else {
-                "stopped"
-            }
-            .into();
+            d["state"] = if ready { "running" } else { "stopped" }.into();
             let l = &state.latency;
             d["latency"] = serde_json::json!({
                 "count": l.count(),
@@ -96,19 +108,18 @@ async fn handle(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
                 "p99_us": l.quantile_micros(0.99),
                 "p999_us": l.quantile_micros(0.999),
             });
-            ("200 OK", "application/json", d.to_string())
+            reply(StatusCode::OK, "application/json", d.to_string().into())
         }
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n".to_string(),
-        ),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
     );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    r
 }

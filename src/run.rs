@@ -64,10 +64,14 @@ pub fn run(file: &Path) -> ExitCode {
                 "sinks": config.sinks.iter().map(|s| serde_json::json!({"name": s.name, "type": s.kind})).collect::<Vec<_>>(),
             }),
         });
+        let mut _admin = None; // the admin server runs while this is held
         if let Some(listen) = &config.admin.listen {
             match listen.parse() {
                 Ok(addr) => match admin::serve(addr, Arc::clone(&state)).await {
-                    Ok(bound) => tracing::info!(%bound, "admin server listening"),
+                    Ok((bound, stop)) => {
+                        tracing::info!(%bound, "admin server listening");
+                        _admin = Some(stop);
+                    }
                     Err(e) => {
                         eprintln!("error: admin server cannot listen on {listen}: {e}");
                         return ExitCode::FAILURE;

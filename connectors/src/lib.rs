@@ -46,6 +46,7 @@ pub fn register(registry: &mut Registry) {
     registry.sink("stdout", stdout::build);
     registry.sink("file", file_sink::build);
     registry.sink("blackhole", blackhole::build);
+    registry.sink("http", http::sink::build);
     registry.sink("kafka", kafka::sink::build);
     registry.sink("nats", nats::core_sink::build);
     registry.sink("jetstream", nats::js_sink::build);
@@ -81,6 +82,7 @@ mod tests {
             [
                 "blackhole",
                 "file",
+                "http",
                 "jetstream",
                 "kafka",
                 "nats",

@@ -32,6 +32,7 @@ mod invoke;
 mod listener;
 pub mod respond;
 pub mod serve;
+pub mod sink;
 pub mod source;
 
 use weir_config::{ComponentConfig, Diagnostic};
