@@ -26,3 +26,11 @@ pub fn metric(name_and_labels: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// The value of a counter or gauge with this exact label set, if present.
+pub fn try_metric(name_and_labels: &str) -> Option<f64> {
+    recorder().render().lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}

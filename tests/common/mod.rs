@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dev_server;
+pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod nats;
@@ -105,6 +106,13 @@ pub fn start_weir(dir: &Path, pipeline: impl AsRef<std::ffi::OsStr>) -> Running 
     Running {
         child: KillOnDrop(child),
         log,
+    }
+}
+
+impl Running {
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 

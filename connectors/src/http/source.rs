@@ -236,10 +236,16 @@ impl Responder {
                     Some(t) => self.track(t),
                     None => tracking = false,
                 },
-                Some(parts) = replies.recv() => self.replied(parts),
+                Some(parts) = replies.recv() => {
+                    // a batch's waiters are registered before it is
+                    // dispatched, so before its replies: take them first
+                    self.track_arrived(&mut tracked, &mut tracking);
+                    self.replied(parts);
+                }
                 Some((start, end, completion)) = self.completions.next(), if !self.completions.is_empty() => {
                     // replies are sent before the sinks see a batch: take
                     // every one that has arrived before settling
+                    self.track_arrived(&mut tracked, &mut tracking);
                     while let Ok(parts) = replies.try_recv() {
                         self.replied(parts);
                     }
@@ -255,6 +261,17 @@ impl Responder {
             let _ = w
                 .respond
                 .send(respond::unavailable("the source stopped before answering"));
+        }
+    }
+
+    /// Takes every tracking message already sent (without waiting).
+    fn track_arrived(&mut self, tracked: &mut mpsc::UnboundedReceiver<Track>, tracking: &mut bool) {
+        while *tracking {
+            match tracked.try_recv() {
+                Ok(t) => self.track(t),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => *tracking = false,
+            }
         }
     }
 
