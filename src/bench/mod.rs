@@ -5,6 +5,7 @@
 mod baseline;
 mod count_sink;
 mod dev_server;
+mod http;
 mod kafka;
 mod nats;
 mod postgres;
@@ -26,7 +27,7 @@ pub use scenario::{Scenario, SCENARIOS};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// The scenario: passthrough, json-map, jq-map, kafka, kafka-to-kafka,
-    /// jetstream, nats or cdc.
+    /// jetstream, nats, cdc or http.
     pub scenario: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
@@ -34,6 +35,12 @@ pub struct BenchArgs {
     /// Events to push through (default depends on the scenario).
     #[arg(long)]
     pub events: Option<u64>,
+    /// Seconds each side of a timed scenario runs (`http`: default 10).
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Client connections (`http`: default 64).
+    #[arg(long)]
+    pub connections: Option<usize>,
     /// Shards (default: one per core).
     #[arg(long)]
     pub shards: Option<usize>,
@@ -60,6 +67,9 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     if postgres::SCENARIOS.contains(&args.scenario.as_str()) {
         return finish(postgres::run(&args.scenario, &args), &args);
     }
+    if http::SCENARIOS.contains(&args.scenario.as_str()) {
+        return finish(http::run(&args.scenario, &args), &args);
+    }
     let Some(scenario) = SCENARIOS.iter().find(|s| s.name == args.scenario) else {
         let known: Vec<&str> = SCENARIOS
             .iter()
@@ -67,6 +77,7 @@ pub fn bench(args: BenchArgs) -> ExitCode {
             .chain(kafka::SCENARIOS.iter().copied())
             .chain(nats::SCENARIOS.iter().copied())
             .chain(postgres::SCENARIOS.iter().copied())
+            .chain(http::SCENARIOS.iter().copied())
             .collect();
         eprintln!(
             "error: unknown scenario `{}`; known scenarios: {}",

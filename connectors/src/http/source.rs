@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -212,6 +213,9 @@ type CompletionFuture = Pin<Box<dyn Future<Output = (u64, u64, Completion)> + Se
 struct Waiting {
     respond: oneshot::Sender<HttpResponse>,
     outcome: Option<Outcome>,
+    /// The sinks acknowledged the batch before its reply arrived (replies
+    /// of several lanes share one channel and may come late).
+    delivered: bool,
 }
 
 /// Owns every waiting request; answers from replies and completions.
@@ -229,32 +233,38 @@ impl Responder {
         mut replies: ReplyReceiver,
     ) {
         let mut tracking = true;
+        let mut replies_open = true;
+        // once the source has stopped and every batch settled, replies
+        // still on their way get this long
+        let mut last_call: Option<tokio::time::Instant> = None;
         loop {
+            if !tracking && self.completions.is_empty() {
+                if self.waiting.is_empty() || !replies_open {
+                    break;
+                }
+                last_call
+                    .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(2));
+            }
             tokio::select! {
                 biased;
                 t = tracked.recv(), if tracking => match t {
                     Some(t) => self.track(t),
                     None => tracking = false,
                 },
-                Some(parts) = replies.recv() => {
-                    // a batch's waiters are registered before it is
-                    // dispatched, so before its replies: take them first
-                    self.track_arrived(&mut tracked, &mut tracking);
-                    self.replied(parts);
-                }
-                Some((start, end, completion)) = self.completions.next(), if !self.completions.is_empty() => {
-                    // replies are sent before the sinks see a batch: take
-                    // every one that has arrived before settling
-                    self.track_arrived(&mut tracked, &mut tracking);
-                    while let Ok(parts) = replies.try_recv() {
+                parts = replies.recv(), if replies_open => match parts {
+                    Some(parts) => {
+                        // a batch's waiters are registered before it is
+                        // dispatched, so before its replies: take them first
+                        self.track_arrived(&mut tracked, &mut tracking);
                         self.replied(parts);
                     }
+                    None => replies_open = false,
+                },
+                Some((start, end, completion)) = self.completions.next(), if !self.completions.is_empty() => {
+                    self.track_arrived(&mut tracked, &mut tracking);
                     self.completed(start, end, completion);
                 }
-                else => break,
-            }
-            if !tracking && self.completions.is_empty() {
-                break;
+                _ = crate::control::until(last_call), if last_call.is_some() => break,
             }
         }
         for (_, w) in self.waiting.drain() {
@@ -285,6 +295,7 @@ impl Responder {
                         Waiting {
                             respond,
                             outcome: None,
+                            delivered: false,
                         },
                     );
                 }
@@ -318,13 +329,16 @@ impl Responder {
         let answer_now =
             self.config.mode == Mode::Sync && self.config.respond_after == RespondAfter::Steps;
         for reply in parts {
-            if answer_now {
+            let Some(w) = self.waiting.get_mut(&reply.offset) else {
+                continue;
+            };
+            if answer_now || w.delivered {
                 if let Some(w) = self.waiting.remove(&reply.offset) {
                     let _ = w
                         .respond
                         .send(respond::outcome(reply.outcome, self.config.multiple));
                 }
-            } else if let Some(w) = self.waiting.get_mut(&reply.offset) {
+            } else {
                 w.outcome = Some(reply.outcome);
             }
         }
@@ -332,14 +346,25 @@ impl Responder {
 
     fn completed(&mut self, start: u64, end: u64, completion: Completion) {
         for offset in start..end {
-            let Some(w) = self.waiting.remove(&offset) else {
+            let Some(w) = self.waiting.get_mut(&offset) else {
                 continue;
             };
             let response = match (&completion, self.config.mode) {
+                (Completion::Delivered, Mode::Async) => {
+                    respond::accepted(&event_id(self.run_id, offset))
+                }
+                (Completion::Delivered, Mode::Sync) => match w.outcome.take() {
+                    Some(o) => respond::outcome(o, self.config.multiple),
+                    None => {
+                        // delivered, so its lane ran it: the reply is on its way
+                        w.delivered = true;
+                        continue;
+                    }
+                },
                 (Completion::Failed { given_up: true, .. }, _) => {
                     respond::unavailable("the source is stopping; the request was not processed")
                 }
-                (Completion::Failed { reason, .. }, _) => match w.outcome {
+                (Completion::Failed { reason, .. }, _) => match w.outcome.take() {
                     // the steps failed it: that is the answer, the batch's
                     // failure is about other events or the dead-letter path
                     Some(o @ Outcome::Failed { .. }) if self.config.mode == Mode::Sync => {
@@ -347,20 +372,10 @@ impl Responder {
                     }
                     _ => respond::error(StatusCode::BAD_GATEWAY, None, reason, true),
                 },
-                (Completion::Delivered, Mode::Async) => {
-                    respond::accepted(&event_id(self.run_id, offset))
-                }
-                (Completion::Delivered, Mode::Sync) => match w.outcome {
-                    Some(o) => respond::outcome(o, self.config.multiple),
-                    None => respond::error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        None,
-                        "the pipeline delivered the batch without an answer for this request",
-                        false,
-                    ),
-                },
             };
-            let _ = w.respond.send(response);
+            if let Some(w) = self.waiting.remove(&offset) {
+                let _ = w.respond.send(response);
+            }
         }
     }
 }
