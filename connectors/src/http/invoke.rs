@@ -30,6 +30,9 @@ pub const QUERY_HEADER: &str = "http.query";
 /// Event header with the client's address (`IP:PORT`).
 pub const REMOTE_HEADER: &str = "http.remote";
 
+/// How many bytes beyond `max_body` are read and discarded before a 413.
+const DRAIN_EXCESS: u64 = 1 << 20;
+
 /// A request on its way into the source, with where its answer goes.
 pub(crate) struct Invocation {
     /// The request as an event (offset set by the source).
@@ -87,6 +90,12 @@ impl Admission {
             .and_then(|v| v.parse::<u64>().ok())
         {
             if len > c.max_body as u64 {
+                // read a modest excess away first, so the client sees the
+                // 413 rather than a connection reset while it still sends
+                if len <= (c.max_body as u64).saturating_add(DRAIN_EXCESS) {
+                    let wait = c.body_timeout.min(std::time::Duration::from_secs(1));
+                    let _ = tokio::time::timeout(wait, request.into_body().collect()).await;
+                }
                 return respond::too_large(c.max_body);
             }
         }

@@ -33,6 +33,17 @@ struct Listener {
 /// Every live listener of the process, by address.
 static LISTENERS: Mutex<Vec<(SocketAddr, Weak<Listener>)>> = Mutex::new(Vec::new());
 
+/// Binds without waiting (so it can happen under the registry's lock).
+fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
 /// Removes its route when dropped; the last one stops the listener.
 pub(crate) struct RouteGuard {
     listener: Arc<Listener>,
@@ -50,7 +61,7 @@ pub(crate) struct Registered {
 
 /// Adds a route for `admission` on `address`, binding the address if no
 /// source of this process listens there yet.
-pub(crate) async fn register(
+pub(crate) fn register(
     address: SocketAddr,
     path: &str,
     method: Option<Method>,
@@ -58,45 +69,37 @@ pub(crate) async fn register(
     admission: Arc<Admission>,
 ) -> Result<Registered, String> {
     let tls = options.tls.is_some();
-    let existing = {
+    // lookup, bind and publish under one lock: sources start in parallel
+    let (listener, unstarted) = {
         let mut all = LISTENERS.lock().unwrap_or_else(|p| p.into_inner());
         all.retain(|(_, l)| l.strong_count() > 0);
-        all.iter()
+        let existing = all
+            .iter()
             .find(|(a, _)| *a == address && address.port() != 0)
-            .and_then(|(_, l)| l.upgrade())
-    };
-    let listener = match existing {
-        Some(listener) => {
-            if listener.tls != tls {
-                return Err(format!(
-                    "{address} is already served {} by another http source; sources sharing an address must agree on `tls`",
-                    if listener.tls { "with TLS" } else { "without TLS" }
-                ));
+            .and_then(|(_, l)| l.upgrade());
+        match existing {
+            Some(listener) => {
+                if listener.tls != tls {
+                    return Err(format!(
+                        "{address} is already served {} by another http source; sources sharing an address must agree on `tls`",
+                        if listener.tls { "with TLS" } else { "without TLS" }
+                    ));
+                }
+                (listener, None)
             }
-            listener
-        }
-        None => {
-            let socket = tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-            let bound = socket.local_addr().map_err(|e| e.to_string())?;
-            let listener = Arc::new(Listener {
-                address: bound,
-                tls,
-                routes: RwLock::new(Vec::new()),
-                stop: Mutex::new(None),
-            });
-            let stop = serve::spawn(
-                socket,
-                options,
-                Arc::new(Dispatcher(Arc::downgrade(&listener))),
-            );
-            *listener.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
-            LISTENERS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((bound, Arc::downgrade(&listener)));
-            listener
+            None => {
+                let socket =
+                    bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
+                let bound = socket.local_addr().map_err(|e| e.to_string())?;
+                let listener = Arc::new(Listener {
+                    address: bound,
+                    tls,
+                    routes: RwLock::new(Vec::new()),
+                    stop: Mutex::new(None),
+                });
+                all.push((bound, Arc::downgrade(&listener)));
+                (listener, Some(socket))
+            }
         }
     };
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -117,6 +120,15 @@ pub(crate) async fn register(
             method,
             admission,
         });
+    }
+    if let Some(socket) = unstarted {
+        // accepting starts once the first route is in place (no 404 race)
+        let stop = serve::spawn(
+            socket,
+            options,
+            Arc::new(Dispatcher(Arc::downgrade(&listener))),
+        );
+        *listener.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
     }
     let bound = listener.address;
     Ok(Registered {

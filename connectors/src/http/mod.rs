@@ -30,6 +30,7 @@
 pub mod config;
 mod invoke;
 mod listener;
+mod pacing;
 pub mod respond;
 pub mod serve;
 pub mod sink;

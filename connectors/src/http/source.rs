@@ -23,6 +23,7 @@ use weir_engine::{Completion, Error, Event, Result, Routing, Source, SourceConte
 use super::config::{HttpSourceConfig, Mode, RespondAfter};
 use super::invoke::{Admission, Invocation};
 use super::listener;
+use super::pacing::InFlightBatches;
 use super::respond;
 use super::serve::{tls_acceptor, HttpResponse, ServeOptions};
 
@@ -80,7 +81,6 @@ impl Source for HttpSource {
             },
             Arc::clone(&admission),
         )
-        .await
         .map_err(|e| Error::user(format!("source `{}`: {e}", ctx.name())))?;
         tracing::info!(
             source = ctx.name(), address = %registered.bound, path = %config.path,
@@ -92,12 +92,15 @@ impl Source for HttpSource {
         let run = run_id();
         let (reply_to, replies) = reply_channel();
         let (track, tracked) = mpsc::unbounded_channel();
+        let pacing = InFlightBatches::new(ctx.shard_count());
         let responder = tokio::spawn(
             Responder {
                 config: Arc::clone(&config),
                 run_id: run,
                 waiting: HashMap::new(),
                 completions: FuturesUnordered::new(),
+                pacing: pacing.clone(),
+                unsettled: std::collections::BTreeMap::new(),
             }
             .run(tracked, replies),
         );
@@ -107,6 +110,7 @@ impl Source for HttpSource {
             Routing::Partition
         };
         let max_events = ctx.batch_settings().max_events;
+        let max_wait = ctx.batch_settings().max_wait;
         let max_bytes = ctx.batch_settings().max_bytes;
         let shards = ctx.shard_count() as u32;
         let mut next_offset = 0u64;
@@ -136,6 +140,29 @@ impl Source for HttpSource {
                             Err(_) => break,
                         }
                     }
+                    // the pipeline is busy with earlier batches: gather more
+                    // until one settles (see `pacing`)
+                    if pacing.busy() {
+                        let deadline = tokio::time::Instant::now() + max_wait;
+                        while batch.len() < max_events && bytes < max_bytes {
+                            tokio::select! {
+                                biased;
+                                inv = requests.recv() => match inv {
+                                    Some(inv) => {
+                                        bytes += inv.event.value.len();
+                                        batch.push(inv);
+                                    }
+                                    None => break,
+                                },
+                                _ = pacing.wait_settled() => {
+                                    if !pacing.busy() {
+                                        break;
+                                    }
+                                }
+                                _ = tokio::time::sleep_until(deadline) => break,
+                            }
+                        }
+                    }
                     let start = next_offset;
                     let mut events: Vec<Event> = Vec::with_capacity(batch.len());
                     let mut waiters = Vec::with_capacity(batch.len());
@@ -155,6 +182,7 @@ impl Source for HttpSource {
                     next_offset = end;
                     // waiting first, so a reply never arrives before its waiter
                     let _ = track.send(Track::Waiting { start, waiters });
+                    pacing.started();
                     let partition = next_partition % shards.max(1);
                     next_partition = next_partition.wrapping_add(1);
                     let state = match config.mode {
@@ -221,6 +249,12 @@ struct Waiting {
 /// Owns every waiting request; answers from replies and completions.
 struct Responder {
     config: Arc<HttpSourceConfig>,
+    /// Told when a batch settles: when all its replies came (answers
+    /// after the steps) or when its sinks acknowledged it (otherwise).
+    pacing: InFlightBatches,
+    /// Batches not yet settled for pacing: start offset → (end, replies
+    /// still to come).
+    unsettled: std::collections::BTreeMap<u64, (u64, u64)>,
     run_id: u64,
     waiting: HashMap<u64, Waiting>,
     completions: FuturesUnordered<CompletionFuture>,
@@ -261,6 +295,9 @@ impl Responder {
                     None => replies_open = false,
                 },
                 Some((start, end, completion)) = self.completions.next(), if !self.completions.is_empty() => {
+                    if self.unsettled.remove(&start).is_some() {
+                        self.pacing.settled();
+                    }
                     self.track_arrived(&mut tracked, &mut tracking);
                     self.completed(start, end, completion);
                 }
@@ -288,6 +325,10 @@ impl Responder {
     fn track(&mut self, t: Track) {
         match t {
             Track::Waiting { start, waiters } => {
+                // counted from before its dispatch: its replies may come
+                // before the dispatch returns
+                self.unsettled
+                    .insert(start, (start + waiters.len() as u64, waiters.len() as u64));
                 self.waiting.reserve(waiters.len());
                 for (i, respond) in waiters.into_iter().enumerate() {
                     self.waiting.insert(
@@ -314,6 +355,9 @@ impl Responder {
                 end,
                 state: None,
             } => {
+                if self.unsettled.remove(&start).is_some() {
+                    self.pacing.settled();
+                }
                 for offset in start..end {
                     if let Some(w) = self.waiting.remove(&offset) {
                         let _ = w
@@ -328,6 +372,9 @@ impl Responder {
     fn replied(&mut self, parts: Vec<EventReply>) {
         let answer_now =
             self.config.mode == Mode::Sync && self.config.respond_after == RespondAfter::Steps;
+        if answer_now {
+            self.count_replies(&parts);
+        }
         for reply in parts {
             let Some(w) = self.waiting.get_mut(&reply.offset) else {
                 continue;
@@ -341,6 +388,25 @@ impl Responder {
             } else {
                 w.outcome = Some(reply.outcome);
             }
+        }
+    }
+
+    /// Counts replies against their batch; a batch whose every reply came
+    /// is settled for pacing.
+    fn count_replies(&mut self, parts: &[EventReply]) {
+        let Some(first) = parts.first() else {
+            return;
+        };
+        let Some((&start, entry)) = self.unsettled.range_mut(..=first.offset).next_back() else {
+            return;
+        };
+        if first.offset >= entry.0 {
+            return;
+        }
+        entry.1 = entry.1.saturating_sub(parts.len() as u64);
+        if entry.1 == 0 {
+            self.unsettled.remove(&start);
+            self.pacing.settled();
         }
     }
 
