@@ -163,38 +163,60 @@ impl Admission {
 
 /// The request as an event: the body is the value; headers are kept
 /// (names lowercase) and the method, path, query and remote address are
-/// added as `http.*` headers.
+/// added as `http.*` headers. Every header byte goes into one buffer that
+/// the headers share (one allocation per request, not two per header).
 fn to_event(
     parts: &http::request::Parts,
     body: Bytes,
     remote: SocketAddr,
     c: &HttpSourceConfig,
 ) -> Event {
-    let mut headers = Vec::with_capacity(parts.headers.len() + 4);
-    headers.push((
-        Bytes::from_static(METHOD_HEADER.as_bytes()),
-        Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
-    ));
-    headers.push((
-        Bytes::from_static(PATH_HEADER.as_bytes()),
-        Bytes::copy_from_slice(parts.uri.path().as_bytes()),
-    ));
-    if let Some(q) = parts.uri.query().filter(|q| !q.is_empty()) {
-        headers.push((
-            Bytes::from_static(QUERY_HEADER.as_bytes()),
-            Bytes::copy_from_slice(q.as_bytes()),
-        ));
+    use std::fmt::Write as _;
+    let path = parts.uri.path().as_bytes();
+    let query = parts.uri.query().unwrap_or("").as_bytes();
+    let method = parts.method.as_str().as_bytes();
+    let size: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum::<usize>()
+        + path.len()
+        + query.len()
+        + method.len()
+        + 48;
+    let mut buf = bytes::BytesMut::with_capacity(size);
+    // (start, end) of names and values in `buf`; static names have no span
+    let mut spans: Vec<(Option<(usize, usize)>, &'static str, (usize, usize))> =
+        Vec::with_capacity(parts.headers.len() + 4);
+    let put = |buf: &mut bytes::BytesMut, bytes: &[u8]| {
+        let start = buf.len();
+        buf.extend_from_slice(bytes);
+        (start, buf.len())
+    };
+    spans.push((None, METHOD_HEADER, put(&mut buf, method)));
+    spans.push((None, PATH_HEADER, put(&mut buf, path)));
+    if !query.is_empty() {
+        spans.push((None, QUERY_HEADER, put(&mut buf, query)));
     }
-    headers.push((
-        Bytes::from_static(REMOTE_HEADER.as_bytes()),
-        Bytes::from(remote.to_string()),
-    ));
+    let start = buf.len();
+    let _ = write!(buf, "{remote}");
+    spans.push((None, REMOTE_HEADER, (start, buf.len())));
     for (name, value) in &parts.headers {
-        headers.push((
-            Bytes::copy_from_slice(name.as_str().as_bytes()),
-            Bytes::copy_from_slice(value.as_bytes()),
-        ));
+        let n = put(&mut buf, name.as_str().as_bytes());
+        let v = put(&mut buf, value.as_bytes());
+        spans.push((Some(n), "", v));
     }
+    let all = buf.freeze();
+    let headers = spans
+        .into_iter()
+        .map(|(name, fixed, (vs, ve))| {
+            let name = match name {
+                Some((ns, ne)) => all.slice(ns..ne),
+                None => Bytes::from_static(fixed.as_bytes()),
+            };
+            (name, all.slice(vs..ve))
+        })
+        .collect();
     let key = c
         .key_header
         .as_ref()
