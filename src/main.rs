@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: events are allocated on the
+/// I/O threads and freed on the shards' (and the other way round), the
+/// pattern glibc's arenas handle worst (see docs/benchmarks.md, `http`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// weir runs pipelines of functions over event streams.
 #[derive(Parser)]
 #[command(name = "weir", version, about)]
