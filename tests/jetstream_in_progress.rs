@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use weir_config::{ComponentConfig, PipelineConfig};
-use weir_engine::{shutdown_channel, Event, Pipeline, Sink};
+use weir_engine::{Event, Sink};
 
 use common::metrics::{metric, recorder as metrics};
 
@@ -65,14 +65,7 @@ fn a_sink_stalled_past_ack_wait_causes_no_redelivery_and_no_duplicate() {
     config.queues.inbox_max_events = 200;
     config.queues.sink_max_events = 200;
     config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
-    let pipeline = Pipeline::build(&config, &registry).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (trigger, _) = shutdown_channel();
-    let run = runtime.spawn(pipeline.run(trigger.clone()));
+    let running = common::in_process::start(&config, &registry);
 
     // stalled for three and a half times ack_wait
     std::thread::sleep(Duration::from_millis(7_000));
@@ -92,12 +85,7 @@ fn a_sink_stalled_past_ack_wait_causes_no_redelivery_and_no_duplicate() {
     }
     // time for a redelivery to show up, if the server made one
     std::thread::sleep(Duration::from_millis(3_000));
-    trigger.trigger();
-    let report = runtime
-        .block_on(run)
-        .unwrap()
-        .expect("the run ends cleanly");
-    assert!(report.drained);
+    assert!(running.stop().drained);
 
     let written = WRITTEN.lock().unwrap().clone();
     let unique: HashSet<&String> = written.iter().collect();

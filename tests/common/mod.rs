@@ -3,6 +3,7 @@
 
 pub mod dev_server;
 pub mod http;
+pub mod in_process;
 pub mod kafka;
 pub mod metrics;
 pub mod nats;

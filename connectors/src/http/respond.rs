@@ -145,6 +145,17 @@ pub fn outcome(result: Outcome, multiple: Multiple) -> HttpResponse {
 
 /// Several outputs in one body.
 fn join(events: &[Event], multiple: Multiple) -> (Bytes, &'static str) {
+    let content_type = match multiple {
+        Multiple::Ndjson => "application/x-ndjson",
+        Multiple::JsonArray => "application/json",
+    };
+    (join_values(events, multiple), content_type)
+}
+
+/// The events' values in one body: one per line (`Ndjson`), or a JSON
+/// array in which JSON values stand as they are and anything else as a
+/// string. Shared by the source's answers and the sink's requests.
+pub fn join_values(events: &[Event], multiple: Multiple) -> Bytes {
     let size: usize = events.iter().map(|e| e.value.len() + 3).sum();
     let mut out = BytesMut::with_capacity(size + 2);
     match multiple {
@@ -153,7 +164,6 @@ fn join(events: &[Event], multiple: Multiple) -> (Bytes, &'static str) {
                 out.put_slice(&e.value);
                 out.put_u8(b'\n');
             }
-            (out.freeze(), "application/x-ndjson")
         }
         Multiple::JsonArray => {
             out.put_u8(b'[');
@@ -169,9 +179,9 @@ fn join(events: &[Event], multiple: Multiple) -> (Bytes, &'static str) {
                 }
             }
             out.put_u8(b']');
-            (out.freeze(), "application/json")
         }
     }
+    out.freeze()
 }
 
 /// Status and headers from the event's `http.*` headers.

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -41,6 +41,7 @@ use weir_engine::sink::Delivery;
 use weir_engine::{Error, Event, Result, Sink};
 
 use super::config::Multiple;
+use super::respond::join_values;
 
 /// How events become requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -232,32 +233,7 @@ fn encode(events: &[Event], encoding: Encoding) -> Bytes {
         Encoding::Ndjson => Multiple::Ndjson,
         _ => Multiple::JsonArray,
     };
-    let size: usize = events.iter().map(|e| e.value.len() + 3).sum();
-    let mut out = BytesMut::with_capacity(size + 2);
-    match multiple {
-        Multiple::Ndjson => {
-            for e in events {
-                out.put_slice(&e.value);
-                out.put_u8(b'\n');
-            }
-        }
-        Multiple::JsonArray => {
-            out.put_u8(b'[');
-            for (i, e) in events.iter().enumerate() {
-                if i > 0 {
-                    out.put_u8(b',');
-                }
-                if serde_json::from_slice::<serde::de::IgnoredAny>(&e.value).is_ok() {
-                    out.put_slice(&e.value);
-                } else {
-                    let s = String::from_utf8_lossy(&e.value);
-                    out.put_slice(serde_json::to_string(&s).unwrap_or_default().as_bytes());
-                }
-            }
-            out.put_u8(b']');
-        }
-    }
-    out.freeze()
+    join_values(events, multiple)
 }
 
 /// How one attempt ended.
