@@ -222,7 +222,13 @@ fn a_second_process_joining_the_group_takes_partitions_and_nothing_is_lost() {
         })
     };
     let first = start_weir(dir.path(), &p);
-    await_committed(&broker, "weir-join", 6, 3000, Duration::from_secs(60));
+    // the first group of a fresh broker also waits for __consumer_offsets
+    let sum = committed_within(&broker, "weir-join", 6, 3000, Duration::from_secs(90));
+    assert!(
+        sum >= 3000,
+        "group weir-join committed {sum} of 3000 within 90s; weir's log:\n{}",
+        first.log()
+    );
     let second = start_weir(dir.path(), &p);
     producer.join().unwrap();
     await_committed(&broker, "weir-join", 6, n as i64, Duration::from_secs(120));
