@@ -75,7 +75,7 @@ pub(crate) async fn run(
         };
         match control.next(ctx, input).await {
             Wake::Shutdown => break,
-            Wake::Checkpoint => commit(ctx, spec.commit, false)?,
+            Wake::Checkpoint => commit(ctx, spec.commit, false).await?,
             Wake::Input(None) => dispatch(ctx, &mut pending).await?,
             Wake::Input(Some(Err(e))) => return Err(Error::from(e)),
             Wake::Input(Some(Ok(0))) => {
@@ -103,7 +103,7 @@ pub(crate) async fn run(
         }
     }
     ctx.drain().await;
-    commit(ctx, spec.commit, true)
+    commit(ctx, spec.commit, true).await
 }
 
 /// Adds a framed line to the batch and moves the position past it.
@@ -144,13 +144,13 @@ async fn dispatch(ctx: &mut SourceContext, pending: &mut Pending) -> Result<()> 
 
 /// Commits acked positions. A failed periodic commit is logged and retried
 /// at the next tick; a failed final commit is returned.
-fn commit(ctx: &mut SourceContext, how: Commit, last: bool) -> Result<()> {
+async fn commit(ctx: &mut SourceContext, how: Commit, last: bool) -> Result<()> {
     match how {
         Commit::Metrics => {
             ctx.take_checkpoints();
             Ok(())
         }
-        Commit::Local => match ctx.commit_local() {
+        Commit::Local => match ctx.commit_local().await {
             Ok(_) => Ok(()),
             Err(e) if last => Err(e.context("committing the final checkpoint")),
             Err(e) => {

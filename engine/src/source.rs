@@ -465,14 +465,25 @@ impl SourceContext {
     }
 
     /// For sources that keep positions in the local store: takes the moved
-    /// watermarks and writes them durably.
-    pub fn commit_local(&mut self) -> Result<Vec<Checkpoint>> {
+    /// watermarks and writes them durably. The write and its fsyncs run on
+    /// tokio's blocking pool, never on the I/O runtime's workers (a slow
+    /// disk must not stall the other sources and the HTTP server).
+    pub async fn commit_local(&mut self) -> Result<Vec<Checkpoint>> {
         let cps = self.take_checkpoints();
-        if let Some(store) = &mut self.store {
-            if let Err(e) = store.save(&cps) {
-                self.metrics.commit_failed();
-                return Err(e);
-            }
+        let Some(mut store) = self.store.take() else {
+            return Ok(cps);
+        };
+        let saving = cps.clone();
+        let (store, saved) = tokio::task::spawn_blocking(move || {
+            let saved = store.save(&saving);
+            (store, saved)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("checkpoint write task: {e}")))?;
+        self.store = Some(store);
+        if let Err(e) = saved {
+            self.metrics.commit_failed();
+            return Err(e);
         }
         Ok(cps)
     }

@@ -76,11 +76,57 @@ impl Client {
             .build()
             .unwrap();
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let results = rt
-            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-            .expect("create_topics");
-        for r in results {
-            r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+        // a broker that has just started (two at once on two cores, in CI)
+        // can take a while: a generous timeout, and a retry when it passes
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let started = Instant::now();
+        loop {
+            match rt.block_on(admin.create_topics([&topic], &options)) {
+                Ok(results) => {
+                    for r in results {
+                        match r {
+                            Ok(_) => {}
+                            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                            Err((t, e)) => panic!("creating topic {t}: {e}"),
+                        }
+                    }
+                    break;
+                }
+                Err(e) if started.elapsed() < Duration::from_secs(90) => {
+                    eprintln!("create_topics {name}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("create_topics {name}: {e}"),
+            }
+        }
+        self.await_topic(name, partitions);
+    }
+
+    /// Waits until the broker's metadata shows `topic` with `partitions`
+    /// partitions, each with a leader (creation returns before that).
+    pub fn await_topic(&self, topic: &str, partitions: i32) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                let ready = metadata.topics().iter().any(|t| {
+                    t.name() == topic
+                        && t.error().is_none()
+                        && t.partitions().len() == partitions as usize
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
+                });
+                if ready {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "topic {topic} was created but has no leaders after 60s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
