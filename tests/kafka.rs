@@ -493,3 +493,79 @@ topic = "missing-out"
     let out = common::run_in(dir.path(), &["run", sink_unknown.to_str().unwrap()]);
     common::assert_failed_with(&out, "topic `missing-out` does not exist");
 }
+
+/// Static membership: two processes with their own `instance` share a
+/// group; one is stopped and started again within the session timeout. The
+/// other sees no rebalance (no partition revoked or assigned), and the
+/// restarted one resumes its partitions: everything is committed.
+#[test]
+fn a_static_member_restarted_within_the_session_timeout_causes_no_rebalance() {
+    let broker = Broker::start();
+    broker.create_topic("in", 6);
+    broker.create_topic("out", 6);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |instance: &str| {
+        let text = format!(
+            r#"
+[pipeline]
+name = "static-{instance}"
+[sources.in]
+type = "kafka"
+brokers = "{b}"
+topics = ["in"]
+group = "weir-static"
+instance = "{instance}"
+options = {{ "session.timeout.ms" = "30000" }}
+[sinks.out]
+type = "kafka"
+brokers = "{b}"
+topic = "out"
+[checkpoint]
+interval = "100ms"
+"#,
+            b = broker.bootstrap
+        );
+        write(dir.path(), &format!("{instance}.toml"), &text)
+    };
+    let (file_a, file_b) = (file("a"), file("b"));
+    let records = |from: u64, to: u64| {
+        (from..to).map(|i| (Some(format!("k{}", i % 50)), format!("{{\"id\":{i}}}")))
+    };
+    let a = start_weir(dir.path(), &file_a);
+    let b = start_weir(dir.path(), &file_b);
+    broker.produce("in", records(0, 3000));
+    await_committed(&broker, "weir-static", 6, 3000, Duration::from_secs(90));
+    // both members hold partitions and the group has settled
+    let started = Instant::now();
+    while !(a.log().contains("partitions assigned") && b.log().contains("partitions assigned")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a member got no partitions"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let changes = |log: &str| {
+        log.matches("partitions assigned").count() + log.matches("partitions revoked").count()
+    };
+    let before = changes(&b.log());
+
+    let (status, log) = stop_weir(a);
+    assert!(status.success(), "{log}");
+    broker.produce("in", records(3000, 6000));
+    let a = start_weir(dir.path(), &file_a);
+    await_committed(&broker, "weir-static", 6, 6000, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let b_log = b.log();
+    assert_eq!(
+        changes(&b_log),
+        before,
+        "the other member saw a rebalance when a static member restarted:\n{b_log}"
+    );
+    let (sa, la) = stop_weir(a);
+    let (sb, lb) = stop_weir(b);
+    assert!(sa.success() && sb.success(), "{la}\n---\n{lb}");
+    let out = broker.read("out", 6000, Duration::from_secs(30));
+    let ids: std::collections::HashSet<String> = out.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(ids.len(), 6000, "every event is in the output");
+}

@@ -72,6 +72,18 @@ pub struct KafkaSourceOptions {
         deserialize_with = "weir_config::deserialize_duration"
     )]
     pub connect_timeout: Duration,
+    /// A stable name for this process among the group's members (e.g.
+    /// `"${HOSTNAME}"` in a StatefulSet); default none. Turns on static
+    /// membership: `group.instance.id` is `INSTANCE-SOURCE`, so a process
+    /// that restarts within `session.timeout.ms` (45 s by default) gets its
+    /// partitions back without a rebalance of the others. Each process
+    /// needs its own name.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// `group.instance.id` derived from `instance` and the source's name
+    /// (set by [`KafkaSourceOptions::from_config`]).
+    #[serde(skip)]
+    pub group_instance_id: Option<String>,
     /// Any librdkafka consumer property, passed through as is (TLS, SASL,
     /// OAuth, fetch sizes...). weir's own settings (`enable.auto.commit`,
     /// `enable.auto.offset.store`) cannot be overridden.
@@ -138,7 +150,28 @@ const SOURCE_OWNED: &[&str] = &["enable.auto.commit", "enable.auto.offset.store"
 impl KafkaSourceOptions {
     /// Parses and checks a source's options.
     pub fn from_config(config: &ComponentConfig) -> Result<Self, Diagnostic> {
-        let options: KafkaSourceOptions = config.options()?;
+        let mut options: KafkaSourceOptions = config.options()?;
+        if let Some(instance) = &options.instance {
+            let valid = !instance.is_empty()
+                && instance
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(config.option_error(
+                    "instance",
+                    format!(
+                        "`instance` must be letters, digits, `-`, `_` or `.`; found {instance:?}"
+                    ),
+                ));
+            }
+            if options.options.contains_key("group.instance.id") {
+                return Err(config.option_error(
+                    "options",
+                    "set `instance` or `options.\"group.instance.id\"`, not both",
+                ));
+            }
+            options.group_instance_id = Some(format!("{instance}-{}", config.name));
+        }
         if options.brokers.trim().is_empty() {
             return Err(config.option_error("brokers", "`brokers` must not be empty"));
         }
@@ -198,6 +231,9 @@ impl KafkaSourceOptions {
             GroupProtocol::Consumer => {
                 c.set("group.protocol", "consumer");
             }
+        }
+        if let Some(id) = &self.group_instance_id {
+            c.set("group.instance.id", id);
         }
         for (k, v) in &self.options {
             c.set(k, v);
@@ -297,5 +333,24 @@ mod tests {
             Some("cooperative-sticky")
         );
         assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[test]
+    fn an_instance_name_turns_on_static_membership() {
+        let base = "brokers = \"b:9092\"\ngroup = \"g\"\ntopics = [\"a\"]\n";
+        let none = parse(base).unwrap();
+        assert_eq!(none.client_config().get("group.instance.id"), None);
+        let named = parse(&format!("{base}instance = \"web-1\"")).unwrap();
+        assert_eq!(
+            named.client_config().get("group.instance.id"),
+            Some("web-1-in")
+        );
+        let bad = parse(&format!("{base}instance = \"web 1\"")).unwrap_err();
+        assert!(bad.contains("`instance` must be letters"), "{bad}");
+        let both = parse(&format!(
+            "{base}instance = \"w\"\noptions = {{ \"group.instance.id\" = \"x\" }}"
+        ))
+        .unwrap_err();
+        assert!(both.contains("not both"), "{both}");
     }
 }
