@@ -8,35 +8,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use common::stall_sink;
 use weir_config::{ComponentConfig, PipelineConfig};
-use weir_engine::{Event, Sink};
 
 use common::metrics::{metric, recorder as metrics};
-
-static STALLED: AtomicBool = AtomicBool::new(true);
-static WRITTEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Records every value; waits while `STALLED` is set.
-struct StallSink;
-
-#[async_trait]
-impl Sink for StallSink {
-    async fn write(&mut self, events: &[Event]) -> weir_engine::Result<()> {
-        while STALLED.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let mut written = WRITTEN.lock().unwrap();
-        for e in events {
-            written.push(String::from_utf8_lossy(&e.value).into_owned());
-        }
-        Ok(())
-    }
-}
 
 #[test]
 fn a_sink_stalled_past_ack_wait_causes_no_redelivery_and_no_duplicate() {
@@ -47,7 +24,7 @@ fn a_sink_stalled_past_ack_wait_causes_no_redelivery_and_no_duplicate() {
     server.publish((0..n).map(|i| (format!("in.{}", i % 10), format!("{{\"id\":{i}}}"))));
 
     let mut registry = weir::registry();
-    registry.sink("stall", |_| Ok(Box::new(StallSink)));
+    registry.sink("stall", stall_sink::build);
     let source = ComponentConfig::from_toml(
         "in",
         "jetstream",
@@ -73,13 +50,13 @@ fn a_sink_stalled_past_ack_wait_causes_no_redelivery_and_no_duplicate() {
         metric("weir_jetstream_in_progress_total{source=\"in\"}") > 0.0,
         "no in-progress ack was sent while the sink stalled"
     );
-    STALLED.store(false, Ordering::Relaxed);
+    stall_sink::release();
     let started = Instant::now();
-    while WRITTEN.lock().unwrap().len() < n {
+    while stall_sink::written().len() < n {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "only {} of {n} written",
-            WRITTEN.lock().unwrap().len()
+            stall_sink::written().len()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -87,7 +64,7 @@ fn a_sink_stalled_past_ack_wait_causes_no_redelivery_and_no_duplicate() {
     std::thread::sleep(Duration::from_millis(3_000));
     assert!(running.stop().drained);
 
-    let written = WRITTEN.lock().unwrap().clone();
+    let written = stall_sink::written();
     let unique: HashSet<&String> = written.iter().collect();
     assert_eq!(unique.len(), n, "every message was written");
     assert_eq!(

@@ -10,33 +10,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use common::stall_sink;
 use weir_config::{ComponentConfig, PipelineConfig};
-use weir_engine::{Event, Sink};
-
-static STALLED: AtomicBool = AtomicBool::new(true);
-static WRITTEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Records every value; waits while `STALLED` is set.
-struct StallSink;
-
-#[async_trait]
-impl Sink for StallSink {
-    async fn write(&mut self, events: &[Event]) -> weir_engine::Result<()> {
-        while STALLED.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let mut written = WRITTEN.lock().unwrap();
-        for e in events {
-            written.push(String::from_utf8_lossy(&e.value).into_owned());
-        }
-        Ok(())
-    }
-}
 
 fn config(url: &str) -> PipelineConfig {
     let source = ComponentConfig::from_toml(
@@ -63,7 +40,7 @@ fn sigterm_while_a_key_routed_source_is_blocked_ends_drained_and_loses_nothing()
     let n = 5_000usize;
     server.publish((0..n).map(|i| (format!("in.{}", i % 10), format!("{{\"id\":{i}}}"))));
     let mut registry = weir::registry();
-    registry.sink("stall", |_| Ok(Box::new(StallSink)));
+    registry.sink("stall", stall_sink::build);
 
     let running = common::in_process::start(&config(&server.url), &registry);
     // the sink holds everything: the shards fill and the source blocks
@@ -71,7 +48,7 @@ fn sigterm_while_a_key_routed_source_is_blocked_ends_drained_and_loses_nothing()
     // the sink recovers just after the shutdown request, within the drain
     let unstall = std::thread::spawn(|| {
         std::thread::sleep(Duration::from_millis(300));
-        STALLED.store(false, Ordering::Relaxed);
+        stall_sink::release();
     });
     let report = running.stop();
     unstall.join().unwrap();
@@ -79,7 +56,7 @@ fn sigterm_while_a_key_routed_source_is_blocked_ends_drained_and_loses_nothing()
         report.drained,
         "a dispatch given up at shutdown made the run end undrained (weir run would exit 1)"
     );
-    let first_run = WRITTEN.lock().unwrap().len();
+    let first_run = stall_sink::written().len();
     eprintln!("first run delivered {first_run}");
     assert!(first_run < n, "the stall did not hold anything back");
 
@@ -87,7 +64,7 @@ fn sigterm_while_a_key_routed_source_is_blocked_ends_drained_and_loses_nothing()
     let running = common::in_process::start(&config(&server.url), &registry);
     let started = Instant::now();
     loop {
-        let unique: HashSet<String> = WRITTEN.lock().unwrap().iter().cloned().collect();
+        let unique: HashSet<String> = stall_sink::written().into_iter().collect();
         if unique.len() == n {
             eprintln!("second run complete after {:?}", started.elapsed());
             break;

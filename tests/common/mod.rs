@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod nats;
 pub mod postgres;
+pub mod stall_sink;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

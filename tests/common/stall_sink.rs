@@ -1,0 +1,48 @@
+//! A test sink that holds every write while it is stalled and records the
+//! values it wrote. Registered as a factory function (the registry takes
+//! plain functions), so its switch and record are per test binary.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::{Event, Sink};
+
+/// Set while writes wait; set from the start.
+pub static STALLED: AtomicBool = AtomicBool::new(true);
+/// Every value written, in order.
+pub static WRITTEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The sink.
+struct StallSink;
+
+#[async_trait]
+impl Sink for StallSink {
+    async fn write(&mut self, events: &[Event]) -> weir_engine::Result<()> {
+        while STALLED.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut written = WRITTEN.lock().unwrap();
+        for e in events {
+            written.push(String::from_utf8_lossy(&e.value).into_owned());
+        }
+        Ok(())
+    }
+}
+
+/// The factory to register (`registry.sink("stall", stall_sink::build)`).
+pub fn build(_: &ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic> {
+    Ok(Box::new(StallSink))
+}
+
+/// Lets every waiting and later write through.
+pub fn release() {
+    STALLED.store(false, Ordering::Relaxed);
+}
+
+/// A copy of what was written so far.
+pub fn written() -> Vec<String> {
+    WRITTEN.lock().unwrap().clone()
+}
