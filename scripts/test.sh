@@ -20,5 +20,8 @@ if [ -x scripts/deps.sh ]; then
   scripts/deps.sh
 fi
 
+# the WebAssembly guests the wasm tests run (adds the wasm32-wasip2 target)
+bash scripts/build-guests.sh
+
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads="${WEIR_TEST_THREADS:-2}"

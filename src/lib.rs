@@ -15,5 +15,6 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     weir_connectors::register(&mut registry);
     weir_functions::register(&mut registry);
+    weir_wasm::register(&mut registry);
     registry
 }

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod nats;
 pub mod postgres;
 pub mod stall_sink;
+pub mod wasm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

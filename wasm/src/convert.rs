@@ -1,0 +1,302 @@
+//! Between weir's events and the guest's: the batch lent to the guest
+//! without copying on the host side, and the outcomes applied to a
+//! [`StepOutput`].
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use weir_engine::{Event, SinkId, StepOutput};
+
+use crate::bindings::weir::function::types::{
+    Action, Event as GuestEvent, HeaderParam, HeaderResult, Outcome, Output,
+};
+
+/// Header names as `&str`: borrowed when valid UTF-8 (always, in practice),
+/// else a lossy copy.
+pub fn header_names(events: &[Event]) -> Vec<Cow<'_, str>> {
+    let mut names = Vec::with_capacity(events.iter().map(|e| e.headers.len()).sum());
+    for event in events {
+        for (name, _) in &event.headers {
+            names.push(String::from_utf8_lossy(name));
+        }
+    }
+    names
+}
+
+/// Every header of the batch in one vector, in event order.
+pub fn header_params<'a>(events: &'a [Event], names: &'a [Cow<'a, str>]) -> Vec<HeaderParam<'a>> {
+    let mut headers = Vec::with_capacity(names.len());
+    let mut i = 0;
+    for event in events {
+        for (_, value) in &event.headers {
+            headers.push(HeaderParam {
+                name: &names[i],
+                value,
+            });
+            i += 1;
+        }
+    }
+    headers
+}
+
+/// The batch as the guest's `list<event>`, borrowing every byte.
+pub fn event_params<'a>(
+    events: &'a [Event],
+    headers: &'a [HeaderParam<'a>],
+) -> Vec<GuestEvent<'a>> {
+    let mut start = 0;
+    events
+        .iter()
+        .map(|event| {
+            let end = start + event.headers.len();
+            let param = GuestEvent {
+                key: event.key.as_deref(),
+                value: &event.value,
+                headers: &headers[start..end],
+                timestamp_ms: event.timestamp_ms,
+            };
+            start = end;
+            param
+        })
+        .collect()
+}
+
+/// Applies outcomes to a batch; keeps its buffers across batches.
+#[derive(Default)]
+pub struct Applier {
+    /// Outcomes still to come per input.
+    remaining: Vec<u32>,
+    /// The inputs, taken by their last outcome.
+    slots: Vec<Option<Event>>,
+}
+
+/// What applying a batch's outcomes found wrong with them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Misuse {
+    /// Outcomes naming an input past the batch's end (ignored).
+    pub bad_index: usize,
+}
+
+impl Applier {
+    /// Applies `outcomes` to `inputs` (which it empties): every input gets
+    /// what its outcomes say, in their order; inputs no outcome names are
+    /// dropped. Emitted and routed events keep their input's origin and
+    /// event time.
+    pub fn apply(
+        &mut self,
+        outcomes: Vec<Outcome>,
+        inputs: &mut Vec<Event>,
+        routes: &HashMap<String, SinkId>,
+        out: &mut StepOutput,
+    ) -> Misuse {
+        let n = inputs.len();
+        let mut misuse = Misuse::default();
+        self.remaining.clear();
+        self.remaining.resize(n, 0);
+        for o in &outcomes {
+            match self.remaining.get_mut(o.input as usize) {
+                Some(count) => *count += 1,
+                None => misuse.bad_index += 1,
+            }
+        }
+        self.slots.clear();
+        self.slots.extend(inputs.drain(..).map(Some));
+        for Outcome { input, action } in outcomes {
+            let i = input as usize;
+            if i >= n {
+                continue;
+            }
+            self.remaining[i] -= 1;
+            let last = self.remaining[i] == 0;
+            let Some(original) = self.slots[i].as_ref() else {
+                continue;
+            };
+            let (origin, timestamp_ms) = (original.origin, original.timestamp_ms);
+            match action {
+                Action::Keep => out.emit(self.input(i, last)),
+                Action::Emit(output) => {
+                    if last {
+                        self.slots[i] = None;
+                    }
+                    out.emit(event_from(output, origin, timestamp_ms));
+                }
+                Action::Route(routed) => match routes.get(&routed.sink) {
+                    Some(&sink) => {
+                        if last {
+                            self.slots[i] = None;
+                        }
+                        out.route(sink, event_from(routed.event, origin, timestamp_ms));
+                    }
+                    None => {
+                        let reason = format!(
+                            "the function routed to sink `{}`, which the step's `routes` does not list",
+                            routed.sink
+                        );
+                        out.fail(self.input(i, last), reason);
+                    }
+                },
+                Action::Drop => {
+                    if last {
+                        out.drop_event(self.input(i, true));
+                    }
+                }
+                Action::Fail(reason) => out.fail(self.input(i, last), reason),
+                Action::Retry(reason) => out.fail_retryable(self.input(i, last), reason),
+            }
+        }
+        for event in self.slots.drain(..).flatten() {
+            // no outcome named it
+            out.drop_event(event);
+        }
+        misuse
+    }
+
+    /// Input `i`: taken by its last outcome, else a copy (payloads are shared).
+    fn input(&mut self, i: usize, last: bool) -> Event {
+        if last {
+            self.slots[i].take().unwrap_or_default()
+        } else {
+            self.slots[i].clone().unwrap_or_default()
+        }
+    }
+}
+
+fn event_from(output: Output, origin: weir_engine::Origin, timestamp_ms: i64) -> Event {
+    Event {
+        key: output.key.map(Bytes::from),
+        value: Bytes::from(output.value),
+        headers: output
+            .headers
+            .into_iter()
+            .map(|HeaderResult { name, value }| (Bytes::from(name), Bytes::from(value)))
+            .collect(),
+        timestamp_ms,
+        origin,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(v: &str) -> Output {
+        Output {
+            key: None,
+            value: v.as_bytes().to_vec(),
+            headers: vec![HeaderResult {
+                name: "h".into(),
+                value: b"1".to_vec(),
+            }],
+        }
+    }
+
+    fn events() -> Vec<Event> {
+        (0..4)
+            .map(|i| {
+                Event::new(format!("e{i}"))
+                    .with_offset(100 + i)
+                    .with_timestamp_ms(7)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_action_lands_where_it_should_and_unnamed_inputs_are_dropped() {
+        let mut routes = HashMap::new();
+        routes.insert("audit".to_string(), 3 as SinkId);
+        let outcomes = vec![
+            Outcome {
+                input: 0,
+                action: Action::Keep,
+            },
+            Outcome {
+                input: 1,
+                action: Action::Emit(output("a")),
+            },
+            Outcome {
+                input: 1,
+                action: Action::Emit(output("b")),
+            },
+            Outcome {
+                input: 2,
+                action: Action::Route(weir_guest_routed("audit", "r")),
+            },
+            Outcome {
+                input: 2,
+                action: Action::Retry("later".into()),
+            },
+            Outcome {
+                input: 9,
+                action: Action::Drop,
+            },
+        ];
+        let mut inputs = events();
+        let mut out = StepOutput::new();
+        let misuse = Applier::default().apply(outcomes, &mut inputs, &routes, &mut out);
+        assert_eq!(misuse.bad_index, 1);
+        let values: Vec<_> = out.events.iter().map(|e| e.value.clone()).collect();
+        assert_eq!(
+            values,
+            vec![Bytes::from("e0"), Bytes::from("a"), Bytes::from("b")]
+        );
+        assert_eq!(
+            out.events[1].origin.offset, 101,
+            "emitted events keep their input's origin"
+        );
+        assert_eq!(
+            out.events[2].header("h").map(|v| v.as_ref()),
+            Some(&b"1"[..])
+        );
+        assert_eq!(out.routed.len(), 1);
+        assert_eq!(out.routed[0].0, 3);
+        assert_eq!(out.routed[0].1.origin.offset, 102);
+        assert_eq!(out.failed.len(), 1);
+        assert!(out.failed[0].retryable);
+        assert_eq!(out.failed[0].event.value, Bytes::from("e2"));
+        assert_eq!(out.dropped, 1, "input 3 had no outcome");
+    }
+
+    #[test]
+    fn routing_to_an_undeclared_sink_fails_the_event() {
+        let outcomes = vec![Outcome {
+            input: 0,
+            action: Action::Route(weir_guest_routed("nope", "x")),
+        }];
+        let mut inputs = events();
+        inputs.truncate(1);
+        let mut out = StepOutput::new();
+        Applier::default().apply(outcomes, &mut inputs, &HashMap::new(), &mut out);
+        assert_eq!(out.failed.len(), 1);
+        assert!(out.failed[0].reason.contains("`nope`"));
+        assert!(!out.failed[0].retryable);
+    }
+
+    #[test]
+    fn params_borrow_every_field() {
+        let mut events = events();
+        events[1]
+            .headers
+            .push((Bytes::from_static(b"a"), Bytes::from_static(b"x")));
+        events[1]
+            .headers
+            .push((Bytes::from_static(b"\xff"), Bytes::from_static(b"y")));
+        events[2].key = Some(Bytes::from_static(b"k"));
+        let names = header_names(&events);
+        let headers = header_params(&events, &names);
+        let params = event_params(&events, &headers);
+        assert_eq!(params.len(), 4);
+        assert_eq!(params[1].headers.len(), 2);
+        assert_eq!(params[1].headers[1].name, "\u{fffd}");
+        assert_eq!(params[2].key, Some(&b"k"[..]));
+        assert_eq!(params[3].value, b"e3");
+        assert_eq!(params[0].timestamp_ms, 7);
+    }
+
+    fn weir_guest_routed(sink: &str, v: &str) -> crate::bindings::weir::function::types::Routed {
+        crate::bindings::weir::function::types::Routed {
+            sink: sink.into(),
+            event: output(v),
+        }
+    }
+}
