@@ -116,31 +116,10 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
     crate::observability::init_metrics();
 
     eprintln!("{}: baseline ({})…", scenario.name, scenario.baseline_name);
-    let baseline_eps = (scenario.baseline)(events);
+    let baseline_eps = (scenario.baseline)(events, shards)?;
 
     let config = pipeline_config(scenario, events, shards)?;
-    let pipeline = Pipeline::build(&config, &crate::registry()).map_err(|d| d.to_string())?;
-    let latency = pipeline.latency();
-    report::reset_peak_rss();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("weir-io")
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let progress = progress::Progress::start(
-        scenario.name,
-        events,
-        Arc::clone(&latency),
-        config.sources[0].batch.max_events,
-    );
-    let started = Instant::now();
-    let (trigger, _) = shutdown_channel();
-    runtime
-        .block_on(pipeline.run(trigger))
-        .map_err(|e| e.to_string())?;
-    let seconds = started.elapsed().as_secs_f64();
-    progress.finish();
+    let (seconds, latency) = run_pipeline(scenario.name, &config, events)?;
     let events_per_sec = events as f64 / seconds;
     Ok(BenchReport {
         scenario: scenario.name.to_string(),
@@ -158,6 +137,49 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
         shards,
         extra: serde_json::Map::new(),
     })
+}
+
+/// The baseline of `wasm-map`: the `json-map` scenario's pipeline.
+pub fn native_json_map(events: u64, shards: usize) -> Result<f64, String> {
+    let scenario = SCENARIOS
+        .iter()
+        .find(|s| s.name == "json-map")
+        .ok_or("no json-map scenario")?;
+    let config = pipeline_config(scenario, events, shards)?;
+    let (seconds, _) = run_pipeline("json-map (baseline)", &config, events)?;
+    Ok(events as f64 / seconds)
+}
+
+/// Runs a generator pipeline to its end; returns the seconds it took and
+/// its latency histogram.
+fn run_pipeline(
+    name: &'static str,
+    config: &PipelineConfig,
+    events: u64,
+) -> Result<(f64, Arc<weir_engine::LatencyHistogram>), String> {
+    let pipeline = Pipeline::build(config, &crate::registry()).map_err(|d| d.to_string())?;
+    let latency = pipeline.latency();
+    report::reset_peak_rss();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weir-io")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let progress = progress::Progress::start(
+        name,
+        events,
+        Arc::clone(&latency),
+        config.sources[0].batch.max_events,
+    );
+    let started = Instant::now();
+    let (trigger, _) = shutdown_channel();
+    runtime
+        .block_on(pipeline.run(trigger))
+        .map_err(|e| e.to_string())?;
+    let seconds = started.elapsed().as_secs_f64();
+    progress.finish();
+    Ok((seconds, latency))
 }
 
 fn pipeline_config(

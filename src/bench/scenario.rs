@@ -14,8 +14,9 @@ pub struct Scenario {
     pub step: Option<(&'static str, &'static str)>,
     /// What the baseline is.
     pub baseline_name: &'static str,
-    /// Runs the baseline over this many events; returns events per second.
-    pub baseline: fn(u64) -> f64,
+    /// Runs the baseline over this many events (with weir's shard count,
+    /// for baselines that are pipelines too); returns events per second.
+    pub baseline: fn(u64, usize) -> Result<f64, String>,
 }
 
 /// A ~100-byte static payload: the generator's no-placeholder path, so the
@@ -38,7 +39,7 @@ pub const SCENARIOS: &[Scenario] = &[
         payload: PASSTHROUGH_PAYLOAD,
         step: None,
         baseline_name: "one thread sending the same batches through one bounded channel",
-        baseline: baseline::channel,
+        baseline: |events, _| Ok(baseline::channel(events)),
     },
     Scenario {
         name: "json-map",
@@ -46,7 +47,7 @@ pub const SCENARIOS: &[Scenario] = &[
         payload: JSON_PAYLOAD,
         step: Some(("json-add-field", "field = \"seen\"\nvalue = true\n")),
         baseline_name: "the same generator and json-add-field work in a plain single-threaded loop",
-        baseline: baseline::json_map,
+        baseline: |events, _| Ok(baseline::json_map(events)),
     },
     Scenario {
         name: "jq-map",
@@ -54,6 +55,18 @@ pub const SCENARIOS: &[Scenario] = &[
         payload: JSON_PAYLOAD,
         step: Some(("jq", "expr = 'select(.amount > 100) | .flag = true'\n")),
         baseline_name: "the same generator and a plain single-threaded jaq loop",
-        baseline: baseline::jq_map,
+        baseline: |events, _| Ok(baseline::jq_map(events)),
+    },
+    Scenario {
+        name: "wasm-map",
+        default_events: 10_000_000,
+        payload: JSON_PAYLOAD,
+        step: Some(("wasm", WASM_MAP_OPTIONS)),
+        baseline_name: "the json-map pipeline (native json-add-field step) on the same shards",
+        baseline: super::native_json_map,
     },
 ];
+
+/// The `wasm-map` step: the `json-add-field` guest (built by
+/// scripts/build-guests.sh; the bench runs from the repository's root).
+pub const WASM_MAP_OPTIONS: &str = "module = 'wasm/guests/out/json-add-field.wasm'\nconfig = { field = \"seen\", value = \"true\" }\n";

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use weir_engine::{Event, SinkId, StepOutput};
 
 use crate::bindings::weir::function::types::{
-    Action, Event as GuestEvent, HeaderParam, HeaderResult, Outcome, Output,
+    Action, Event as GuestEvent, HeaderParam, HeaderResult, Outcome, Outcomes, Output, Span,
 };
 
 /// Header names as `&str`: borrowed when valid UTF-8 (always, in practice),
@@ -40,19 +40,23 @@ pub fn header_params<'a>(events: &'a [Event], names: &'a [Cow<'a, str>]) -> Vec<
     headers
 }
 
-/// The batch as the guest's `list<event>`, borrowing every byte.
+/// The batch's events as the guest's records: keys and values are copied
+/// back to back into `data` (cleared first), headers are borrowed.
 pub fn event_params<'a>(
-    events: &'a [Event],
+    events: &[Event],
     headers: &'a [HeaderParam<'a>],
+    data: &mut Vec<u8>,
 ) -> Vec<GuestEvent<'a>> {
+    data.clear();
     let mut start = 0;
     events
         .iter()
         .map(|event| {
             let end = start + event.headers.len();
+            let key = event.key.as_ref().map(|k| span_of(data, k));
             let param = GuestEvent {
-                key: event.key.as_deref(),
-                value: &event.value,
+                key,
+                value: span_of(data, &event.value),
                 headers: &headers[start..end],
                 timestamp_ms: event.timestamp_ms,
             };
@@ -60,6 +64,15 @@ pub fn event_params<'a>(
             param
         })
         .collect()
+}
+
+fn span_of(data: &mut Vec<u8>, bytes: &[u8]) -> Span {
+    let offset = data.len() as u32;
+    data.extend_from_slice(bytes);
+    Span {
+        offset,
+        len: bytes.len() as u32,
+    }
 }
 
 /// Applies outcomes to a batch; keeps its buffers across batches.
@@ -76,6 +89,8 @@ pub struct Applier {
 pub struct Misuse {
     /// Outcomes naming an input past the batch's end (ignored).
     pub bad_index: usize,
+    /// Outputs whose spans fall outside the returned data (their input fails).
+    pub bad_span: usize,
 }
 
 impl Applier {
@@ -85,13 +100,15 @@ impl Applier {
     /// event time.
     pub fn apply(
         &mut self,
-        outcomes: Vec<Outcome>,
+        outcomes: Outcomes,
         inputs: &mut Vec<Event>,
         routes: &HashMap<String, SinkId>,
         out: &mut StepOutput,
     ) -> Misuse {
         let n = inputs.len();
         let mut misuse = Misuse::default();
+        let Outcomes { data, outcomes } = outcomes;
+        let data = Bytes::from(data);
         self.remaining.clear();
         self.remaining.resize(n, 0);
         for o in &outcomes {
@@ -115,19 +132,31 @@ impl Applier {
             let (origin, timestamp_ms) = (original.origin, original.timestamp_ms);
             match action {
                 Action::Keep => out.emit(self.input(i, last)),
-                Action::Emit(output) => {
-                    if last {
-                        self.slots[i] = None;
-                    }
-                    out.emit(event_from(output, origin, timestamp_ms));
-                }
-                Action::Route(routed) => match routes.get(&routed.sink) {
-                    Some(&sink) => {
+                Action::Emit(output) => match event_from(output, &data, origin, timestamp_ms) {
+                    Some(event) => {
                         if last {
                             self.slots[i] = None;
                         }
-                        out.route(sink, event_from(routed.event, origin, timestamp_ms));
+                        out.emit(event);
                     }
+                    None => {
+                        misuse.bad_span += 1;
+                        out.fail(self.input(i, last), BAD_SPAN);
+                    }
+                },
+                Action::Route(routed) => match routes.get(&routed.sink) {
+                    Some(&sink) => match event_from(routed.event, &data, origin, timestamp_ms) {
+                        Some(event) => {
+                            if last {
+                                self.slots[i] = None;
+                            }
+                            out.route(sink, event);
+                        }
+                        None => {
+                            misuse.bad_span += 1;
+                            out.fail(self.input(i, last), BAD_SPAN);
+                        }
+                    },
                     None => {
                         let reason = format!(
                             "the function routed to sink `{}`, which the step's `routes` does not list",
@@ -162,10 +191,24 @@ impl Applier {
     }
 }
 
-fn event_from(output: Output, origin: weir_engine::Origin, timestamp_ms: i64) -> Event {
-    Event {
-        key: output.key.map(Bytes::from),
-        value: Bytes::from(output.value),
+/// Why an input whose output's bytes were out of range fails.
+const BAD_SPAN: &str =
+    "the function returned an output whose key or value lies outside the data it returned";
+
+/// The event an output describes; `None` if a span is out of range.
+fn event_from(
+    output: Output,
+    data: &Bytes,
+    origin: weir_engine::Origin,
+    timestamp_ms: i64,
+) -> Option<Event> {
+    let key = match output.key {
+        Some(span) => Some(slice(data, span)?),
+        None => None,
+    };
+    Some(Event {
+        key,
+        value: slice(data, output.value)?,
         headers: output
             .headers
             .into_iter()
@@ -173,21 +216,36 @@ fn event_from(output: Output, origin: weir_engine::Origin, timestamp_ms: i64) ->
             .collect(),
         timestamp_ms,
         origin,
-    }
+    })
+}
+
+/// `span` of `data`, sharing its buffer.
+fn slice(data: &Bytes, span: Span) -> Option<Bytes> {
+    let start = span.offset as usize;
+    let end = start.checked_add(span.len as usize)?;
+    (end <= data.len()).then(|| data.slice(start..end))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn output(v: &str) -> Output {
+    /// An output whose value is `len` bytes at `offset` of the returned data.
+    fn output(offset: u32, len: u32) -> Output {
         Output {
             key: None,
-            value: v.as_bytes().to_vec(),
+            value: Span { offset, len },
             headers: vec![HeaderResult {
                 name: "h".into(),
                 value: b"1".to_vec(),
             }],
+        }
+    }
+
+    fn returned(outcomes: Vec<Outcome>) -> Outcomes {
+        Outcomes {
+            data: b"abr".to_vec(),
+            outcomes,
         }
     }
 
@@ -212,15 +270,15 @@ mod tests {
             },
             Outcome {
                 input: 1,
-                action: Action::Emit(output("a")),
+                action: Action::Emit(output(0, 1)),
             },
             Outcome {
                 input: 1,
-                action: Action::Emit(output("b")),
+                action: Action::Emit(output(1, 1)),
             },
             Outcome {
                 input: 2,
-                action: Action::Route(weir_guest_routed("audit", "r")),
+                action: Action::Route(weir_guest_routed("audit", output(2, 1))),
             },
             Outcome {
                 input: 2,
@@ -233,7 +291,7 @@ mod tests {
         ];
         let mut inputs = events();
         let mut out = StepOutput::new();
-        let misuse = Applier::default().apply(outcomes, &mut inputs, &routes, &mut out);
+        let misuse = Applier::default().apply(returned(outcomes), &mut inputs, &routes, &mut out);
         assert_eq!(misuse.bad_index, 1);
         let values: Vec<_> = out.events.iter().map(|e| e.value.clone()).collect();
         assert_eq!(
@@ -258,22 +316,38 @@ mod tests {
     }
 
     #[test]
-    fn routing_to_an_undeclared_sink_fails_the_event() {
+    fn an_output_outside_the_returned_data_fails_its_input() {
         let outcomes = vec![Outcome {
             input: 0,
-            action: Action::Route(weir_guest_routed("nope", "x")),
+            action: Action::Emit(output(2, 5)),
         }];
         let mut inputs = events();
         inputs.truncate(1);
         let mut out = StepOutput::new();
-        Applier::default().apply(outcomes, &mut inputs, &HashMap::new(), &mut out);
+        let misuse =
+            Applier::default().apply(returned(outcomes), &mut inputs, &HashMap::new(), &mut out);
+        assert_eq!(misuse.bad_span, 1);
+        assert_eq!(out.failed.len(), 1);
+        assert!(out.events.is_empty());
+    }
+
+    #[test]
+    fn routing_to_an_undeclared_sink_fails_the_event() {
+        let outcomes = vec![Outcome {
+            input: 0,
+            action: Action::Route(weir_guest_routed("nope", output(0, 1))),
+        }];
+        let mut inputs = events();
+        inputs.truncate(1);
+        let mut out = StepOutput::new();
+        Applier::default().apply(returned(outcomes), &mut inputs, &HashMap::new(), &mut out);
         assert_eq!(out.failed.len(), 1);
         assert!(out.failed[0].reason.contains("`nope`"));
         assert!(!out.failed[0].retryable);
     }
 
     #[test]
-    fn params_borrow_every_field() {
+    fn params_put_keys_and_values_in_one_buffer_and_borrow_headers() {
         let mut events = events();
         events[1]
             .headers
@@ -284,19 +358,25 @@ mod tests {
         events[2].key = Some(Bytes::from_static(b"k"));
         let names = header_names(&events);
         let headers = header_params(&events, &names);
-        let params = event_params(&events, &headers);
+        let mut data = vec![9, 9];
+        let params = event_params(&events, &headers, &mut data);
         assert_eq!(params.len(), 4);
         assert_eq!(params[1].headers.len(), 2);
         assert_eq!(params[1].headers[1].name, "\u{fffd}");
-        assert_eq!(params[2].key, Some(&b"k"[..]));
-        assert_eq!(params[3].value, b"e3");
+        let at = |s: Span| &data[s.offset as usize..(s.offset + s.len) as usize];
+        assert_eq!(params[2].key.map(at), Some(&b"k"[..]));
+        assert_eq!(at(params[3].value), b"e3");
+        assert_eq!(at(params[0].value), b"e0", "the buffer was cleared first");
         assert_eq!(params[0].timestamp_ms, 7);
     }
 
-    fn weir_guest_routed(sink: &str, v: &str) -> crate::bindings::weir::function::types::Routed {
+    fn weir_guest_routed(
+        sink: &str,
+        event: Output,
+    ) -> crate::bindings::weir::function::types::Routed {
         crate::bindings::weir::function::types::Routed {
             sink: sink.into(),
-            event: output(v),
+            event,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::bindings::weir::function::types::{Event as GuestEvent, Outcome};
+use crate::bindings::weir::function::types::{Batch, Outcomes};
 use crate::bindings::Function;
 use crate::guest_log::GuestLog;
 use crate::host::HostState;
@@ -86,10 +86,10 @@ impl Instance {
     /// Runs one batch. An error is the reason the call failed (a trap, the
     /// deadline, the memory cap, the fuel), after which the instance must
     /// not be used again.
-    pub async fn process(&mut self, events: &[GuestEvent<'_>]) -> Result<Vec<Outcome>, String> {
+    pub async fn process(&mut self, batch: Batch<'_>) -> Result<Outcomes, String> {
         arm(&mut self.store, &self.limits);
         self.log.clear();
-        match self.bindings.call_process(&mut self.store, events).await {
+        match self.bindings.call_process(&mut self.store, batch).await {
             Ok(outcomes) => Ok(outcomes),
             Err(e) => Err(explain(&mut self.store, &self.log, &self.limits, &e)),
         }

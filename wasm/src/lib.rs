@@ -6,6 +6,7 @@
 //! on disk by hash.
 
 mod bindings;
+pub mod canary;
 mod convert;
 mod guest_log;
 mod host;
@@ -14,6 +15,7 @@ mod limits;
 pub mod module;
 pub mod options;
 mod runtime;
+pub mod stats;
 pub mod step;
 
 pub use module::{FunctionModule, LoadError};

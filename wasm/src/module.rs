@@ -20,6 +20,7 @@ use wasmtime::Engine;
 use crate::bindings::FunctionPre;
 use crate::host::HostState;
 use crate::runtime;
+use crate::stats::VersionStats;
 
 /// Why a module could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,8 @@ pub struct FunctionModule {
     pub from_cache: bool,
     /// Whether it runs on the fuel-metering engine.
     pub fuel: bool,
+    /// What this version has done since it was loaded.
+    pub stats: VersionStats,
     /// Linked and type-checked, instantiated once per lane.
     pub(crate) pre: FunctionPre<HostState>,
 }
@@ -122,6 +125,7 @@ pub fn load(path: &Path, cache_dir: &Path, fuel: bool) -> Result<Arc<FunctionMod
         load_time: started.elapsed(),
         from_cache,
         fuel,
+        stats: VersionStats::default(),
         pre,
     }))
 }

@@ -18,10 +18,12 @@ use metrics::{counter, histogram, Counter, Histogram};
 use weir_config::{ComponentConfig, Diagnostic};
 use weir_engine::{Event, SinkId, Step, StepContext, StepFactory, StepOutput};
 
+use crate::bindings::weir::function::types::Batch;
 use crate::convert::{event_params, header_names, header_params, Applier};
 use crate::instance::{CallLimits, Instance};
 use crate::module::{self, FunctionModule};
 use crate::options::{parse_size, WasmOptions};
+use weir_engine::assign::{hash_key, mix};
 
 /// Validates the options and loads (compiles or reads from the cache) the module.
 pub fn build(
@@ -47,6 +49,7 @@ pub fn build(
     tracing::info!(step = %config.name, version = %module.short_hash(), size = module.size,
         load_ms = module.load_time.as_millis() as u64, cached = module.from_cache, "wasm: function loaded");
     Ok(Arc::new(WasmFactory {
+        canary: None,
         function: WasmFunction {
             name: config.name.as_str().into(),
             config: options.config_pairs(),
@@ -57,7 +60,7 @@ pub fn build(
                 fuel: options.fuel,
             },
         },
-        module,
+        stable: module,
     }))
 }
 
@@ -74,20 +77,48 @@ pub struct WasmFunction {
     pub limits: CallLimits,
 }
 
-/// Builds `wasm` step instances of one version.
+/// Builds `wasm` step instances: one version, or a stable version and a
+/// canary that gets a share of the keys.
 pub struct WasmFactory {
     /// The step's settings.
     pub function: WasmFunction,
-    /// The version.
-    pub module: Arc<FunctionModule>,
+    /// The stable version.
+    pub stable: Arc<FunctionModule>,
+    /// A canary version and the share of keys it gets.
+    pub canary: Option<(Arc<FunctionModule>, f64)>,
 }
 
 impl StepFactory for WasmFactory {
     fn build(&self) -> Result<Box<dyn weir_engine::Step>, String> {
-        Ok(Box::new(WasmStep::new(
-            self.function.clone(),
-            self.module.clone(),
-        )))
+        Ok(Box::new(WasmStep {
+            function: self.function.clone(),
+            stable: Slot::new(&self.function.name, self.stable.clone()),
+            canary: self
+                .canary
+                .as_ref()
+                .map(|(m, share)| (Slot::new(&self.function.name, m.clone()), threshold(*share))),
+            applier: Applier::default(),
+            data: Vec::new(),
+            split: (Vec::new(), Vec::new()),
+        }))
+    }
+}
+
+/// A share (0.0–1.0) as a bound on 64-bit hashes.
+fn threshold(share: f64) -> u64 {
+    if share >= 1.0 {
+        u64::MAX
+    } else {
+        (share.max(0.0) * u64::MAX as f64) as u64
+    }
+}
+
+/// Where an event goes under a canary: a key's hash (so a key never
+/// changes version while the canary runs); for an unkeyed event, its origin's.
+fn canary_hash(event: &Event) -> u64 {
+    match &event.key {
+        Some(key) => mix(hash_key(key)),
+        None => mix(((event.origin.partition as u64) << 48) ^ event.origin.offset),
     }
 }
 
@@ -111,37 +142,88 @@ impl VersionMetrics {
     }
 }
 
-/// One lane's instance of a `wasm` step.
-pub struct WasmStep {
-    function: WasmFunction,
+/// One version on one lane: its module, its live instance, its metrics.
+struct Slot {
     module: Arc<FunctionModule>,
     /// `None` before `open` and after a failed call, until rebuilt.
     instance: Option<Instance>,
-    applier: Applier,
     metrics: VersionMetrics,
 }
 
-impl WasmStep {
-    /// An instance of `module`, started by `open` (or by the first batch).
-    pub fn new(function: WasmFunction, module: Arc<FunctionModule>) -> Self {
-        let metrics = VersionMetrics::new(&function.name, module.short_hash());
-        WasmStep {
-            function,
+impl Slot {
+    fn new(step: &str, module: Arc<FunctionModule>) -> Self {
+        let metrics = VersionMetrics::new(step, module.short_hash());
+        Slot {
             module,
             instance: None,
-            applier: Applier::default(),
             metrics,
         }
     }
 
-    async fn start(&self) -> Result<Instance, String> {
-        Instance::start(
-            &self.module,
-            &self.function.name,
-            &self.function.config,
-            self.function.limits,
-        )
-        .await
+    async fn open(&mut self, function: &WasmFunction) -> Result<(), String> {
+        self.instance = Some(start(function, &self.module).await.map_err(|e| {
+            format!(
+                "function `{}` version {}: {e}",
+                function.name,
+                self.module.short_hash()
+            )
+        })?);
+        Ok(())
+    }
+}
+
+async fn start(function: &WasmFunction, module: &FunctionModule) -> Result<Instance, String> {
+    Instance::start(module, &function.name, &function.config, function.limits).await
+}
+
+/// One lane's instance of a `wasm` step.
+pub struct WasmStep {
+    function: WasmFunction,
+    stable: Slot,
+    /// The canary and its hash threshold.
+    canary: Option<(Slot, u64)>,
+    applier: Applier,
+    /// The batch's keys and values, lent to the guest (kept across batches).
+    data: Vec<u8>,
+    /// The stable and canary parts of a batch (kept across batches).
+    split: (Vec<Event>, Vec<Event>),
+}
+
+/// What running a batch on a version needs besides the version.
+struct Run<'a> {
+    function: &'a WasmFunction,
+    applier: &'a mut Applier,
+    data: &'a mut Vec<u8>,
+}
+
+impl Run<'_> {
+    /// Runs `input` on `slot`, isolating failures; records its metrics.
+    async fn batch(&mut self, slot: &mut Slot, input: &mut Vec<Event>, output: &mut StepOutput) {
+        if input.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let n = input.len() as u64;
+        let failed_before = output.failed.len();
+        if let Err(reason) = self.call(slot, input, output).await {
+            if input.len() == 1 {
+                let event = input.pop().unwrap_or_default();
+                output.fail_retryable(
+                    event,
+                    format!("function `{}` failed: {reason}", self.function.name),
+                );
+            } else {
+                self.isolate(slot, input, output, &reason).await;
+            }
+        }
+        let errors = (output.failed.len() - failed_before) as u64;
+        let elapsed = started.elapsed();
+        slot.module
+            .stats
+            .record(n, errors, elapsed.as_nanos() as u64);
+        slot.metrics.events.increment(n);
+        slot.metrics.errors.increment(errors);
+        slot.metrics.seconds.record(elapsed.as_secs_f64());
     }
 
     /// Calls the guest with `events`; on success applies the outcomes and
@@ -149,47 +231,57 @@ impl WasmStep {
     /// leaving `events` untouched.
     async fn call(
         &mut self,
+        slot: &mut Slot,
         events: &mut Vec<Event>,
         output: &mut StepOutput,
     ) -> Result<(), String> {
-        if self.instance.is_none() {
-            self.instance = Some(self.start().await?);
+        if slot.instance.is_none() {
+            slot.instance = Some(start(self.function, &slot.module).await?);
         }
-        let Some(instance) = self.instance.as_mut() else {
+        let Some(instance) = slot.instance.as_mut() else {
             return Err("no instance".into());
         };
         let result = {
             let names = header_names(events);
             let headers = header_params(events, &names);
-            let params = event_params(events, &headers);
-            instance.process(&params).await
+            let params = event_params(events, &headers, self.data);
+            instance
+                .process(Batch {
+                    data: self.data,
+                    events: &params,
+                })
+                .await
         };
         match result {
             Ok(outcomes) => {
-                let failed_before = output.failed.len();
                 let misuse = self
                     .applier
                     .apply(outcomes, events, &self.function.routes, output);
-                self.metrics
-                    .errors
-                    .increment((output.failed.len() - failed_before) as u64);
-                if misuse.bad_index > 0 {
-                    tracing::warn!(step = %self.function.name, version = %self.module.short_hash(),
-                        outcomes = misuse.bad_index, "wasm: outcomes named inputs past the batch's end; ignored");
+                if misuse.bad_span > 0 || misuse.bad_index > 0 {
+                    tracing::warn!(step = %self.function.name, version = %slot.module.short_hash(),
+                        bad_spans = misuse.bad_span, bad_indexes = misuse.bad_index,
+                        "wasm: the function returned outcomes that do not fit its batch");
                 }
                 Ok(())
             }
             Err(reason) => {
-                self.instance = None;
-                self.metrics.traps.increment(1);
+                slot.instance = None;
+                slot.module.stats.trap();
+                slot.metrics.traps.increment(1);
                 Err(reason)
             }
         }
     }
 
     /// After a batch failed: runs its events one at a time.
-    async fn isolate(&mut self, input: &mut Vec<Event>, output: &mut StepOutput, reason: &str) {
-        tracing::warn!(step = %self.function.name, version = %self.module.short_hash(), events = input.len(),
+    async fn isolate(
+        &mut self,
+        slot: &mut Slot,
+        input: &mut Vec<Event>,
+        output: &mut StepOutput,
+        reason: &str,
+    ) {
+        tracing::warn!(step = %self.function.name, version = %slot.module.short_hash(), events = input.len(),
             %reason, "wasm: the batch failed; running its events one by one");
         let mut timeouts = usize::from(is_timeout(reason));
         let mut events: Vec<Event> = input.drain(..).collect();
@@ -197,7 +289,7 @@ impl WasmStep {
         let mut rest = events.drain(..);
         while let Some(event) = rest.next() {
             one.push(event);
-            if let Err(reason) = self.call(&mut one, output).await {
+            if let Err(reason) = self.call(slot, &mut one, output).await {
                 for e in one.drain(..) {
                     output.fail_retryable(
                         e,
@@ -229,34 +321,33 @@ fn is_timeout(reason: &str) -> bool {
 #[async_trait(?Send)]
 impl Step for WasmStep {
     async fn process(&mut self, input: &mut Vec<Event>, output: &mut StepOutput) {
-        if input.is_empty() {
-            return;
-        }
-        let started = Instant::now();
-        let n = input.len() as u64;
-        if let Err(reason) = self.call(input, output).await {
-            if input.len() == 1 {
-                let event = input.pop().unwrap_or_default();
-                output.fail_retryable(
-                    event,
-                    format!("function `{}` failed: {reason}", self.function.name),
-                );
-            } else {
-                self.isolate(input, output, &reason).await;
+        let mut run = Run {
+            function: &self.function,
+            applier: &mut self.applier,
+            data: &mut self.data,
+        };
+        match &mut self.canary {
+            None => run.batch(&mut self.stable, input, output).await,
+            Some((canary, threshold)) => {
+                let (stable_part, canary_part) = &mut self.split;
+                for event in input.drain(..) {
+                    if canary_hash(&event) < *threshold {
+                        canary_part.push(event);
+                    } else {
+                        stable_part.push(event);
+                    }
+                }
+                run.batch(&mut self.stable, stable_part, output).await;
+                run.batch(canary, canary_part, output).await;
             }
         }
-        self.metrics.events.increment(n);
-        self.metrics.seconds.record(started.elapsed().as_secs_f64());
     }
 
     async fn open(&mut self) -> Result<(), String> {
-        self.instance = Some(self.start().await.map_err(|e| {
-            format!(
-                "function `{}` version {}: {e}",
-                self.function.name,
-                self.module.short_hash()
-            )
-        })?);
+        self.stable.open(&self.function).await?;
+        if let Some((canary, _)) = &mut self.canary {
+            canary.open(&self.function).await?;
+        }
         Ok(())
     }
 }

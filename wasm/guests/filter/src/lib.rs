@@ -20,8 +20,8 @@ impl Function for Filter {
         })
     }
 
-    fn process(&mut self, event: &Event, out: &mut Out<'_>) {
-        match serde_json::from_slice::<serde_json::Value>(&event.value) {
+    fn process(&mut self, event: &Event<'_>, out: &mut Out<'_>) {
+        match serde_json::from_slice::<serde_json::Value>(event.value) {
             Ok(v) if v.get(&self.field) == Some(&self.equals) => out.keep(),
             Ok(_) => out.drop(),
             Err(e) => out.fail(format!("not JSON: {e}")),

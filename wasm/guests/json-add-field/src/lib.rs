@@ -3,21 +3,21 @@
 //! `field` of every JSON object to `value` (JSON text; text that is not
 //! JSON is taken as a string). Other fields' values are copied through as
 //! raw JSON text; the field is replaced in place if present, else appended.
+//! The object is rewritten while it is parsed, straight into the batch's
+//! output buffer.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use weir_guest::{Config, Event, Function, Out};
 
 struct JsonAddField {
-    /// `"field"` as JSON.
-    name: String,
     /// The field's name, unescaped.
     field: String,
-    /// The value as JSON text.
-    value: String,
+    /// `"field":value` as JSON text, ready to copy.
+    entry: Vec<u8>,
 }
 
 impl Function for JsonAddField {
@@ -25,78 +25,91 @@ impl Function for JsonAddField {
         let field = config.require("field")?.to_string();
         let value = config.require("value")?;
         let value = match serde_json::from_str::<serde_json::Value>(value) {
-            Ok(v) => v.to_string(),
-            Err(_) => serde_json::Value::String(value.to_string()).to_string(),
+            Ok(v) => v,
+            Err(_) => serde_json::Value::String(value.to_string()),
         };
-        Ok(JsonAddField {
-            name: serde_json::Value::String(field.clone()).to_string(),
-            field,
-            value,
-        })
+        let mut entry = serde_json::to_vec(&field).map_err(|e| e.to_string())?;
+        entry.push(b':');
+        serde_json::to_writer(&mut entry, &value).map_err(|e| e.to_string())?;
+        Ok(JsonAddField { field, entry })
     }
 
-    fn process(&mut self, event: &Event, out: &mut Out<'_>) {
-        let mut de = serde_json::Deserializer::from_slice(&event.value);
-        let entries = match de.deserialize_map(Entries) {
-            Ok(entries) => entries,
-            Err(e) => return out.fail(format!("not a JSON object: {e}")),
-        };
-        if let Err(e) = de.end() {
-            return out.fail(format!("not a JSON object: {e}"));
+    fn process(&mut self, event: &Event<'_>, out: &mut Out<'_>) {
+        let written = out.write_value(event, |json| {
+            let mut de = serde_json::Deserializer::from_slice(event.value);
+            let rewrite = Rewrite {
+                out: json,
+                field: &self.field,
+                entry: &self.entry,
+            };
+            rewrite.deserialize(&mut de).and_then(|()| de.end())
+        });
+        if let Err(e) = written {
+            out.fail(format!("not a JSON object: {e}"));
         }
-        let mut json =
-            Vec::with_capacity(event.value.len() + self.name.len() + self.value.len() + 2);
-        json.push(b'{');
-        let mut replaced = false;
-        for (i, (key, raw)) in entries.iter().enumerate() {
-            if i > 0 {
-                json.push(b',');
-            }
-            if key == &self.field {
-                json.extend_from_slice(self.name.as_bytes());
-                json.push(b':');
-                json.extend_from_slice(self.value.as_bytes());
-                replaced = true;
-            } else {
-                // keys are re-escaped: their raw text was decoded
-                json.extend_from_slice(
-                    serde_json::Value::String(key.to_string())
-                        .to_string()
-                        .as_bytes(),
-                );
-                json.push(b':');
-                json.extend_from_slice(raw.get().as_bytes());
-            }
-        }
-        if !replaced {
-            if !entries.is_empty() {
-                json.push(b',');
-            }
-            json.extend_from_slice(self.name.as_bytes());
-            json.push(b':');
-            json.extend_from_slice(self.value.as_bytes());
-        }
-        json.push(b'}');
-        out.emit_value(event, json);
     }
 }
 
-/// A JSON object's entries in order: keys decoded, values raw.
-struct Entries;
+/// Writes the object it parses with the field set.
+struct Rewrite<'a> {
+    out: &'a mut Vec<u8>,
+    field: &'a str,
+    entry: &'a [u8],
+}
 
-impl<'de> Visitor<'de> for Entries {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+impl<'de> DeserializeSeed<'de> for Rewrite<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Rewrite<'_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let out = self.out;
+        out.push(b'{');
+        let mut replaced = false;
+        let mut first = true;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            entries.push((key, map.next_value::<&'de RawValue>()?));
+            let raw = map.next_value::<&'de RawValue>()?;
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            if key == self.field {
+                out.extend_from_slice(self.entry);
+                replaced = true;
+                continue;
+            }
+            match key {
+                // borrowed: the text had no escapes, so it is its own JSON
+                Cow::Borrowed(k) => {
+                    out.push(b'"');
+                    out.extend_from_slice(k.as_bytes());
+                    out.push(b'"');
+                }
+                Cow::Owned(k) => {
+                    let _ = serde_json::to_writer(&mut *out, &k);
+                }
+            }
+            out.push(b':');
+            out.extend_from_slice(raw.get().as_bytes());
         }
-        Ok(entries)
+        if !replaced {
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(self.entry);
+        }
+        out.push(b'}');
+        Ok(())
     }
 }
 

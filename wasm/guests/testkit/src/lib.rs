@@ -32,8 +32,8 @@ impl Function for Testkit {
         })
     }
 
-    fn process(&mut self, event: &Event, out: &mut Out<'_>) {
-        let value = &event.value;
+    fn process(&mut self, event: &Event<'_>, out: &mut Out<'_>) {
+        let value = event.value;
         if contains(value, b"panic") {
             panic!(
                 "testkit was told to panic on {}",
@@ -60,14 +60,14 @@ impl Function for Testkit {
                 return out.fail(format!("testkit fails every {every}th event"));
             }
         }
-        let mut headers = event.headers.clone();
+        let mut headers = event.headers.to_vec();
         headers.push(Header {
             name: "version".to_string(),
             value: self.tag.clone(),
         });
         out.emit(Output {
-            key: event.key.clone(),
-            value: value.clone(),
+            key: event.key,
+            value,
             headers,
         });
     }
