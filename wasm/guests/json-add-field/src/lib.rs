@@ -77,7 +77,7 @@ impl<'de> Visitor<'de> for Rewrite<'_> {
         out.push(b'{');
         let mut replaced = false;
         let mut first = true;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(Key)? {
             let raw = map.next_value::<&'de RawValue>()?;
             if !first {
                 out.push(b',');
@@ -110,6 +110,38 @@ impl<'de> Visitor<'de> for Rewrite<'_> {
         }
         out.push(b'}');
         Ok(())
+    }
+}
+
+/// A key: borrowed from the input when it has no escapes (serde's own
+/// `Cow<str>` always copies).
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
