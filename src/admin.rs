@@ -2,7 +2,8 @@
 //! (the dashboard page), `/metrics` (Prometheus text), `/health` (the
 //! process is up), `/ready` (the pipeline runs) and `/api/pipeline` (JSON:
 //! name, state, shards, sources, steps, sinks, end-to-end latency
-//! percentiles).
+//! percentiles), and under `/api/v1/functions` the WebAssembly functions'
+//! versions and the operations on them (`src/admin_functions.rs`).
 //!
 //! Served by hyper through the same loop as the `http` source
 //! ([`weir_connectors::http::serve`]): keep-alive, HTTP/2, a header read
@@ -34,6 +35,8 @@ pub struct AdminState {
     pub description: serde_json::Value,
     /// End-to-end latency of delivered batches.
     pub latency: Arc<LatencyHistogram>,
+    /// The bearer token mutating endpoints require; without one they are off.
+    pub token: Option<String>,
 }
 
 /// The dashboard: one static page that polls `/api/pipeline` and `/metrics`.
@@ -62,6 +65,14 @@ struct Admin(Arc<AdminState>);
 
 impl Handler for Admin {
     fn handle(self: Arc<Self>, request: Request<Incoming>, _remote: SocketAddr) -> ResponseFuture {
+        if request
+            .uri()
+            .path()
+            .starts_with(crate::admin_functions::PREFIX)
+        {
+            let state = Arc::clone(&self.0);
+            return Box::pin(async move { crate::admin_functions::answer(&state, request).await });
+        }
         let response = answer(&self.0, request.method(), request.uri().path());
         Box::pin(async move { response })
     }
@@ -114,7 +125,8 @@ fn answer(state: &AdminState, method: &Method, path: &str) -> HttpResponse {
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
+/// A response with a body of one content type.
+pub fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(

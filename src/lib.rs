@@ -2,8 +2,11 @@
 //! engine, serve the admin endpoints.
 
 pub mod admin;
+pub mod admin_functions;
 pub mod bench;
+pub mod functions_cli;
 pub mod observability;
+pub mod reload;
 pub mod run;
 pub mod test_steps;
 pub mod validate;

@@ -44,6 +44,8 @@ enum Command {
     },
     /// Measure throughput against a baseline measured in the same run.
     Bench(weir::bench::BenchArgs),
+    /// List, deploy, canary, promote or roll back the WebAssembly functions of a running weir.
+    Functions(weir::functions_cli::FunctionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,5 +59,6 @@ fn main() -> ExitCode {
             allow_failures,
         } => weir::test_steps::test(&file, &input, allow_failures),
         Command::Bench(args) => weir::bench::bench(args),
+        Command::Functions(args) => weir::functions_cli::functions(args),
     }
 }

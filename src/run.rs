@@ -17,9 +17,20 @@ pub fn run(file: &Path) -> ExitCode {
     observability::init_logging();
     // before the pipeline is built: metric handles resolved earlier would be no-ops
     let metrics = observability::init_metrics();
-    let Some((config, pipeline)) = crate::validate::load_and_build(file) else {
+    let Some((config, mut pipeline)) = crate::validate::load_and_build(file) else {
         return ExitCode::from(2);
     };
+    let token = match crate::admin_functions::token_from_env() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !weir_wasm::catalog::catalog().is_empty() {
+        // deploys, canaries and rollbacks swap steps through the control channel
+        weir_wasm::catalog::catalog().attach(pipeline.control());
+    }
     let io_threads = weir_engine::shard::available_cores().len().clamp(1, 2);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(io_threads)
@@ -51,9 +62,11 @@ pub fn run(file: &Path) -> ExitCode {
             tracing::warn!("second signal: exiting without draining");
             std::process::exit(130);
         });
+        crate::reload::on_sighup(file.to_path_buf());
         let state = Arc::new(AdminState {
             metrics,
             latency: pipeline.latency(),
+            token,
             ready: AtomicBool::new(false),
             description: serde_json::json!({
                 "name": config.pipeline.name,

@@ -7,6 +7,7 @@
 
 mod bindings;
 pub mod canary;
+pub mod catalog;
 mod convert;
 mod guest_log;
 mod host;

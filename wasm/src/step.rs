@@ -48,18 +48,25 @@ pub fn build(
     .map_err(|e| config.option_error("module", e.to_string()))?;
     tracing::info!(step = %config.name, version = %module.short_hash(), size = module.size,
         load_ms = module.load_time.as_millis() as u64, cached = module.from_cache, "wasm: function loaded");
+    let function = WasmFunction {
+        name: config.name.as_str().into(),
+        config: options.config_pairs(),
+        routes: Arc::new(routes),
+        limits: CallLimits {
+            deadline: options.deadline,
+            max_memory,
+            fuel: options.fuel,
+        },
+    };
+    crate::catalog::catalog().register(
+        function.clone(),
+        options.cache_dir(),
+        options.fuel.is_some(),
+        module.clone(),
+    );
     Ok(Arc::new(WasmFactory {
         canary: None,
-        function: WasmFunction {
-            name: config.name.as_str().into(),
-            config: options.config_pairs(),
-            routes: Arc::new(routes),
-            limits: CallLimits {
-                deadline: options.deadline,
-                max_memory,
-                fuel: options.fuel,
-            },
-        },
+        function,
         stable: module,
     }))
 }

@@ -1,0 +1,59 @@
+//! `weir run` on SIGHUP: reads the pipeline file again and deploys every
+//! `wasm` step whose module changed (by content hash), through the same
+//! path as `weir functions deploy`. Other changes need a restart; the log
+//! says so.
+
+use std::path::PathBuf;
+
+use weir_wasm::catalog::{catalog, ModuleSource};
+use weir_wasm::options::WasmOptions;
+
+/// Listens for SIGHUP on the current runtime and reloads `file` on each.
+pub fn on_sighup(file: PathBuf) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloads only through the admin API");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            reload(&file).await;
+        }
+    });
+}
+
+/// Deploys the `wasm` steps of `file` whose modules differ from what runs.
+pub async fn reload(file: &std::path::Path) {
+    tracing::info!(file = %file.display(), "SIGHUP: reloading the functions of the pipeline file");
+    let config = match weir_config::load(file) {
+        Ok(c) => c,
+        Err(d) => {
+            tracing::error!(
+                "reload refused, the file has errors (the running pipeline is unchanged):\n{d}"
+            );
+            return;
+        }
+    };
+    for step in config.steps.iter().filter(|s| s.kind == "wasm") {
+        let options: WasmOptions = match step.options() {
+            Ok(o) => o,
+            Err(d) => {
+                tracing::error!("reload of `{}` refused: {d}", step.name);
+                continue;
+            }
+        };
+        match catalog()
+            .deploy(&step.name, ModuleSource::Path(options.module.clone()))
+            .await
+        {
+            Ok(v) => {
+                tracing::info!(function = %step.name, version = %v["stable"]["hash"], "reload: function up to date")
+            }
+            Err(e) => {
+                tracing::error!(function = %step.name, error = %e, "reload: deploy failed; the running version stays")
+            }
+        }
+    }
+}
