@@ -279,3 +279,38 @@ fn an_init_that_refuses_stops_the_pipeline_at_start_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn weir_test_runs_a_wasm_step_offline() {
+    let module = guest("json-add-field");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "[pipeline]\nname = \"t\"\n[sources.in]\ntype = \"stdin\"\n[[steps]]\ntype = \"wasm\"\nname = \"add\"\nmodule = \"{}\"\nconfig = {{ field = \"env\", value = \"prod\" }}\n[sinks.out]\ntype = \"stdout\"\n",
+            module.display()
+        ),
+    );
+    let input = write(dir.path(), "in.jsonl", "{\"a\":1}\n[1,2]\n");
+    let out = run_in(
+        dir.path(),
+        &[
+            "test",
+            pipeline.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--allow-failures",
+        ],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("out {\"a\":1,\"env\":\"prod\"}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fail line 2 step add: not a JSON object"),
+        "{stdout}"
+    );
+}
