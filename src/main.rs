@@ -25,6 +25,10 @@ enum Command {
     Run {
         /// The pipeline file (TOML).
         file: PathBuf,
+        /// Watch the pipeline file and its WebAssembly modules, and deploy
+        /// a `wasm` step's module when it changes (as SIGHUP does).
+        #[arg(long)]
+        watch: bool,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -51,7 +55,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file } => weir::run::run(&file),
+        Command::Run { file, watch } => weir::run::run(&file, watch),
         Command::Validate { file } => weir::validate::validate(&file),
         Command::Test {
             file,

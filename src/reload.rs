@@ -1,7 +1,7 @@
-//! `weir run` on SIGHUP: reads the pipeline file again and deploys every
-//! `wasm` step whose module changed (by content hash), through the same
-//! path as `weir functions deploy`. Other changes need a restart; the log
-//! says so.
+//! `weir run` on SIGHUP (and with `--watch`, when the pipeline file or a
+//! module changes): reads the pipeline file again and deploys every `wasm`
+//! step whose module changed (by content hash), through the same path as
+//! `weir functions deploy`. Other changes need a restart.
 
 use std::path::PathBuf;
 
@@ -22,6 +22,51 @@ pub fn on_sighup(file: PathBuf) {
             reload(&file).await;
         }
     });
+}
+
+/// How often `--watch` looks at the files' modification times.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Polls the modification times of `file` and of its `wasm` steps'
+/// modules, and reloads when one changes. (Polling once a second costs a
+/// few `stat` calls; an inotify crate would add a dependency for no gain
+/// at this rate.)
+pub fn watch(file: PathBuf) {
+    tokio::spawn(async move {
+        let mut seen = stamps(&file).await;
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let now = stamps(&file).await;
+            if now != seen {
+                seen = now;
+                reload(&file).await;
+            }
+        }
+    });
+}
+
+/// The modification times of the pipeline file and its modules.
+async fn stamps(file: &std::path::Path) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+    let file = file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut paths = vec![file.clone()];
+        if let Ok(config) = weir_config::load(&file) {
+            for step in config.steps.iter().filter(|s| s.kind == "wasm") {
+                if let Ok(options) = step.options::<WasmOptions>() {
+                    paths.push(options.module);
+                }
+            }
+        }
+        paths
+            .into_iter()
+            .map(|p| {
+                let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                (p, modified)
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Deploys the `wasm` steps of `file` whose modules differ from what runs.

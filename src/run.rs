@@ -13,7 +13,7 @@ use crate::admin::{self, AdminState};
 use crate::observability;
 
 /// Runs the command.
-pub fn run(file: &Path) -> ExitCode {
+pub fn run(file: &Path, watch: bool) -> ExitCode {
     observability::init_logging();
     // before the pipeline is built: metric handles resolved earlier would be no-ops
     let metrics = observability::init_metrics();
@@ -63,6 +63,9 @@ pub fn run(file: &Path) -> ExitCode {
             std::process::exit(130);
         });
         crate::reload::on_sighup(file.to_path_buf());
+        if watch {
+            crate::reload::watch(file.to_path_buf());
+        }
         let state = Arc::new(AdminState {
             metrics,
             latency: pipeline.latency(),

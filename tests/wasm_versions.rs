@@ -344,3 +344,98 @@ listen = "{admin}"
         "only every 10th number fails, and only in the canary"
     );
 }
+
+/// Waits until the function `kit` runs the component with `hash`.
+fn wait_stable(admin: &str, hash: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = curl(&[&format!("http://{admin}/api/v1/functions/kit")]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if v["stable"]["hash"] == hash {
+            return;
+        }
+        assert!(Instant::now() < deadline, "kit never ran {hash}: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs `weir run [--watch]` on a generator → `kit` (module `kit.wasm`, a
+/// copy of testkit) → blackhole pipeline in `dir`.
+fn start_reloadable(dir: &Path, admin: &str, watch: bool) -> common::KillOnDrop {
+    std::fs::copy(guest("testkit"), dir.join("kit.wasm")).unwrap();
+    let p = write(
+        dir,
+        "p.toml",
+        &format!(
+            "[pipeline]\nname = \"reload\"\n[sources.gen]\ntype = \"generator\"\nrate = 1000\n[[steps]]\ntype = \"wasm\"\nname = \"kit\"\nmodule = \"kit.wasm\"\nconfig = {{ field = \"f\", value = \"1\" }}\n[sinks.out]\ntype = \"blackhole\"\n[admin]\nlisten = \"{admin}\"\n"
+        ),
+    );
+    let mut command = weir();
+    command.arg("run");
+    if watch {
+        command.arg("--watch");
+    }
+    let child = command
+        .arg(&p)
+        .current_dir(dir)
+        .env("WEIR_LOG", "info")
+        .stderr(std::fs::File::create(dir.join(format!("weir-{watch}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+    let child = common::KillOnDrop(child);
+    wait_ready(admin);
+    wait_stable(admin, &sha256(&guest("testkit")));
+    child
+}
+
+/// Replaces `dir/kit.wasm` with `guest`'s component (by rename, as a deploy tool would).
+fn replace_module(dir: &Path, guest_name: &str) {
+    std::fs::copy(guest(guest_name), dir.join("next.wasm")).unwrap();
+    std::fs::rename(dir.join("next.wasm"), dir.join("kit.wasm")).unwrap();
+}
+
+fn terminate(mut child: common::KillOnDrop, log: &Path) {
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("wasm: deployed"), "{text}");
+}
+
+#[test]
+fn sighup_deploys_a_changed_module_and_so_does_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let child = start_reloadable(dir.path(), &admin, false);
+    replace_module(dir.path(), "json-add-field");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, body) = curl(&[&format!("http://{admin}/api/v1/functions/kit")]);
+    assert!(
+        body.contains(&sha256(&guest("testkit"))),
+        "no change before SIGHUP: {body}"
+    );
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    wait_stable(&admin, &sha256(&guest("json-add-field")));
+    terminate(child, &dir.path().join("weir-false.log"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let child = start_reloadable(dir.path(), &admin, true);
+    replace_module(dir.path(), "json-add-field");
+    wait_stable(&admin, &sha256(&guest("json-add-field")));
+    terminate(child, &dir.path().join("weir-true.log"));
+}
