@@ -314,3 +314,45 @@ fn weir_test_runs_a_wasm_step_offline() {
         "{stdout}"
     );
 }
+
+/// The Python example (componentize-py bundles CPython into the
+/// component) writes what the native step writes.
+#[test]
+fn a_python_function_writes_what_the_native_step_writes() {
+    let module = guest("python-json-add-field");
+    let input: String = (0..500)
+        .map(|i| format!("{{\"n\":{i},\"env\":\"dev\",\"tags\":[1,2]}}\n"))
+        .chain(std::iter::once("[1]\n".to_string()))
+        .collect();
+    let py_dir = tempfile::tempdir().unwrap();
+    let out = run_pipeline(
+        py_dir.path(),
+        &input,
+        &format!(
+            "[[steps]]\ntype = \"wasm\"\nname = \"py\"\nmodule = \"{}\"\nconfig = {{ field = \"env\", value = \"prod\" }}\nmax_memory = \"256MiB\"\ndeadline = \"10s\"\n",
+            module.display()
+        ),
+        64,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let native_dir = tempfile::tempdir().unwrap();
+    let out = run_pipeline(
+        native_dir.path(),
+        &input,
+        "[[steps]]\ntype = \"json-add-field\"\nfield = \"env\"\nvalue = \"prod\"\n",
+        64,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let from_python = read_lines(&py_dir.path().join("out.jsonl"));
+    assert_eq!(from_python.len(), 500);
+    assert_eq!(
+        sorted(from_python),
+        sorted(read_lines(&native_dir.path().join("out.jsonl")))
+    );
+    let dead = read_envelopes(&py_dir.path().join("dlq.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0]["headers"]["weir.error"]
+        .as_str()
+        .unwrap()
+        .contains("not a JSON object"));
+}
