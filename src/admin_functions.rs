@@ -88,9 +88,12 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
     }
     let name = name.to_string();
     let query = request.uri().query().unwrap_or("").to_string();
-    let result = match action {
+    // the body is read here; the change itself runs in a task of its own,
+    // so a client that goes away cannot cancel it halfway (after the
+    // shards swapped, before the catalog recorded it)
+    let change = match action {
         "deploy" => match module_source(request).await {
-            Ok(source) => catalog().deploy(&name, source).await,
+            Ok(source) => Change::Deploy(source),
             Err(response) => return response,
         },
         "canary" => {
@@ -99,12 +102,12 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
                 Err(e) => return error(StatusCode::BAD_REQUEST, &e),
             };
             match module_source(request).await {
-                Ok(source) => catalog().start_canary(&name, source, policy).await,
+                Ok(source) => Change::Canary(source, policy),
                 Err(response) => return response,
             }
         }
-        "promote" => catalog().promote(&name).await,
-        "rollback" => catalog().rollback(&name).await,
+        "promote" => Change::Promote,
+        "rollback" => Change::Rollback,
         other => {
             return error(
                 StatusCode::NOT_FOUND,
@@ -112,10 +115,35 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
             )
         }
     };
+    let task = tokio::spawn(async move {
+        match change {
+            Change::Deploy(source) => catalog().deploy(&name, source).await,
+            Change::Canary(source, policy) => catalog().start_canary(&name, source, policy).await,
+            Change::Promote => catalog().promote(&name).await,
+            Change::Rollback => catalog().rollback(&name).await,
+        }
+    });
+    let result = match task.await {
+        Ok(result) => result,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("the change failed: {e}"),
+            )
+        }
+    };
     match result {
         Ok(v) => json(StatusCode::OK, &v),
         Err(e) => failure(&e),
     }
+}
+
+/// A change asked for.
+enum Change {
+    Deploy(ModuleSource),
+    Canary(ModuleSource, CanaryPolicy),
+    Promote,
+    Rollback,
 }
 
 /// `None` when the request carries the admin token; else the refusal.

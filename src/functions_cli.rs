@@ -1,6 +1,7 @@
 //! `weir functions`: list, deploy, canary, promote and roll back the
 //! WebAssembly functions of a running `weir run`, through its admin API
-//! (`/api/v1/functions`). The token comes from `WEIR_ADMIN_TOKEN`.
+//! (`/api/v1/functions`). The token comes from `WEIR_ADMIN_TOKEN` or the
+//! file `WEIR_ADMIN_TOKEN_FILE` names, as for the server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -161,7 +162,7 @@ async fn send(
     let mut request = http::Request::builder()
         .method(method)
         .uri(format!("http://{admin}{path}"));
-    if let Ok(token) = std::env::var("WEIR_ADMIN_TOKEN") {
+    if let Some(token) = crate::admin_functions::token_from_env()? {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
     if wasm {

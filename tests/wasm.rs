@@ -48,6 +48,19 @@ dir = "cp"
     run_in(dir, &["run", pipeline.to_str().unwrap()])
 }
 
+/// What the native `json-add-field` step (field `env` = `"prod"`) makes of `input`, sorted.
+fn native_json_add_field(input: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_pipeline(
+        dir.path(),
+        input,
+        "[[steps]]\ntype = \"json-add-field\"\nfield = \"env\"\nvalue = \"prod\"\n",
+        64,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    sorted(read_lines(&dir.path().join("out.jsonl")))
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -77,24 +90,13 @@ config = {{ field = "env", value = "prod" }}
         64,
     );
     assert!(out.status.success(), "{}", show(&out));
-    let native_dir = tempfile::tempdir().unwrap();
-    let out = run_pipeline(
-        native_dir.path(),
-        &input,
-        "[[steps]]\ntype = \"json-add-field\"\nfield = \"env\"\nvalue = \"prod\"\n",
-        64,
-    );
-    assert!(out.status.success(), "{}", show(&out));
     let from_wasm = read_lines(&wasm_dir.path().join("out.jsonl"));
     assert_eq!(from_wasm.len(), 3001);
     assert!(
         from_wasm.contains(&"{\"env\":\"prod\"}".to_string()),
         "an empty object gets the field"
     );
-    assert_eq!(
-        sorted(from_wasm),
-        sorted(read_lines(&native_dir.path().join("out.jsonl")))
-    );
+    assert_eq!(sorted(from_wasm), native_json_add_field(&input));
     // the compiled module was cached by hash, beside the kept version
     let cache: Vec<String> = std::fs::read_dir(wasm_dir.path().join(".weir/wasm"))
         .unwrap()
@@ -335,20 +337,9 @@ fn a_python_function_writes_what_the_native_step_writes() {
         64,
     );
     assert!(out.status.success(), "{}", show(&out));
-    let native_dir = tempfile::tempdir().unwrap();
-    let out = run_pipeline(
-        native_dir.path(),
-        &input,
-        "[[steps]]\ntype = \"json-add-field\"\nfield = \"env\"\nvalue = \"prod\"\n",
-        64,
-    );
-    assert!(out.status.success(), "{}", show(&out));
     let from_python = read_lines(&py_dir.path().join("out.jsonl"));
     assert_eq!(from_python.len(), 500);
-    assert_eq!(
-        sorted(from_python),
-        sorted(read_lines(&native_dir.path().join("out.jsonl")))
-    );
+    assert_eq!(sorted(from_python), native_json_add_field(&input));
     let dead = read_envelopes(&py_dir.path().join("dlq.jsonl"));
     assert_eq!(dead.len(), 1);
     assert!(dead[0]["headers"]["weir.error"]

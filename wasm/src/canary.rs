@@ -73,6 +73,11 @@ impl Default for CanaryPolicy {
 impl CanaryPolicy {
     /// Checks the values; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
+        if !self.max_error_rate_increase.is_finite() || !self.max_latency_ratio.is_finite() {
+            return Err(
+                "max_error_rate_increase and max_latency_ratio must be finite numbers".into(),
+            );
+        }
         if !(0.0..=1.0).contains(&self.share) {
             return Err(format!(
                 "share must be between 0.0 and 1.0, got {}",

@@ -176,21 +176,12 @@ impl Catalog {
             let entry = entries.get(name).ok_or_else(|| no_such(name, &entries))?;
             (entry.cache_dir.clone(), entry.fuel)
         };
-        let loaded = tokio::task::spawn_blocking(move || {
-            let path = match source {
-                ModuleSource::Path(path) => path,
-                ModuleSource::Bytes(bytes) => {
-                    let path = cache_dir.join(format!("{}.wasm", module::sha256_hex(&bytes)));
-                    std::fs::create_dir_all(&cache_dir)
-                        .and_then(|()| std::fs::write(&path, &bytes))
-                        .map_err(|source| LoadError::Read {
-                            path: path.clone(),
-                            source,
-                        })?;
-                    path
-                }
-            };
-            module::load(&path, &cache_dir, fuel)
+        let loaded = tokio::task::spawn_blocking(move || match source {
+            ModuleSource::Path(path) => module::load(&path, &cache_dir, fuel),
+            // kept in the cache (by hash) only once it loaded
+            ModuleSource::Bytes(bytes) => {
+                module::load_bytes(bytes, "upload".as_ref(), &cache_dir, fuel)
+            }
         })
         .await
         .map_err(|e| CatalogError::Swap(format!("loading panicked: {e}")))??;
@@ -217,10 +208,30 @@ impl Catalog {
             stable,
             canary,
         });
-        self.control()?
-            .swap_step(name, factory)
-            .await
-            .map_err(|e| CatalogError::Swap(e.to_string()))
+        let control = self.control()?;
+        let Err(e) = control.swap_step(name, factory).await else {
+            return Ok(());
+        };
+        // some lanes may have swapped (each opens its new instance on its
+        // own): put every lane back on what the catalog says runs
+        let current = {
+            let entries = self.entries();
+            entries.get(name).map(|e| WasmFactory {
+                function: e.function.clone(),
+                stable: Arc::clone(&e.stable),
+                canary: e
+                    .canary
+                    .as_ref()
+                    .map(|c| (Arc::clone(&c.module), c.policy.share)),
+            })
+        };
+        if let Some(current) = current {
+            if let Err(again) = control.swap_step(name, Arc::new(current)).await {
+                tracing::error!(function = name, error = %again,
+                    "wasm: restoring the running versions after a failed swap failed too");
+            }
+        }
+        Err(CatalogError::Swap(e.to_string()))
     }
 
     /// Makes the version from `source` the function's only version; the
@@ -252,17 +263,17 @@ impl Catalog {
 
     /// Goes back to the previous version (or ends a running canary).
     pub async fn rollback(&'static self, name: &str) -> Result<serde_json::Value, CatalogError> {
+        let _changing = self.changing.lock().await;
         let canary = {
             let entries = self.entries();
             let entry = entries.get(name).ok_or_else(|| no_such(name, &entries))?;
             entry.canary.as_ref().map(|c| c.id)
         };
         if let Some(id) = canary {
-            self.end_canary(name, id, Verdict::RollBack("rolled back on request".into()))
+            self.end_canary_locked(name, id, Verdict::RollBack("rolled back on request".into()))
                 .await?;
             return self.describe(name);
         }
-        let _changing = self.changing.lock().await;
         let previous = {
             let entries = self.entries();
             let entry = entries.get(name).ok_or_else(|| no_such(name, &entries))?;
@@ -347,10 +358,13 @@ impl Catalog {
                     judge(&run.policy, &stable, &canary, run.started.elapsed())
                 };
                 if verdict != Verdict::Wait {
-                    if let Err(e) = self.end_canary(&name, id, verdict).await {
-                        tracing::error!(function = %name, error = %e, "wasm: ending the canary failed");
+                    let _changing = self.changing.lock().await;
+                    match self.end_canary_locked(&name, id, verdict).await {
+                        Ok(()) => return,
+                        // the canary keeps running and is judged again next time
+                        Err(e) => tracing::error!(function = %name, error = %e,
+                            "wasm: ending the canary failed; trying again"),
                     }
-                    return;
                 }
             }
         });
@@ -359,6 +373,7 @@ impl Catalog {
 
     /// Makes the running canary the stable version.
     pub async fn promote(&'static self, name: &str) -> Result<serde_json::Value, CatalogError> {
+        let _changing = self.changing.lock().await;
         let id = {
             let entries = self.entries();
             let entry = entries.get(name).ok_or_else(|| no_such(name, &entries))?;
@@ -366,13 +381,18 @@ impl Catalog {
                 CatalogError::Conflict(format!("function `{name}` has no canary to promote"))
             })?
         };
-        self.end_canary(name, id, Verdict::Promote).await?;
+        self.end_canary_locked(name, id, Verdict::Promote).await?;
         self.describe(name)
     }
 
     /// Ends canary `id` of `name` by rolling it back or promoting it.
-    async fn end_canary(&self, name: &str, id: u64, verdict: Verdict) -> Result<(), CatalogError> {
-        let _changing = self.changing.lock().await;
+    /// The caller holds `changing`.
+    async fn end_canary_locked(
+        &self,
+        name: &str,
+        id: u64,
+        verdict: Verdict,
+    ) -> Result<(), CatalogError> {
         let (stable, canary, stats) = {
             let entries = self.entries();
             let entry = entries.get(name).ok_or_else(|| no_such(name, &entries))?;

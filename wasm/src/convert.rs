@@ -80,6 +80,9 @@ fn span_of(data: &mut Vec<u8>, bytes: &[u8]) -> Span {
 pub struct Applier {
     /// Outcomes still to come per input.
     remaining: Vec<u32>,
+    /// Per input, whether its outcomes contradict each other (a `fail` or
+    /// `retry` beside any other outcome).
+    conflicted: Vec<bool>,
     /// The inputs, taken by their last outcome.
     slots: Vec<Option<Event>>,
 }
@@ -91,6 +94,10 @@ pub struct Misuse {
     pub bad_index: usize,
     /// Outputs whose spans fall outside the returned data (their input fails).
     pub bad_span: usize,
+    /// Inputs given a `fail` or `retry` beside other outcomes (they fail
+    /// once, and nothing else of theirs is applied: an emitted event and a
+    /// retry of its input would deliver it twice).
+    pub conflicting: usize,
 }
 
 impl Applier {
@@ -111,17 +118,33 @@ impl Applier {
         let data = Bytes::from(data);
         self.remaining.clear();
         self.remaining.resize(n, 0);
+        self.conflicted.clear();
+        self.conflicted.resize(n, false);
+        let mut failing = std::mem::take(&mut self.conflicted);
         for o in &outcomes {
             match self.remaining.get_mut(o.input as usize) {
-                Some(count) => *count += 1,
+                Some(count) => {
+                    *count += 1;
+                    // `failing` counts as "has a fail or retry" for now
+                    failing[o.input as usize] |=
+                        matches!(o.action, Action::Fail(_) | Action::Retry(_));
+                }
                 None => misuse.bad_index += 1,
             }
         }
+        for (i, f) in failing.iter_mut().enumerate() {
+            *f = *f && self.remaining[i] > 1;
+            misuse.conflicting += usize::from(*f);
+        }
+        self.conflicted = failing;
         self.slots.clear();
         self.slots.extend(inputs.drain(..).map(Some));
         for Outcome { input, action } in outcomes {
             let i = input as usize;
             if i >= n {
+                continue;
+            }
+            if self.conflicted[i] {
                 continue;
             }
             self.remaining[i] -= 1;
@@ -174,9 +197,14 @@ impl Applier {
                 Action::Retry(reason) => out.fail_retryable(self.input(i, last), reason),
             }
         }
-        for event in self.slots.drain(..).flatten() {
-            // no outcome named it
-            out.drop_event(event);
+        for (i, slot) in self.slots.drain(..).enumerate() {
+            let Some(event) = slot else { continue };
+            if self.conflicted[i] {
+                out.fail(event, CONFLICTING);
+            } else {
+                // no outcome named it
+                out.drop_event(event);
+            }
         }
         misuse
     }
@@ -190,6 +218,10 @@ impl Applier {
         }
     }
 }
+
+/// Why an input with contradicting outcomes fails.
+const CONFLICTING: &str =
+    "the function gave this event `fail` or `retry` beside other outcomes; none was applied";
 
 /// Why an input whose output's bytes were out of range fails.
 const BAD_SPAN: &str =
@@ -281,7 +313,7 @@ mod tests {
                 action: Action::Route(weir_guest_routed("audit", output(2, 1))),
             },
             Outcome {
-                input: 2,
+                input: 4,
                 action: Action::Retry("later".into()),
             },
             Outcome {
@@ -290,9 +322,11 @@ mod tests {
             },
         ];
         let mut inputs = events();
+        inputs.push(Event::new("e4").with_offset(104));
         let mut out = StepOutput::new();
         let misuse = Applier::default().apply(returned(outcomes), &mut inputs, &routes, &mut out);
         assert_eq!(misuse.bad_index, 1);
+        assert_eq!(misuse.conflicting, 0);
         let values: Vec<_> = out.events.iter().map(|e| e.value.clone()).collect();
         assert_eq!(
             values,
@@ -311,7 +345,7 @@ mod tests {
         assert_eq!(out.routed[0].1.origin.offset, 102);
         assert_eq!(out.failed.len(), 1);
         assert!(out.failed[0].retryable);
-        assert_eq!(out.failed[0].event.value, Bytes::from("e2"));
+        assert_eq!(out.failed[0].event.value, Bytes::from("e4"));
         assert_eq!(out.dropped, 1, "input 3 had no outcome");
     }
 
@@ -329,6 +363,49 @@ mod tests {
         assert_eq!(misuse.bad_span, 1);
         assert_eq!(out.failed.len(), 1);
         assert!(out.events.is_empty());
+    }
+
+    #[test]
+    fn a_failure_beside_other_outcomes_fails_the_input_once_and_applies_nothing() {
+        let outcomes = vec![
+            Outcome {
+                input: 0,
+                action: Action::Emit(output(0, 1)),
+            },
+            Outcome {
+                input: 0,
+                action: Action::Retry("later".into()),
+            },
+            Outcome {
+                input: 1,
+                action: Action::Fail("a".into()),
+            },
+            Outcome {
+                input: 1,
+                action: Action::Fail("b".into()),
+            },
+            Outcome {
+                input: 2,
+                action: Action::Fail("only".into()),
+            },
+        ];
+        let mut inputs = events();
+        inputs.truncate(3);
+        let mut out = StepOutput::new();
+        let misuse =
+            Applier::default().apply(returned(outcomes), &mut inputs, &HashMap::new(), &mut out);
+        assert_eq!(misuse.conflicting, 2);
+        assert!(out.events.is_empty(), "nothing of input 0 was emitted");
+        assert_eq!(out.failed.len(), 3);
+        assert!(out.failed.iter().all(|f| !f.retryable));
+        assert_eq!(out.failed.iter().filter(|f| f.reason == "only").count(), 1);
+        assert_eq!(
+            out.failed
+                .iter()
+                .filter(|f| f.reason == CONFLICTING)
+                .count(),
+            2
+        );
     }
 
     #[test]

@@ -17,6 +17,11 @@ const MAX_LINE: usize = 1024;
 /// Lines kept for a trap's reason.
 const RECENT: usize = 3;
 
+/// Lines per second an instance may put into weir's log; the rest are
+/// counted and the count is logged (a guest printing per event must not
+/// flood the log or slow its lane).
+const LINES_PER_SECOND: u32 = 100;
+
 /// One guest instance's output, shared by its stdout and stderr streams.
 #[derive(Clone)]
 pub struct GuestLog {
@@ -30,6 +35,12 @@ struct LogState {
     partial: Vec<u8>,
     /// The last few complete lines (at most [`RECENT`]).
     recent: std::collections::VecDeque<String>,
+    /// Start of the current second of logging.
+    window: std::time::Instant,
+    /// Lines logged in it.
+    logged: u32,
+    /// Lines not logged in it.
+    suppressed: u64,
 }
 
 impl GuestLog {
@@ -40,6 +51,9 @@ impl GuestLog {
                 function,
                 partial: Vec::new(),
                 recent: std::collections::VecDeque::new(),
+                window: std::time::Instant::now(),
+                logged: 0,
+                suppressed: 0,
             })),
         }
     }
@@ -89,7 +103,21 @@ impl LogState {
     fn end_line(&mut self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
-        tracing::info!(target: "weir::wasm::guest", function = %self.function, "{text}");
+        if self.window.elapsed() >= std::time::Duration::from_secs(1) {
+            if self.suppressed > 0 {
+                tracing::warn!(target: "weir::wasm::guest", function = %self.function,
+                    lines = self.suppressed, "guest output over {LINES_PER_SECOND} lines/s not logged");
+            }
+            self.window = std::time::Instant::now();
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < LINES_PER_SECOND {
+            self.logged += 1;
+            tracing::info!(target: "weir::wasm::guest", function = %self.function, "{text}");
+        } else {
+            self.suppressed += 1;
+        }
         // Rust's panic hook adds this hint; it says nothing about the event
         if text.is_empty() || text.starts_with("note: run with `RUST_BACKTRACE") {
             return;

@@ -104,6 +104,26 @@ pub fn load(path: &Path, cache_dir: &Path, fuel: bool) -> Result<Arc<FunctionMod
         path: path.to_path_buf(),
         source,
     })?;
+    load_from(bytes, path, cache_dir, fuel, started)
+}
+
+/// Loads a component from its bytes (an upload); `path` names it in errors.
+pub fn load_bytes(
+    bytes: Vec<u8>,
+    path: &Path,
+    cache_dir: &Path,
+    fuel: bool,
+) -> Result<Arc<FunctionModule>, LoadError> {
+    load_from(bytes, path, cache_dir, fuel, Instant::now())
+}
+
+fn load_from(
+    bytes: Vec<u8>,
+    path: &Path,
+    cache_dir: &Path,
+    fuel: bool,
+    started: Instant,
+) -> Result<Arc<FunctionModule>, LoadError> {
     let hash = sha256_hex(&bytes);
     let engine = runtime::engine(fuel).map_err(LoadError::Engine)?;
     let (component, from_cache) =
@@ -223,7 +243,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

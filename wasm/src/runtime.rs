@@ -14,9 +14,23 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// often a long call yields its shard's core to the shard's other lanes.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// Component instances the pool holds (every lane of every shard of every
-/// `wasm` step, twice for a canary, plus rebuilds in progress).
-const POOL_INSTANCES: u32 = 1024;
+/// Component instances the pool holds: every lane of every shard of every
+/// `wasm` step, twice under a canary, and the new ones a swap opens before
+/// the old ones close. Default the larger of 1024 and 64 per core;
+/// `WEIR_WASM_POOL_INSTANCES` overrides it. An instantiation beyond it
+/// fails with wasmtime's error (which names the pool), the step's events
+/// are retried later, and a swap that needs it is refused and undone.
+fn pool_instances() -> u32 {
+    if let Some(n) = std::env::var("WEIR_WASM_POOL_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    1024u32.max(cores.saturating_mul(64))
+}
 
 static PLAIN: OnceLock<Result<Engine, String>> = OnceLock::new();
 static FUELED: OnceLock<Result<Engine, String>> = OnceLock::new();
@@ -40,12 +54,14 @@ fn build(fuel: bool) -> wasmtime::Result<Engine> {
         // traps carry the guest's stderr instead; backtraces cost every trap
         .wasm_backtrace_max_frames(None)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    let instances = pool_instances();
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(POOL_INSTANCES)
-        .total_core_instances(POOL_INSTANCES * 4)
-        .total_memories(POOL_INSTANCES * 2)
-        .total_tables(POOL_INSTANCES * 4)
-        .total_stacks(POOL_INSTANCES);
+    // a component holds several core instances (a Python one, a dozen)
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(16))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(8))
+        .total_stacks(instances);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.clone()));
     match Engine::new(&config) {
         Ok(engine) => Ok(engine),

@@ -212,15 +212,21 @@ impl Run<'_> {
         let started = Instant::now();
         let n = input.len() as u64;
         let failed_before = output.failed.len();
-        if let Err(reason) = self.call(slot, input, output).await {
-            if input.len() == 1 {
-                let event = input.pop().unwrap_or_default();
-                output.fail_retryable(
-                    event,
-                    format!("function `{}` failed: {reason}", self.function.name),
-                );
-            } else {
-                self.isolate(slot, input, output, &reason).await;
+        match self.call(slot, input, output).await {
+            Ok(()) => {}
+            Err(CallError::Start(reason)) => {
+                fail_all(&self.function.name, input.drain(..), &reason, output)
+            }
+            Err(CallError::Call(reason)) => {
+                if input.len() == 1 {
+                    let event = input.pop().unwrap_or_default();
+                    output.fail_retryable(
+                        event,
+                        format!("function `{}` failed: {reason}", self.function.name),
+                    );
+                } else {
+                    self.isolate(slot, input, output, &reason).await;
+                }
             }
         }
         let errors = (output.failed.len() - failed_before) as u64;
@@ -241,12 +247,16 @@ impl Run<'_> {
         slot: &mut Slot,
         events: &mut Vec<Event>,
         output: &mut StepOutput,
-    ) -> Result<(), String> {
+    ) -> Result<(), CallError> {
         if slot.instance.is_none() {
-            slot.instance = Some(start(self.function, &slot.module).await?);
+            slot.instance = Some(
+                start(self.function, &slot.module)
+                    .await
+                    .map_err(CallError::Start)?,
+            );
         }
         let Some(instance) = slot.instance.as_mut() else {
-            return Err("no instance".into());
+            return Err(CallError::Start("no instance".into()));
         };
         let result = {
             let names = header_names(events);
@@ -264,9 +274,10 @@ impl Run<'_> {
                 let misuse = self
                     .applier
                     .apply(outcomes, events, &self.function.routes, output);
-                if misuse.bad_span > 0 || misuse.bad_index > 0 {
+                if misuse.bad_span > 0 || misuse.bad_index > 0 || misuse.conflicting > 0 {
                     tracing::warn!(step = %self.function.name, version = %slot.module.short_hash(),
                         bad_spans = misuse.bad_span, bad_indexes = misuse.bad_index,
+                        conflicting = misuse.conflicting,
                         "wasm: the function returned outcomes that do not fit its batch");
                 }
                 Ok(())
@@ -275,7 +286,7 @@ impl Run<'_> {
                 slot.instance = None;
                 slot.module.stats.trap();
                 slot.metrics.traps.increment(1);
-                Err(reason)
+                Err(CallError::Call(reason))
             }
         }
     }
@@ -291,12 +302,26 @@ impl Run<'_> {
         tracing::warn!(step = %self.function.name, version = %slot.module.short_hash(), events = input.len(),
             %reason, "wasm: the batch failed; running its events one by one");
         let mut timeouts = usize::from(is_timeout(reason));
-        let mut events: Vec<Event> = input.drain(..).collect();
+        let mut events: Vec<Event> = std::mem::take(input);
         let mut one = Vec::with_capacity(1);
         let mut rest = events.drain(..);
         while let Some(event) = rest.next() {
             one.push(event);
-            if let Err(reason) = self.call(slot, &mut one, output).await {
+            let reason = match self.call(slot, &mut one, output).await {
+                Ok(()) => continue,
+                Err(CallError::Start(reason)) => {
+                    // no instance: nothing more can run in this batch
+                    fail_all(
+                        &self.function.name,
+                        one.drain(..).chain(rest.by_ref()),
+                        &reason,
+                        output,
+                    );
+                    return;
+                }
+                Err(CallError::Call(reason)) => reason,
+            };
+            {
                 for e in one.drain(..) {
                     output.fail_retryable(
                         e,
@@ -313,6 +338,29 @@ impl Run<'_> {
                 }
             }
         }
+    }
+}
+
+/// Why a call did not happen or failed.
+enum CallError {
+    /// No instance could be started (instantiation or `init` failed).
+    Start(String),
+    /// The call trapped; the instance was dropped.
+    Call(String),
+}
+
+/// Fails `events` for a later retry because the function could not start.
+fn fail_all(
+    function: &str,
+    events: impl Iterator<Item = Event>,
+    reason: &str,
+    output: &mut StepOutput,
+) {
+    for e in events {
+        output.fail_retryable(
+            e,
+            format!("function `{function}` could not start: {reason}"),
+        );
     }
 }
 
