@@ -439,3 +439,77 @@ fn sighup_deploys_a_changed_module_and_so_does_watch() {
     wait_stable(&admin, &sha256(&guest("json-add-field")));
     terminate(child, &dir.path().join("weir-true.log"));
 }
+
+/// `guest`'s component with a custom section appended: the same code, another hash.
+fn another_build_of(guest_name: &str, dir: &Path) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(guest(guest_name)).unwrap();
+    let name = b"weir-test";
+    let payload = b"rebuilt";
+    bytes.push(0); // custom section
+    bytes.push((1 + name.len() + payload.len()) as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    let path = dir.join(format!("{guest_name}-rebuilt.wasm"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A canary that behaves like the stable version is judged against a
+/// control group of the same size (not the whole stable version, whose
+/// larger sub-batches spread per-call costs thinner), so it is not rolled
+/// back for latency, and is promoted when due.
+#[test]
+fn a_canary_as_good_as_the_stable_version_is_promoted_when_due() {
+    set_token();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let p = pipeline(
+        dir.path(),
+        &admin,
+        "rate = 10000\nkey_cardinality = 1000000\npayload = '{\"n\":{{seq}}}'",
+        r#"{ tag = "v1" }"#,
+    );
+    let running = start_weir(dir.path(), &p);
+    wait_ready(&admin);
+    let same = another_build_of("testkit", dir.path());
+    let started = functions(
+        &admin,
+        &[
+            "canary",
+            "kit",
+            same.to_str().unwrap(),
+            "--share",
+            "0.05",
+            "--promote-after",
+            "3s",
+            "--min-events",
+            "300",
+        ],
+    );
+    let canary_hash = started["canary"]["version"]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let (_, body) = curl(&[&format!("http://{admin}/api/v1/functions/kit")]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if !v["last_canary"].is_null() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no verdict: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(v["last_canary"]["outcome"], "promoted", "{v}");
+    assert_eq!(v["stable"]["hash"], canary_hash.as_str());
+    assert!(
+        v["last_canary"]["stats"]["stable"]["events"]
+            .as_u64()
+            .unwrap()
+            >= 300,
+        "{v}"
+    );
+    let (status, log) = stop_weir(running);
+    assert!(status.success(), "{log}");
+}

@@ -23,7 +23,7 @@ use weir_engine::PipelineControl;
 
 use crate::canary::{judge, CanaryPolicy, Verdict};
 use crate::module::{self, FunctionModule, LoadError};
-use crate::stats::StatsSnapshot;
+use crate::stats::{StatsSnapshot, VersionStats};
 use crate::step::{WasmFactory, WasmFunction};
 
 /// Why an operation on a function was refused or failed.
@@ -82,6 +82,22 @@ struct CanaryRun {
     policy: CanaryPolicy,
     started: Instant,
     stable_at_start: StatsSnapshot,
+    /// The stable version's control group (as many keys as the canary,
+    /// in sub-batches of the same size); empty when the share is over 0.5.
+    control: Arc<VersionStats>,
+}
+
+impl CanaryRun {
+    /// What the canary is judged against: its control group, or (share over
+    /// 0.5, no control group) all the stable version did since it started.
+    fn baseline(&self, stable: &FunctionModule) -> StatsSnapshot {
+        let control = self.control.snapshot();
+        if self.policy.share <= 0.5 {
+            control
+        } else {
+            stable.stats.snapshot().since(&self.stable_at_start)
+        }
+    }
 }
 
 /// The process's functions.
@@ -193,7 +209,7 @@ impl Catalog {
         &self,
         name: &str,
         stable: Arc<FunctionModule>,
-        canary: Option<(Arc<FunctionModule>, f64)>,
+        canary: Option<(Arc<FunctionModule>, f64, Arc<VersionStats>)>,
     ) -> Result<(), CatalogError> {
         let function = {
             let entries = self.entries();
@@ -219,10 +235,13 @@ impl Catalog {
             entries.get(name).map(|e| WasmFactory {
                 function: e.function.clone(),
                 stable: Arc::clone(&e.stable),
-                canary: e
-                    .canary
-                    .as_ref()
-                    .map(|c| (Arc::clone(&c.module), c.policy.share)),
+                canary: e.canary.as_ref().map(|c| {
+                    (
+                        Arc::clone(&c.module),
+                        c.policy.share,
+                        Arc::clone(&c.control),
+                    )
+                }),
             })
         };
         if let Some(current) = current {
@@ -314,10 +333,11 @@ impl Catalog {
                 module.short_hash()
             )));
         }
+        let control = Arc::new(VersionStats::default());
         self.swap(
             name,
             Arc::clone(&stable),
-            Some((Arc::clone(&module), policy.share)),
+            Some((Arc::clone(&module), policy.share, Arc::clone(&control))),
         )
         .await?;
         let id = self
@@ -338,6 +358,7 @@ impl Catalog {
                 policy,
                 started: Instant::now(),
                 stable_at_start: e.stable.stats.snapshot(),
+                control,
             });
         })?;
         let watched = name.to_string();
@@ -353,7 +374,7 @@ impl Catalog {
                     let Some(run) = entry.canary.as_ref().filter(|c| c.id == id) else {
                         return;
                     };
-                    let stable = entry.stable.stats.snapshot().since(&run.stable_at_start);
+                    let stable = run.baseline(&entry.stable);
                     let canary = run.module.stats.snapshot();
                     judge(&run.policy, &stable, &canary, run.started.elapsed())
                 };
@@ -400,7 +421,7 @@ impl Catalog {
                 return Ok(()); // already ended
             };
             let stats = serde_json::json!({
-                "stable": entry.stable.stats.snapshot().since(&run.stable_at_start).to_json(),
+                "stable": run.baseline(&entry.stable).to_json(),
                 "canary": run.module.stats.snapshot().to_json(),
             });
             (Arc::clone(&entry.stable), Arc::clone(&run.module), stats)
@@ -511,6 +532,7 @@ fn describe(name: &str, entry: &Entry) -> serde_json::Value {
             "running_s": run.started.elapsed().as_secs_f64(),
             "promote_after_s": run.policy.promote_after.map(|d| d.as_secs_f64()),
             "stable_since_start": entry.stable.stats.snapshot().since(&run.stable_at_start).to_json(),
+            "control": run.control.snapshot().to_json(),
         })
     });
     serde_json::json!({

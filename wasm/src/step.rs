@@ -23,6 +23,7 @@ use crate::convert::{event_params, header_names, header_params, Applier};
 use crate::instance::{CallLimits, Instance};
 use crate::module::{self, FunctionModule};
 use crate::options::{parse_size, WasmOptions};
+use crate::stats::VersionStats;
 use weir_engine::assign::{hash_key, mix};
 
 /// Validates the options and loads (compiles or reads from the cache) the module.
@@ -91,8 +92,11 @@ pub struct WasmFactory {
     pub function: WasmFunction,
     /// The stable version.
     pub stable: Arc<FunctionModule>,
-    /// A canary version and the share of keys it gets.
-    pub canary: Option<(Arc<FunctionModule>, f64)>,
+    /// A canary version, the share of keys it gets, and the counters of
+    /// its control group: as many keys of the stable version, run in
+    /// sub-batches of the same size as the canary's, so per-call costs
+    /// weigh the same on both sides of the comparison.
+    pub canary: Option<(Arc<FunctionModule>, f64, Arc<VersionStats>)>,
 }
 
 impl StepFactory for WasmFactory {
@@ -100,13 +104,16 @@ impl StepFactory for WasmFactory {
         Ok(Box::new(WasmStep {
             function: self.function.clone(),
             stable: Slot::new(&self.function.name, self.stable.clone()),
-            canary: self
-                .canary
-                .as_ref()
-                .map(|(m, share)| (Slot::new(&self.function.name, m.clone()), threshold(*share))),
+            canary: self.canary.as_ref().map(|(m, share, control)| CanarySlot {
+                slot: Slot::new(&self.function.name, m.clone()),
+                threshold: threshold(*share),
+                // no control group when the canary has over half the keys
+                control_end: (*share <= 0.5).then(|| threshold(*share * 2.0)),
+                control: Arc::clone(control),
+            }),
             applier: Applier::default(),
             data: Vec::new(),
-            split: (Vec::new(), Vec::new()),
+            split: (Vec::new(), Vec::new(), Vec::new()),
         }))
     }
 }
@@ -187,13 +194,24 @@ async fn start(function: &WasmFunction, module: &FunctionModule) -> Result<Insta
 pub struct WasmStep {
     function: WasmFunction,
     stable: Slot,
-    /// The canary and its hash threshold.
-    canary: Option<(Slot, u64)>,
+    /// The canary, if one runs.
+    canary: Option<CanarySlot>,
     applier: Applier,
     /// The batch's keys and values, lent to the guest (kept across batches).
     data: Vec<u8>,
-    /// The stable and canary parts of a batch (kept across batches).
-    split: (Vec<Event>, Vec<Event>),
+    /// The stable, control and canary parts of a batch (kept across batches).
+    split: (Vec<Event>, Vec<Event>, Vec<Event>),
+}
+
+/// A canary on one lane.
+struct CanarySlot {
+    slot: Slot,
+    /// Hashes below this go to the canary.
+    threshold: u64,
+    /// Hashes from `threshold` up to this are the control group.
+    control_end: Option<u64>,
+    /// The control group's counters.
+    control: Arc<VersionStats>,
 }
 
 /// What running a batch on a version needs besides the version.
@@ -205,7 +223,13 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// Runs `input` on `slot`, isolating failures; records its metrics.
-    async fn batch(&mut self, slot: &mut Slot, input: &mut Vec<Event>, output: &mut StepOutput) {
+    async fn batch(
+        &mut self,
+        slot: &mut Slot,
+        input: &mut Vec<Event>,
+        output: &mut StepOutput,
+        also: Option<&VersionStats>,
+    ) {
         if input.is_empty() {
             return;
         }
@@ -234,6 +258,9 @@ impl Run<'_> {
         slot.module
             .stats
             .record(n, errors, elapsed.as_nanos() as u64);
+        if let Some(stats) = also {
+            stats.record(n, errors, elapsed.as_nanos() as u64);
+        }
         slot.metrics.events.increment(n);
         slot.metrics.errors.increment(errors);
         slot.metrics.seconds.record(elapsed.as_secs_f64());
@@ -382,26 +409,31 @@ impl Step for WasmStep {
             data: &mut self.data,
         };
         match &mut self.canary {
-            None => run.batch(&mut self.stable, input, output).await,
-            Some((canary, threshold)) => {
-                let (stable_part, canary_part) = &mut self.split;
+            None => run.batch(&mut self.stable, input, output, None).await,
+            Some(c) => {
+                let (stable_part, control_part, canary_part) = &mut self.split;
                 for event in input.drain(..) {
-                    if canary_hash(&event) < *threshold {
+                    let h = canary_hash(&event);
+                    if h < c.threshold {
                         canary_part.push(event);
+                    } else if c.control_end.is_some_and(|end| h < end) {
+                        control_part.push(event);
                     } else {
                         stable_part.push(event);
                     }
                 }
-                run.batch(&mut self.stable, stable_part, output).await;
-                run.batch(canary, canary_part, output).await;
+                run.batch(&mut self.stable, stable_part, output, None).await;
+                run.batch(&mut self.stable, control_part, output, Some(&c.control))
+                    .await;
+                run.batch(&mut c.slot, canary_part, output, None).await;
             }
         }
     }
 
     async fn open(&mut self) -> Result<(), String> {
         self.stable.open(&self.function).await?;
-        if let Some((canary, _)) = &mut self.canary {
-            canary.open(&self.function).await?;
+        if let Some(c) = &mut self.canary {
+            c.slot.open(&self.function).await?;
         }
         Ok(())
     }
