@@ -65,6 +65,17 @@ fn committed_within(
     }
 }
 
+/// Serialises the two fault tests (kill -9, broker outage): each starts
+/// its own broker and restarts things, and on two cores two of them at
+/// once made a restarted broker take longer than the consumer's session
+/// timeout. (That case — partitions lost, then the consumer not rejoining
+/// and shutdown hanging — is a known defect recorded for the reliability
+/// issue; this test is about an outage the session survives.)
+fn one_fault_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ALONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Waits until the group committed `total` offsets on `topic`.
 fn await_committed(broker: &Broker, group: &str, partitions: i32, total: i64, limit: Duration) {
     let sum = committed_within(broker, group, partitions, total, limit);
@@ -155,6 +166,7 @@ fn the_kip_848_consumer_group_protocol_delivers_everything() {
 
 #[test]
 fn kill_9_and_restart_loses_nothing_and_duplicates_only_what_was_uncommitted() {
+    let _alone = one_fault_test_at_a_time();
     let broker = Broker::start();
     broker.create_topic("in", 4);
     broker.create_topic("out", 4);
@@ -254,6 +266,7 @@ fn a_second_process_joining_the_group_takes_partitions_and_nothing_is_lost() {
 
 #[test]
 fn the_broker_stopping_for_ten_seconds_loses_nothing() {
+    let _alone = one_fault_test_at_a_time();
     let broker = Broker::start();
     broker.create_topic("in", 2);
     broker.create_topic("out", 2);
@@ -544,11 +557,24 @@ interval = "100ms"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(3));
     let changes = |log: &str| {
         log.matches("partitions assigned").count() + log.matches("partitions revoked").count()
     };
-    let before = changes(&b.log());
+    // a cooperative join settles in rounds: wait until B's assignment has
+    // not changed for 4 s before taking the baseline
+    let mut before = changes(&b.log());
+    loop {
+        std::thread::sleep(Duration::from_secs(4));
+        let now = changes(&b.log());
+        if now == before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the group never settled"
+        );
+        before = now;
+    }
 
     let (status, log) = stop_weir(a);
     assert!(status.success(), "{log}");
