@@ -1,4 +1,5 @@
-//! `/api/v1/functions`: the WebAssembly functions of the running pipeline.
+//! `/api/v1/functions`: the versioned functions (`wasm`, `python`, `node`
+//! steps) of the running pipeline.
 //!
 //! - `GET  /api/v1/functions` — every function: stable, previous and
 //!   canary versions (hash, size, load time, events, errors, traps, mean
@@ -12,9 +13,11 @@
 //! - `POST /api/v1/functions/NAME/rollback` — end the canary, or go back to
 //!   the previous version.
 //!
-//! A new version is the request body: the component's bytes
-//! (`Content-Type: application/wasm`), or JSON `{"module": "PATH"}` naming
-//! a file on the server. Every `POST` needs `Authorization: Bearer TOKEN`
+//! A new version is the request body: the file's bytes (a component with
+//! `Content-Type: application/wasm`; a handler with `text/x-python`,
+//! `text/javascript`, `application/javascript` or
+//! `application/octet-stream`), or JSON `{"module": "PATH"}` (or
+//! `{"handler": "PATH"}`) naming a file on the server. Every `POST` needs `Authorization: Bearer TOKEN`
 //! with the token of `WEIR_ADMIN_TOKEN` (or the file `WEIR_ADMIN_TOKEN_FILE`
 //! names); when none is set, changes are refused (403).
 
@@ -26,8 +29,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::Request;
 use weir_connectors::http::serve::HttpResponse;
-use weir_wasm::canary::CanaryPolicy;
-use weir_wasm::catalog::{catalog, CatalogError, ModuleSource};
+use weir_versions::canary::CanaryPolicy;
+use weir_versions::catalog::{catalog, CatalogError, VersionSource};
 
 use crate::admin::{reply, AdminState};
 
@@ -140,8 +143,8 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
 
 /// A change asked for.
 enum Change {
-    Deploy(ModuleSource),
-    Canary(ModuleSource, CanaryPolicy),
+    Deploy(VersionSource),
+    Canary(VersionSource, CanaryPolicy),
     Promote,
     Rollback,
 }
@@ -183,11 +186,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The new version a request carries.
-async fn module_source(request: Request<Incoming>) -> Result<ModuleSource, HttpResponse> {
-    let is_wasm = request
+async fn module_source(request: Request<Incoming>) -> Result<VersionSource, HttpResponse> {
+    const UPLOADS: [&[u8]; 5] = [
+        b"application/wasm",
+        b"application/octet-stream",
+        b"application/javascript",
+        b"text/javascript",
+        b"text/x-python",
+    ];
+    let is_upload = request
         .headers()
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/wasm"));
+        .is_some_and(|v| UPLOADS.iter().any(|t| v.as_bytes().starts_with(t)));
     let body = match Limited::new(request.into_body(), MAX_UPLOAD)
         .collect()
         .await
@@ -200,21 +210,22 @@ async fn module_source(request: Request<Incoming>) -> Result<ModuleSource, HttpR
             ))
         }
     };
-    if is_wasm {
-        return Ok(ModuleSource::Bytes(body.to_vec()));
+    if is_upload {
+        return Ok(VersionSource::Bytes(body.to_vec()));
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct ByPath {
+        #[serde(alias = "handler")]
         module: std::path::PathBuf,
     }
     serde_json::from_slice::<ByPath>(&body)
-        .map(|b| ModuleSource::Path(b.module))
+        .map(|b| VersionSource::Path(b.module))
         .map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
                 &format!(
-                    "the body must be a component (Content-Type: application/wasm) or JSON {{\"module\": \"PATH\"}}: {e}"
+                    "the body must be the new version's bytes (Content-Type: application/wasm, text/x-python, text/javascript or application/octet-stream) or JSON {{\"module\": \"PATH\"}}: {e}"
                 ),
             )
         })

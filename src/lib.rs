@@ -19,5 +19,6 @@ pub fn registry() -> Registry {
     weir_connectors::register(&mut registry);
     weir_functions::register(&mut registry);
     weir_wasm::register(&mut registry);
+    weir_process::register(&mut registry);
     registry
 }

@@ -1,12 +1,24 @@
 //! `weir run` on SIGHUP (and with `--watch`, when the pipeline file or a
-//! module changes): reads the pipeline file again and deploys every `wasm`
-//! step whose module changed (by content hash), through the same path as
-//! `weir functions deploy`. Other changes need a restart.
+//! function's file changes): reads the pipeline file again and deploys
+//! every versioned step (`wasm`, `python`, `node`) whose module or handler
+//! changed (by content hash), through the same path as `weir functions
+//! deploy`. Other changes need a restart.
 
 use std::path::PathBuf;
 
-use weir_wasm::catalog::{catalog, ModuleSource};
+use weir_config::{ComponentConfig, Diagnostic};
+use weir_process::options::ProcessOptions;
+use weir_versions::catalog::{catalog, VersionSource};
 use weir_wasm::options::WasmOptions;
+
+/// The file a versioned step's versions come from, if `step` is one.
+fn version_file(step: &ComponentConfig) -> Option<Result<PathBuf, Diagnostic>> {
+    match step.kind.as_str() {
+        "wasm" => Some(step.options::<WasmOptions>().map(|o| o.module)),
+        "python" | "node" => Some(step.options::<ProcessOptions>().map(|o| o.handler)),
+        _ => None,
+    }
+}
 
 /// Listens for SIGHUP on the current runtime and reloads `file` on each.
 pub fn on_sighup(file: PathBuf) {
@@ -27,8 +39,8 @@ pub fn on_sighup(file: PathBuf) {
 /// How often `--watch` looks at the files' modification times.
 const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Polls the modification times of `file` and of its `wasm` steps'
-/// modules, and reloads when one changes. (Polling once a second costs a
+/// Polls the modification times of `file` and of its versioned steps'
+/// files, and reloads when one changes. (Polling once a second costs a
 /// few `stat` calls; an inotify crate would add a dependency for no gain
 /// at this rate.)
 pub fn watch(file: PathBuf) {
@@ -51,9 +63,9 @@ async fn stamps(file: &std::path::Path) -> Vec<(PathBuf, Option<std::time::Syste
     tokio::task::spawn_blocking(move || {
         let mut paths = vec![file.clone()];
         if let Ok(config) = weir_config::load(&file) {
-            for step in config.steps.iter().filter(|s| s.kind == "wasm") {
-                if let Ok(options) = step.options::<WasmOptions>() {
-                    paths.push(options.module);
+            for step in &config.steps {
+                if let Some(Ok(path)) = version_file(step) {
+                    paths.push(path);
                 }
             }
         }
@@ -69,7 +81,7 @@ async fn stamps(file: &std::path::Path) -> Vec<(PathBuf, Option<std::time::Syste
     .unwrap_or_default()
 }
 
-/// Deploys the `wasm` steps of `file` whose modules differ from what runs.
+/// Deploys the versioned steps of `file` whose files differ from what runs.
 pub async fn reload(file: &std::path::Path) {
     tracing::info!(file = %file.display(), "SIGHUP: reloading the functions of the pipeline file");
     let config = match weir_config::load(file) {
@@ -81,16 +93,17 @@ pub async fn reload(file: &std::path::Path) {
             return;
         }
     };
-    for step in config.steps.iter().filter(|s| s.kind == "wasm") {
-        let options: WasmOptions = match step.options() {
-            Ok(o) => o,
-            Err(d) => {
+    for step in &config.steps {
+        let path = match version_file(step) {
+            None => continue,
+            Some(Ok(path)) => path,
+            Some(Err(d)) => {
                 tracing::error!("reload of `{}` refused: {d}", step.name);
                 continue;
             }
         };
         match catalog()
-            .deploy(&step.name, ModuleSource::Path(options.module.clone()))
+            .deploy(&step.name, VersionSource::Path(path))
             .await
         {
             Ok(v) => {

@@ -27,9 +27,9 @@ pub fn run(file: &Path, watch: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !weir_wasm::catalog::catalog().is_empty() {
+    if !weir_versions::catalog().is_empty() {
         // deploys, canaries and rollbacks swap steps through the control channel
-        weir_wasm::catalog::catalog().attach(pipeline.control());
+        weir_versions::catalog().attach(pipeline.control());
     }
     let io_threads = weir_engine::shard::available_cores().len().clamp(1, 2);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

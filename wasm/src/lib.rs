@@ -6,8 +6,6 @@
 //! on disk by hash.
 
 mod bindings;
-pub mod canary;
-pub mod catalog;
 mod convert;
 mod guest_log;
 mod host;
@@ -16,11 +14,12 @@ mod limits;
 pub mod module;
 pub mod options;
 mod runtime;
-pub mod stats;
 pub mod step;
+mod versioned;
 
 pub use module::{FunctionModule, LoadError};
 pub use step::{WasmFactory, WasmFunction, WasmStep};
+pub use versioned::WasmVersioned;
 
 /// Registers the `wasm` step type.
 pub fn register(registry: &mut weir_engine::Registry) {

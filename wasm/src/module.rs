@@ -8,19 +8,18 @@
 //! (`<hash>.<engine>.cwasm`), so a restart loads in milliseconds instead
 //! of compiling again.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use crate::bindings::FunctionPre;
 use crate::host::HostState;
 use crate::runtime;
-use crate::stats::VersionStats;
+use weir_versions::store::{self, sha256_hex, write_atomically};
+use weir_versions::VersionStats;
 
 /// Why a module could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -150,16 +149,6 @@ fn load_from(
     }))
 }
 
-/// The hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
-}
-
 fn compiled_path(cache_dir: &Path, hash: &str, fuel: bool) -> PathBuf {
     cache_dir.join(format!(
         "{hash}.{}.cwasm",
@@ -209,11 +198,8 @@ fn compile_cached(
 /// Keeps the deployed component by hash, the version store a rollback
 /// and `weir functions list` read.
 fn keep_version(cache_dir: &Path, hash: &str, bytes: &[u8]) {
-    let path = cache_dir.join(format!("{hash}.wasm"));
-    if !path.exists() {
-        if let Err(e) = write_atomically(&path, bytes) {
-            tracing::warn!(file = %path.display(), error = %e, "wasm: cannot keep the version");
-        }
+    if let Err(e) = store::keep(cache_dir, hash, "wasm", bytes) {
+        tracing::warn!(dir = %cache_dir.display(), error = %e, "wasm: cannot keep the version");
     }
 }
 
@@ -239,13 +225,25 @@ fn link(engine: &Engine, component: &Component) -> Result<FunctionPre<HostState>
     FunctionPre::new(pre).map_err(|e| format!("{e:#}"))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+impl weir_versions::Version for FunctionModule {
+    fn hash(&self) -> &str {
+        &self.hash
     }
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+
+    fn stats(&self) -> &VersionStats {
+        &self.stats
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "size": self.size,
+            "path": self.path.display().to_string(),
+            "load_ms": self.load_time.as_secs_f64() * 1000.0,
+            "from_cache": self.from_cache,
+        })
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
 }

@@ -23,8 +23,8 @@ use crate::convert::{event_params, header_names, header_params, Applier};
 use crate::instance::{CallLimits, Instance};
 use crate::module::{self, FunctionModule};
 use crate::options::{parse_size, WasmOptions};
-use crate::stats::VersionStats;
-use weir_engine::assign::{hash_key, mix};
+use weir_versions::split::{CanarySplit, Parts};
+use weir_versions::{CanarySpec, VersionStats};
 
 /// Validates the options and loads (compiles or reads from the cache) the module.
 pub fn build(
@@ -59,12 +59,12 @@ pub fn build(
             fuel: options.fuel,
         },
     };
-    crate::catalog::catalog().register(
-        function.clone(),
-        options.cache_dir(),
-        options.fuel.is_some(),
-        module.clone(),
-    );
+    let versioned = Arc::new(crate::WasmVersioned {
+        function: function.clone(),
+        cache_dir: options.cache_dir(),
+        fuel: options.fuel.is_some(),
+    });
+    weir_versions::catalog().register(&config.name, versioned, module.clone());
     Ok(Arc::new(WasmFactory {
         canary: None,
         function,
@@ -96,7 +96,7 @@ pub struct WasmFactory {
     /// its control group: as many keys of the stable version, run in
     /// sub-batches of the same size as the canary's, so per-call costs
     /// weigh the same on both sides of the comparison.
-    pub canary: Option<(Arc<FunctionModule>, f64, Arc<VersionStats>)>,
+    pub canary: Option<(Arc<FunctionModule>, CanarySpec)>,
 }
 
 impl StepFactory for WasmFactory {
@@ -104,35 +104,15 @@ impl StepFactory for WasmFactory {
         Ok(Box::new(WasmStep {
             function: self.function.clone(),
             stable: Slot::new(&self.function.name, self.stable.clone()),
-            canary: self.canary.as_ref().map(|(m, share, control)| CanarySlot {
+            canary: self.canary.as_ref().map(|(m, spec)| CanarySlot {
                 slot: Slot::new(&self.function.name, m.clone()),
-                threshold: threshold(*share),
-                // no control group when the canary has over half the keys
-                control_end: (*share <= 0.5).then(|| threshold(*share * 2.0)),
-                control: Arc::clone(control),
+                split: CanarySplit::new(spec.share),
+                control: Arc::clone(&spec.control),
             }),
             applier: Applier::default(),
             data: Vec::new(),
-            split: (Vec::new(), Vec::new(), Vec::new()),
+            parts: Parts::default(),
         }))
-    }
-}
-
-/// A share (0.0–1.0) as a bound on 64-bit hashes.
-fn threshold(share: f64) -> u64 {
-    if share >= 1.0 {
-        u64::MAX
-    } else {
-        (share.max(0.0) * u64::MAX as f64) as u64
-    }
-}
-
-/// Where an event goes under a canary: a key's hash (so a key never
-/// changes version while the canary runs); for an unkeyed event, its origin's.
-fn canary_hash(event: &Event) -> u64 {
-    match &event.key {
-        Some(key) => mix(hash_key(key)),
-        None => mix(((event.origin.partition as u64) << 48) ^ event.origin.offset),
     }
 }
 
@@ -200,16 +180,14 @@ pub struct WasmStep {
     /// The batch's keys and values, lent to the guest (kept across batches).
     data: Vec<u8>,
     /// The stable, control and canary parts of a batch (kept across batches).
-    split: (Vec<Event>, Vec<Event>, Vec<Event>),
+    parts: Parts,
 }
 
 /// A canary on one lane.
 struct CanarySlot {
     slot: Slot,
-    /// Hashes below this go to the canary.
-    threshold: u64,
-    /// Hashes from `threshold` up to this are the control group.
-    control_end: Option<u64>,
+    /// Which keys go to the canary and to the control group.
+    split: CanarySplit,
     /// The control group's counters.
     control: Arc<VersionStats>,
 }
@@ -411,21 +389,12 @@ impl Step for WasmStep {
         match &mut self.canary {
             None => run.batch(&mut self.stable, input, output, None).await,
             Some(c) => {
-                let (stable_part, control_part, canary_part) = &mut self.split;
-                for event in input.drain(..) {
-                    let h = canary_hash(&event);
-                    if h < c.threshold {
-                        canary_part.push(event);
-                    } else if c.control_end.is_some_and(|end| h < end) {
-                        control_part.push(event);
-                    } else {
-                        stable_part.push(event);
-                    }
-                }
-                run.batch(&mut self.stable, stable_part, output, None).await;
-                run.batch(&mut self.stable, control_part, output, Some(&c.control))
+                let parts = &mut self.parts;
+                c.split.split(input, parts);
+                run.batch(&mut self.stable, &mut parts.stable, output, None).await;
+                run.batch(&mut self.stable, &mut parts.control, output, Some(&c.control))
                     .await;
-                run.batch(&mut c.slot, canary_part, output, None).await;
+                run.batch(&mut c.slot, &mut parts.canary, output, None).await;
             }
         }
     }

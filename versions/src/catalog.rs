@@ -1,36 +1,80 @@
-//! The running process's WebAssembly functions and what an operator can do
-//! to them: list versions, deploy a new one, roll back, run a canary on a
-//! share of the keys (judged, then rolled back or promoted automatically),
-//! promote it.
+//! The running process's versioned functions (`wasm`, `python` and `node`
+//! steps) and what an operator can do to them: list versions, deploy a new
+//! one, roll back, run a canary on a share of the keys (judged, then rolled
+//! back or promoted automatically), promote it. The catalog knows versions
+//! only through [`Version`] and step types only through [`Versioned`], so
+//! every step type gets the same deploy, rollback and canary.
 //!
-//! Every change loads and compiles the new version off the shards (on the
-//! blocking pool), then swaps the step's instances through the pipeline's
+//! Every change loads (for WebAssembly: compiles) the new version off the
+//! shards (on the blocking pool), then swaps the step's instances through the pipeline's
 //! control channel, so each lane changes version between two batches:
 //! nothing is lost, and a key's events stay in order (a key stays on one
 //! lane, and under a canary on one version). The previous version stays
 //! loaded, so a rollback only instantiates it again.
 //!
-//! One pipeline runs per process, so the catalog is process-wide: `wasm`
+//! One pipeline runs per process, so the catalog is process-wide: versioned
 //! steps register here when they are built, and `weir run` attaches the
 //! pipeline's control handle.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use weir_engine::PipelineControl;
+use weir_engine::{PipelineControl, StepFactory};
 
 use crate::canary::{judge, CanaryPolicy, Verdict};
-use crate::module::{self, FunctionModule, LoadError};
 use crate::stats::{StatsSnapshot, VersionStats};
-use crate::step::{WasmFactory, WasmFunction};
+
+/// A loaded, immutable version of a function, named by its content's hash.
+pub trait Version: Send + Sync + 'static {
+    /// Hex SHA-256 of the version's content: its name.
+    fn hash(&self) -> &str;
+    /// What the version has done since it was loaded.
+    fn stats(&self) -> &VersionStats;
+    /// What an operator sees of it besides its hash and counters (size,
+    /// path, load time…), as a JSON object.
+    fn describe(&self) -> serde_json::Value;
+    /// The concrete version, for its step type's factory.
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+/// The first 12 hex digits of a version's hash, as logs show it.
+pub fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// A canary as a step's factory runs it.
+#[derive(Clone)]
+pub struct CanarySpec {
+    /// The canary version.
+    pub version: Arc<dyn Version>,
+    /// The share of keys (0.0–1.0) it gets.
+    pub share: f64,
+    /// The counters of its control group: as many keys of the stable
+    /// version, run in sub-batches of the same size as the canary's.
+    pub control: Arc<VersionStats>,
+}
+
+/// One versioned step as the catalog drives it: its type's way to load a
+/// version and to build the step's instances for given versions.
+pub trait Versioned: Send + Sync {
+    /// The step type (`wasm`, `python`, `node`), for logs.
+    fn kind(&self) -> &'static str;
+    /// Loads a version (called on the blocking pool).
+    fn load(&self, source: VersionSource) -> Result<Arc<dyn Version>, String>;
+    /// A factory running `stable`, and `canary` beside it if given.
+    fn factory(&self, stable: Arc<dyn Version>, canary: Option<CanarySpec>) -> Arc<dyn StepFactory>;
+    /// The versions kept on disk for a rollback, as JSON.
+    fn kept(&self) -> Vec<serde_json::Value>;
+}
 
 /// Why an operation on a function was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    /// No `wasm` step has this name.
-    #[error("no wasm step named `{name}` (wasm steps: {known})")]
+    /// No versioned step has this name.
+    #[error("no function step named `{name}` (function steps: {known})")]
     NoSuchFunction {
         /// The name asked for.
         name: String,
@@ -41,8 +85,8 @@ pub enum CatalogError {
     #[error("the pipeline is not running")]
     NotRunning,
     /// The new version could not be loaded.
-    #[error(transparent)]
-    Load(#[from] LoadError),
+    #[error("{0}")]
+    Load(String),
     /// The operation does not fit the function's state.
     #[error("{0}")]
     Conflict(String),
@@ -56,20 +100,18 @@ pub enum CatalogError {
 
 /// Where a new version comes from.
 #[derive(Debug)]
-pub enum ModuleSource {
-    /// A component file on this machine.
+pub enum VersionSource {
+    /// A file on this machine (a component, a handler).
     Path(PathBuf),
-    /// A component's bytes (an upload).
+    /// A file's bytes (an upload).
     Bytes(Vec<u8>),
 }
 
-/// One `wasm` step's versions.
+/// One versioned step's versions.
 struct Entry {
-    function: WasmFunction,
-    cache_dir: PathBuf,
-    fuel: bool,
-    stable: Arc<FunctionModule>,
-    previous: Option<Arc<FunctionModule>>,
+    step: Arc<dyn Versioned>,
+    stable: Arc<dyn Version>,
+    previous: Option<Arc<dyn Version>>,
     canary: Option<CanaryRun>,
     /// How the last canary ended.
     last_canary: Option<serde_json::Value>,
@@ -78,7 +120,7 @@ struct Entry {
 /// A canary in progress.
 struct CanaryRun {
     id: u64,
-    module: Arc<FunctionModule>,
+    module: Arc<dyn Version>,
     policy: CanaryPolicy,
     started: Instant,
     stable_at_start: StatsSnapshot,
@@ -90,12 +132,20 @@ struct CanaryRun {
 impl CanaryRun {
     /// What the canary is judged against: its control group, or (share over
     /// 0.5, no control group) all the stable version did since it started.
-    fn baseline(&self, stable: &FunctionModule) -> StatsSnapshot {
+    fn baseline(&self, stable: &dyn Version) -> StatsSnapshot {
         let control = self.control.snapshot();
         if self.policy.share <= 0.5 {
             control
         } else {
-            stable.stats.snapshot().since(&self.stable_at_start)
+            stable.stats().snapshot().since(&self.stable_at_start)
+        }
+    }
+
+    fn spec(&self) -> CanarySpec {
+        CanarySpec {
+            version: Arc::clone(&self.module),
+            share: self.policy.share,
+            control: Arc::clone(&self.control),
         }
     }
 }
@@ -121,22 +171,14 @@ impl Catalog {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a `wasm` step as built from the pipeline file (a rebuilt
-    /// pipeline replaces its entries).
-    pub(crate) fn register(
-        &self,
-        function: WasmFunction,
-        cache_dir: PathBuf,
-        fuel: bool,
-        module: Arc<FunctionModule>,
-    ) {
+    /// Records a versioned step as built from the pipeline file (a
+    /// rebuilt pipeline replaces its entries).
+    pub fn register(&self, name: &str, step: Arc<dyn Versioned>, stable: Arc<dyn Version>) {
         self.entries().insert(
-            function.name.to_string(),
+            name.to_string(),
             Entry {
-                function,
-                cache_dir,
-                fuel,
-                stable: module,
+                step,
+                stable,
                 previous: None,
                 canary: None,
                 last_canary: None,
@@ -149,7 +191,7 @@ impl Catalog {
         *self.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(control);
     }
 
-    /// Whether any `wasm` step is registered.
+    /// Whether no versioned step is registered.
     pub fn is_empty(&self) -> bool {
         self.entries().is_empty()
     }
@@ -185,45 +227,30 @@ impl Catalog {
     async fn load(
         &self,
         name: &str,
-        source: ModuleSource,
-    ) -> Result<Arc<FunctionModule>, CatalogError> {
-        let (cache_dir, fuel) = {
-            let entries = self.entries();
-            let entry = entries.get(name).ok_or_else(|| no_such(name, &entries))?;
-            (entry.cache_dir.clone(), entry.fuel)
-        };
-        let loaded = tokio::task::spawn_blocking(move || match source {
-            ModuleSource::Path(path) => module::load(&path, &cache_dir, fuel),
-            // kept in the cache (by hash) only once it loaded
-            ModuleSource::Bytes(bytes) => {
-                module::load_bytes(bytes, "upload".as_ref(), &cache_dir, fuel)
-            }
-        })
-        .await
-        .map_err(|e| CatalogError::Swap(format!("loading panicked: {e}")))??;
-        Ok(loaded)
+        source: VersionSource,
+    ) -> Result<Arc<dyn Version>, CatalogError> {
+        let step = self.step(name)?;
+        tokio::task::spawn_blocking(move || step.load(source))
+            .await
+            .map_err(|e| CatalogError::Swap(format!("loading panicked: {e}")))?
+            .map_err(CatalogError::Load)
+    }
+
+    fn step(&self, name: &str) -> Result<Arc<dyn Versioned>, CatalogError> {
+        let entries = self.entries();
+        Ok(Arc::clone(
+            &entries.get(name).ok_or_else(|| no_such(name, &entries))?.step,
+        ))
     }
 
     /// Swaps the step's instances to `stable` (and `canary`, if any).
     async fn swap(
         &self,
         name: &str,
-        stable: Arc<FunctionModule>,
-        canary: Option<(Arc<FunctionModule>, f64, Arc<VersionStats>)>,
+        stable: Arc<dyn Version>,
+        canary: Option<CanarySpec>,
     ) -> Result<(), CatalogError> {
-        let function = {
-            let entries = self.entries();
-            entries
-                .get(name)
-                .ok_or_else(|| no_such(name, &entries))?
-                .function
-                .clone()
-        };
-        let factory = Arc::new(WasmFactory {
-            function,
-            stable,
-            canary,
-        });
+        let factory = self.step(name)?.factory(stable, canary);
         let control = self.control()?;
         let Err(e) = control.swap_step(name, factory).await else {
             return Ok(());
@@ -232,22 +259,15 @@ impl Catalog {
         // own): put every lane back on what the catalog says runs
         let current = {
             let entries = self.entries();
-            entries.get(name).map(|e| WasmFactory {
-                function: e.function.clone(),
-                stable: Arc::clone(&e.stable),
-                canary: e.canary.as_ref().map(|c| {
-                    (
-                        Arc::clone(&c.module),
-                        c.policy.share,
-                        Arc::clone(&c.control),
-                    )
-                }),
+            entries.get(name).map(|e| {
+                e.step
+                    .factory(Arc::clone(&e.stable), e.canary.as_ref().map(CanaryRun::spec))
             })
         };
         if let Some(current) = current {
-            if let Err(again) = control.swap_step(name, Arc::new(current)).await {
+            if let Err(again) = control.swap_step(name, current).await {
                 tracing::error!(function = name, error = %again,
-                    "wasm: restoring the running versions after a failed swap failed too");
+                    "functions: restoring the running versions after a failed swap failed too");
             }
         }
         Err(CatalogError::Swap(e.to_string()))
@@ -258,21 +278,21 @@ impl Catalog {
     pub async fn deploy(
         &self,
         name: &str,
-        source: ModuleSource,
+        source: VersionSource,
     ) -> Result<serde_json::Value, CatalogError> {
         let _changing = self.changing.lock().await;
         self.check_no_canary(name)?;
         let module = self.load(name, source).await?;
         let current = self.stable(name)?;
-        if current.hash == module.hash {
+        if current.hash() == module.hash() {
             return self.describe(name);
         }
         self.swap(name, Arc::clone(&module), None).await?;
         tracing::info!(
             function = name,
-            from = current.short_hash(),
-            to = module.short_hash(),
-            "wasm: deployed"
+            from = short(current.hash()),
+            to = short(module.hash()),
+            "functions: deployed"
         );
         self.update(name, |e| {
             e.previous = Some(std::mem::replace(&mut e.stable, module));
@@ -305,8 +325,8 @@ impl Catalog {
         self.swap(name, Arc::clone(&previous), None).await?;
         tracing::warn!(
             function = name,
-            to = previous.short_hash(),
-            "wasm: rolled back"
+            to = short(previous.hash()),
+            "functions: rolled back"
         );
         self.update(name, |e| {
             e.previous = Some(std::mem::replace(&mut e.stable, previous));
@@ -319,7 +339,7 @@ impl Catalog {
     pub async fn start_canary(
         &'static self,
         name: &str,
-        source: ModuleSource,
+        source: VersionSource,
         policy: CanaryPolicy,
     ) -> Result<serde_json::Value, CatalogError> {
         policy.validate().map_err(CatalogError::BadRequest)?;
@@ -327,17 +347,21 @@ impl Catalog {
         self.check_no_canary(name)?;
         let module = self.load(name, source).await?;
         let stable = self.stable(name)?;
-        if stable.hash == module.hash {
+        if stable.hash() == module.hash() {
             return Err(CatalogError::Conflict(format!(
                 "version {} of `{name}` is already the stable version",
-                module.short_hash()
+                short(module.hash())
             )));
         }
         let control = Arc::new(VersionStats::default());
         self.swap(
             name,
             Arc::clone(&stable),
-            Some((Arc::clone(&module), policy.share, Arc::clone(&control))),
+            Some(CanarySpec {
+                version: Arc::clone(&module),
+                share: policy.share,
+                control: Arc::clone(&control),
+            }),
         )
         .await?;
         let id = self
@@ -346,10 +370,10 @@ impl Catalog {
         let check_every = policy.check_every;
         tracing::info!(
             function = name,
-            stable = stable.short_hash(),
-            canary = module.short_hash(),
+            stable = short(stable.hash()),
+            canary = short(module.hash()),
             share = policy.share,
-            "wasm: canary started"
+            "functions: canary started"
         );
         self.update(name, |e| {
             e.canary = Some(CanaryRun {
@@ -357,7 +381,7 @@ impl Catalog {
                 module,
                 policy,
                 started: Instant::now(),
-                stable_at_start: e.stable.stats.snapshot(),
+                stable_at_start: e.stable.stats().snapshot(),
                 control,
             });
         })?;
@@ -374,8 +398,8 @@ impl Catalog {
                     let Some(run) = entry.canary.as_ref().filter(|c| c.id == id) else {
                         return;
                     };
-                    let stable = run.baseline(&entry.stable);
-                    let canary = run.module.stats.snapshot();
+                    let stable = run.baseline(entry.stable.as_ref());
+                    let canary = run.module.stats().snapshot();
                     judge(&run.policy, &stable, &canary, run.started.elapsed())
                 };
                 if verdict != Verdict::Wait {
@@ -384,7 +408,7 @@ impl Catalog {
                         Ok(()) => return,
                         // the canary keeps running and is judged again next time
                         Err(e) => tracing::error!(function = %name, error = %e,
-                            "wasm: ending the canary failed; trying again"),
+                            "functions: ending the canary failed; trying again"),
                     }
                 }
             }
@@ -421,8 +445,8 @@ impl Catalog {
                 return Ok(()); // already ended
             };
             let stats = serde_json::json!({
-                "stable": run.baseline(&entry.stable).to_json(),
-                "canary": run.module.stats.snapshot().to_json(),
+                "stable": run.baseline(entry.stable.as_ref()).to_json(),
+                "canary": run.module.stats().snapshot().to_json(),
             });
             (Arc::clone(&entry.stable), Arc::clone(&run.module), stats)
         };
@@ -431,21 +455,21 @@ impl Catalog {
                 self.swap(name, Arc::clone(&canary), None).await?;
                 tracing::info!(
                     function = name,
-                    version = canary.short_hash(),
-                    "wasm: canary promoted"
+                    version = short(canary.hash()),
+                    "functions: canary promoted"
                 );
                 ("promoted", None)
             }
             Verdict::RollBack(reason) => {
                 self.swap(name, Arc::clone(&stable), None).await?;
                 metrics::counter!("weir_function_canary_rollbacks_total", "step" => name.to_string()).increment(1);
-                tracing::warn!(function = name, version = canary.short_hash(), %reason, "wasm: canary rolled back");
+                tracing::warn!(function = name, version = short(canary.hash()), %reason, "functions: canary rolled back");
                 ("rolled back", Some(reason.clone()))
             }
             Verdict::Wait => return Ok(()),
         };
         let record = serde_json::json!({
-            "version": canary.hash,
+            "version": canary.hash(),
             "outcome": outcome,
             "reason": reason,
             "at_unix_ms": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
@@ -460,7 +484,7 @@ impl Catalog {
         })
     }
 
-    fn stable(&self, name: &str) -> Result<Arc<FunctionModule>, CatalogError> {
+    fn stable(&self, name: &str) -> Result<Arc<dyn Version>, CatalogError> {
         let entries = self.entries();
         Ok(Arc::clone(
             &entries
@@ -476,7 +500,7 @@ impl Catalog {
         match &entry.canary {
             Some(run) => Err(CatalogError::Conflict(format!(
                 "a canary ({}) of `{name}` is running: promote or roll it back first",
-                run.module.short_hash()
+                short(run.module.hash())
             ))),
             None => Ok(()),
         }
@@ -513,53 +537,33 @@ fn no_such(name: &str, entries: &HashMap<String, Entry>) -> CatalogError {
     }
 }
 
-fn version(module: &FunctionModule) -> serde_json::Value {
-    serde_json::json!({
-        "hash": module.hash,
-        "size": module.size,
-        "path": module.path.display().to_string(),
-        "load_ms": module.load_time.as_secs_f64() * 1000.0,
-        "from_cache": module.from_cache,
-        "stats": module.stats.snapshot().to_json(),
-    })
+fn version(version: &dyn Version) -> serde_json::Value {
+    let mut described = version.describe();
+    if let Some(fields) = described.as_object_mut() {
+        fields.insert("hash".into(), version.hash().into());
+        fields.insert("stats".into(), version.stats().snapshot().to_json());
+    }
+    described
 }
 
 fn describe(name: &str, entry: &Entry) -> serde_json::Value {
     let canary = entry.canary.as_ref().map(|run| {
         serde_json::json!({
-            "version": version(&run.module),
+            "version": version(run.module.as_ref()),
             "share": run.policy.share,
             "running_s": run.started.elapsed().as_secs_f64(),
             "promote_after_s": run.policy.promote_after.map(|d| d.as_secs_f64()),
-            "stable_since_start": entry.stable.stats.snapshot().since(&run.stable_at_start).to_json(),
+            "stable_since_start": entry.stable.stats().snapshot().since(&run.stable_at_start).to_json(),
             "control": run.control.snapshot().to_json(),
         })
     });
     serde_json::json!({
         "name": name,
-        "stable": version(&entry.stable),
+        "type": entry.step.kind(),
+        "stable": version(entry.stable.as_ref()),
         "previous": entry.previous.as_deref().map(version),
         "canary": canary,
         "last_canary": entry.last_canary,
-        "kept": kept_versions(&entry.cache_dir),
+        "kept": entry.step.kept(),
     })
-}
-
-/// The versions kept in the cache directory: (hash, size) of each `<hash>.wasm`.
-fn kept_versions(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut kept: Vec<serde_json::Value> = read
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let hash = name.strip_suffix(".wasm")?;
-            (hash.len() == 64).then(|| {
-                serde_json::json!({ "hash": hash, "size": e.metadata().map(|m| m.len()).unwrap_or(0) })
-            })
-        })
-        .collect();
-    kept.sort_by(|a, b| a["hash"].as_str().cmp(&b["hash"].as_str()));
-    kept
 }

@@ -1,0 +1,343 @@
+//! The messages between weir and a worker (docs/connectors/plugins.md has
+//! them message by message).
+//!
+//! weir → worker: `{"t":"init","function":…,"config":{…}}` once, then
+//! `{"t":"b","e":[[value_offset, value_len, key_offset (-1: none), key_len,
+//! timestamp_ms, headers ([[name, value], …] or null)], …]}` per batch, keys
+//! and values in the blob.
+//!
+//! worker → weir: `ready` (with `runtime` and `batch`) or `error` once;
+//! then per batch `done` with one outcome entry per event, or `failed`
+//! when a batch handler raised; `log` lines at any time.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Write as _;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use weir_engine::{Event, SinkId, StepOutput};
+
+use crate::frame::FrameBuf;
+
+/// A message from a worker.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+pub enum Message<'a> {
+    /// Started: the handler loaded and `init` ran.
+    Ready {
+        /// The interpreter and its version.
+        #[serde(borrow)]
+        runtime: Cow<'a, str>,
+        /// Whether the handler takes whole batches.
+        batch: bool,
+    },
+    /// Could not start (the message names file and line).
+    Error {
+        /// What went wrong.
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
+    /// A log line from the handler.
+    Log {
+        /// `debug`, `info`, `warn` or `error`.
+        #[serde(borrow)]
+        level: Cow<'a, str>,
+        /// The line.
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
+    /// A batch handler raised: no outcome for any event of the batch.
+    Failed {
+        /// The exception's last line.
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
+    /// The batch's outcomes, one per event in order.
+    Done {
+        /// `null` keeps the event as it came.
+        #[serde(borrow)]
+        o: Vec<Option<Entry<'a>>>,
+    },
+}
+
+/// What became of one event.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry<'a> {
+    /// A new value: `[offset, length]` in the blob.
+    #[serde(default)]
+    v: Option<[usize; 2]>,
+    /// A new key (`null`: no key); absent: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    k: Option<Option<[usize; 2]>>,
+    /// New headers, replacing the old ones.
+    #[serde(default, borrow)]
+    h: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+    /// `d` drop, `f` fail, `s` route; absent: keep.
+    #[serde(default)]
+    x: Option<&'a str>,
+    /// The failure's reason.
+    #[serde(default, borrow)]
+    r: Option<Cow<'a, str>>,
+    /// Whether the failure is retryable.
+    #[serde(default)]
+    rt: bool,
+    /// The sink to route to.
+    #[serde(default, borrow)]
+    s: Option<Cow<'a, str>>,
+    /// New events emitted after this one.
+    #[serde(default, borrow)]
+    e: Vec<Emitted<'a>>,
+}
+
+/// An event a handler emitted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Emitted<'a> {
+    v: [usize; 2],
+    #[serde(default)]
+    k: Option<[usize; 2]>,
+    #[serde(default, borrow)]
+    h: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<[usize; 2]>>, D::Error> {
+    Option::<[usize; 2]>::deserialize(d).map(Some)
+}
+
+/// Parses a worker's message.
+pub fn parse(json: &[u8]) -> Result<Message<'_>, String> {
+    serde_json::from_slice(json).map_err(|e| {
+        format!(
+            "the worker sent a message weir cannot read ({e}): {}",
+            String::from_utf8_lossy(&json[..json.len().min(200)])
+        )
+    })
+}
+
+/// The `init` message.
+pub fn init_message(function: &str, config: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "t": "init", "function": function, "config": config }))
+        .unwrap_or_default()
+}
+
+/// Writes a batch frame for `events` into `frame` (cleared first).
+pub fn encode_batch(events: &[Event], frame: &mut FrameBuf) {
+    frame.clear();
+    frame.json.extend_from_slice(br#"{"t":"b","e":["#);
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            frame.json.push(b',');
+        }
+        let value_at = frame.put(&event.value);
+        let (key_at, key_len) = match &event.key {
+            Some(key) => (frame.put(key) as i64, key.len()),
+            None => (-1, 0),
+        };
+        let _ = write!(
+            frame.json,
+            "[{value_at},{},{key_at},{key_len},{},",
+            event.value.len(),
+            event.timestamp_ms
+        );
+        if event.headers.is_empty() {
+            frame.json.extend_from_slice(b"null]");
+        } else {
+            frame.json.push(b'[');
+            for (j, (name, value)) in event.headers.iter().enumerate() {
+                if j > 0 {
+                    frame.json.push(b',');
+                }
+                frame.json.push(b'[');
+                let _ = serde_json::to_writer(&mut frame.json, &String::from_utf8_lossy(name));
+                frame.json.push(b',');
+                let _ = serde_json::to_writer(&mut frame.json, &String::from_utf8_lossy(value));
+                frame.json.push(b']');
+            }
+            frame.json.extend_from_slice(b"]]");
+        }
+    }
+    frame.json.extend_from_slice(b"]}");
+}
+
+/// Applies a `done` message's outcomes to `input` (drained) into `output`.
+/// `Err` when the entries do not match the batch; `input` is then untouched.
+pub fn apply(
+    entries: Vec<Option<Entry<'_>>>,
+    blob: &Bytes,
+    input: &mut Vec<Event>,
+    routes: &HashMap<String, SinkId>,
+    function: &str,
+    output: &mut StepOutput,
+) -> Result<(), String> {
+    if entries.len() != input.len() {
+        return Err(format!(
+            "the worker returned {} outcomes for {} events",
+            entries.len(),
+            input.len()
+        ));
+    }
+    let slice = |span: [usize; 2]| -> Option<Bytes> {
+        let end = span[0].checked_add(span[1])?;
+        (end <= blob.len()).then(|| blob.slice(span[0]..end))
+    };
+    for (mut event, entry) in input.drain(..).zip(entries) {
+        let Some(entry) = entry else {
+            output.emit(event);
+            continue;
+        };
+        let mut bad = false;
+        let emitted: Vec<Event> = entry
+            .e
+            .iter()
+            .filter_map(|e| {
+                let value = slice(e.v).or_else(|| {
+                    bad = true;
+                    None
+                })?;
+                let key = match e.k {
+                    Some(span) => Some(slice(span).or_else(|| {
+                        bad = true;
+                        None
+                    })?),
+                    None => event.key.clone(),
+                };
+                Some(Event {
+                    key,
+                    value,
+                    headers: match &e.h {
+                        Some(h) => headers(h),
+                        None => event.headers.clone(),
+                    },
+                    timestamp_ms: event.timestamp_ms,
+                    origin: event.origin,
+                })
+            })
+            .collect();
+        if let Some(span) = entry.v {
+            match slice(span) {
+                Some(v) => event.value = v,
+                None => bad = true,
+            }
+        }
+        if let Some(key) = entry.k {
+            match key.map(slice) {
+                None => event.key = None,
+                Some(Some(k)) => event.key = Some(k),
+                Some(None) => bad = true,
+            }
+        }
+        if let Some(h) = &entry.h {
+            event.headers = headers(h);
+        }
+        if bad {
+            output.fail(
+                event,
+                format!("function `{function}` returned a value outside its reply (a bug in the worker)"),
+            );
+            continue;
+        }
+        match entry.x {
+            None => output.emit(event),
+            Some("d") => output.drop_event(event),
+            Some("f") => {
+                let reason = format!(
+                    "function `{function}`: {}",
+                    entry.r.as_deref().unwrap_or("failed")
+                );
+                if entry.rt {
+                    output.fail_retryable(event, reason)
+                } else {
+                    output.fail(event, reason)
+                }
+            }
+            Some("s") => {
+                let sink = entry.s.as_deref().unwrap_or("");
+                match routes.get(sink) {
+                    Some(id) => output.route(*id, event),
+                    None => output.fail(
+                        event,
+                        format!(
+                            "function `{function}` routed to `{sink}`, which is not in its `routes` ({})",
+                            routes.keys().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                    ),
+                }
+            }
+            Some(other) => output.fail(
+                event,
+                format!("function `{function}` gave the unknown outcome `{other}`"),
+            ),
+        }
+        for e in emitted {
+            output.emit(e);
+        }
+    }
+    Ok(())
+}
+
+fn headers(pairs: &[(Cow<'_, str>, Cow<'_, str>)]) -> Vec<weir_engine::event::Header> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            (
+                Bytes::copy_from_slice(n.as_bytes()),
+                Bytes::copy_from_slice(v.as_bytes()),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_encodes_keys_values_and_headers_into_the_blob() {
+        let mut e = Event::new(r#"{"a":"x\"y"}"#).with_key("k1");
+        e.headers.push((Bytes::from_static(b"h"), Bytes::from_static(b"v\"")));
+        e.timestamp_ms = 7;
+        let mut frame = FrameBuf::default();
+        encode_batch(&[e, Event::new("plain")], &mut frame);
+        let json: serde_json::Value = serde_json::from_slice(&frame.json).unwrap();
+        let first = &json["e"][0];
+        let at = |i: usize| first[i].as_u64().unwrap() as usize;
+        assert_eq!(&frame.blob[at(0)..at(0) + at(1)], br#"{"a":"x\"y"}"#);
+        assert_eq!(&frame.blob[at(2)..at(2) + at(3)], b"k1");
+        assert_eq!(first[4], 7);
+        assert_eq!(first[5], serde_json::json!([["h", "v\""]]));
+        assert_eq!(json["e"][1][2], -1);
+        assert!(json["e"][1][5].is_null());
+    }
+
+    #[test]
+    fn outcomes_apply_and_a_bad_span_fails_only_its_event() {
+        let blob = Bytes::from_static(b"NEWKEYextra");
+        let json = br#"{"t":"done","o":[null,{"v":[0,3],"k":[3,3]},{"x":"d"},{"x":"f","r":"bad","rt":true},{"x":"s","s":"audit"},{"v":[9,99]},{"x":"s","s":"nope"},{"e":[{"v":[6,5]}]}]}"#;
+        let Message::Done { o } = parse(json).unwrap() else { panic!("not done") };
+        let mut input: Vec<Event> = (0..8).map(|i| Event::new(format!("e{i}")).with_key("k")).collect();
+        let routes = HashMap::from([("audit".to_string(), 1 as SinkId)]);
+        let mut out = StepOutput::new();
+        apply(o, &blob, &mut input, &routes, "f", &mut out).unwrap();
+        let values: Vec<&[u8]> = out.events.iter().map(|e| e.value.as_ref()).collect();
+        assert_eq!(values, vec![&b"e0"[..], b"NEW", b"e7", b"extra"]);
+        assert_eq!(out.events[1].key.as_deref(), Some(&b"KEY"[..]));
+        assert_eq!(out.events[3].key.as_deref(), Some(&b"k"[..]), "emitted events keep the input's key");
+        assert_eq!(out.dropped, 1);
+        assert_eq!(out.routed.len(), 1);
+        assert_eq!(out.failed.len(), 3);
+        assert!(out.failed[0].retryable && out.failed[0].reason.contains("bad"));
+        assert!(out.failed[1].reason.contains("outside its reply"));
+        assert!(out.failed[2].reason.contains("not in its `routes`"));
+    }
+
+    #[test]
+    fn a_count_mismatch_leaves_the_input_untouched() {
+        let Message::Done { o } = parse(br#"{"t":"done","o":[null]}"#).unwrap() else { panic!() };
+        let mut input = vec![Event::new("a"), Event::new("b")];
+        let mut out = StepOutput::new();
+        assert!(apply(o, &Bytes::new(), &mut input, &HashMap::new(), "f", &mut out).is_err());
+        assert_eq!(input.len(), 2);
+    }
+}
