@@ -1,5 +1,5 @@
 //! `weir functions`: list, deploy, canary, promote and roll back the
-//! WebAssembly functions of a running `weir run`, through its admin API
+//! versioned functions (`wasm`, `python`, `node` steps) of a running `weir run`, through its admin API
 //! (`/api/v1/functions`). The token comes from `WEIR_ADMIN_TOKEN` or the
 //! file `WEIR_ADMIN_TOKEN_FILE` names, as for the server.
 
@@ -29,18 +29,18 @@ pub struct FunctionsArgs {
 pub enum FunctionsAction {
     /// Every function: versions, counters, canary state.
     List,
-    /// Make a component the function's only version (the current one is kept for rollback).
+    /// Make a new version the function's only version (the current one is kept for rollback).
     Deploy {
-        /// The `wasm` step's name.
+        /// The function step's name (a `wasm`, `python` or `node` step).
         name: String,
-        /// The component (`.wasm`), uploaded.
+        /// The new version's file (a component, a handler), uploaded.
         module: PathBuf,
     },
-    /// Run a component on a share of the keys beside the stable version.
+    /// Run a new version on a share of the keys beside the stable version.
     Canary {
-        /// The `wasm` step's name.
+        /// The function step's name (a `wasm`, `python` or `node` step).
         name: String,
-        /// The component (`.wasm`), uploaded.
+        /// The new version's file (a component, a handler), uploaded.
         module: PathBuf,
         /// Share of keys for the canary (0.0–1.0).
         #[arg(long, default_value_t = 0.1)]
@@ -57,12 +57,12 @@ pub enum FunctionsAction {
     },
     /// Make the running canary the stable version.
     Promote {
-        /// The `wasm` step's name.
+        /// The function step's name (a `wasm`, `python` or `node` step).
         name: String,
     },
     /// End the canary, or go back to the previous version.
     Rollback {
-        /// The `wasm` step's name.
+        /// The function step's name (a `wasm`, `python` or `node` step).
         name: String,
     },
 }
@@ -166,7 +166,7 @@ async fn send(
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
     if wasm {
-        request = request.header(http::header::CONTENT_TYPE, "application/wasm");
+        request = request.header(http::header::CONTENT_TYPE, "application/octet-stream");
     }
     let request = request
         .body(Full::new(Bytes::from(body)))

@@ -14,38 +14,7 @@ use common::{read_envelopes, read_lines, run_in, show, write};
 
 /// Runs `file in.jsonl → STEPS → out.jsonl` (dead letters to dlq.jsonl) in `dir`.
 fn run_pipeline(dir: &Path, input: &str, steps: &str, batch: usize) -> std::process::Output {
-    write(dir, "in.jsonl", input);
-    let pipeline = write(
-        dir,
-        "p.toml",
-        &format!(
-            r#"
-[pipeline]
-name = "wasm"
-shards = 2
-[sources.in]
-type = "file"
-path = "in.jsonl"
-batch = {{ max_events = {batch} }}
-{steps}
-[sinks.out]
-type = "file"
-path = "out.jsonl"
-[sinks.dlq]
-type = "file"
-path = "dlq.jsonl"
-format = "envelope"
-[dead_letter]
-sink = "dlq"
-[retry]
-max_attempts = 2
-initial_backoff = "10ms"
-[checkpoint]
-dir = "cp"
-"#
-        ),
-    );
-    run_in(dir, &["run", pipeline.to_str().unwrap()])
+    common::run_file_pipeline(dir, input, steps, batch, "")
 }
 
 /// What the native `json-add-field` step (field `env` = `"prod"`) makes of `input`, sorted.

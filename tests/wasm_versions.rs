@@ -11,65 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::admin::{curl, functions, set_token, value_of, wait_ready, TOKEN};
 use common::http::free_port;
 use common::wasm::guest;
 use common::{read_envelopes, start_weir, stop_weir, weir, write};
-
-const TOKEN: &str = "test-token-5f2c";
-
-fn set_token() {
-    // every test here runs weir with this token; the children inherit it
-    std::env::set_var("WEIR_ADMIN_TOKEN", TOKEN);
-}
-
-/// `curl` against the admin server: (HTTP status, body).
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-fn wait_ready(admin: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if curl(&[&format!("http://{admin}/ready")]).0 == 200 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("weir did not become ready");
-}
-
-fn functions(admin: &str, args: &[&str]) -> serde_json::Value {
-    let out = weir()
-        .arg("functions")
-        .arg("--admin")
-        .arg(admin)
-        .args(args)
-        .output()
-        .expect("weir functions runs");
-    assert!(
-        out.status.success(),
-        "weir functions {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-/// The value of an envelope as JSON, whether the sink wrote it as text or JSON.
-fn value_of(envelope: &serde_json::Value) -> serde_json::Value {
-    match &envelope["value"] {
-        serde_json::Value::String(s) => {
-            serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.clone()))
-        }
-        other => other.clone(),
-    }
-}
 
 fn pipeline(dir: &Path, admin: &str, generator: &str, config: &str) -> std::path::PathBuf {
     write(
@@ -412,7 +357,7 @@ fn terminate(mut child: common::KillOnDrop, log: &Path) {
     let status = child.0.wait().unwrap();
     let text = std::fs::read_to_string(log).unwrap();
     assert!(status.success(), "{text}");
-    assert!(text.contains("wasm: deployed"), "{text}");
+    assert!(text.contains("functions: deployed"), "{text}");
 }
 
 #[test]

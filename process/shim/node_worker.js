@@ -216,37 +216,73 @@ async function main() {
       ko < 0 ? null : blob.toString('utf8', ko, ko + kl),
       ts, hs, i));
     context._emitted = new Map();
-    const out = new Out();
-    const entries = [];
+    let returned;
     if (batched) {
-      let returned;
       try {
         returned = await handler(context, events);
       } catch (e) {
         send({ t: 'failed', message: lastLine(e) });
         continue;
       }
-      if (returned !== undefined && returned !== null && returned.length !== events.length) {
+      if (returned === undefined || returned === null) {
+        returned = new Array(events.length).fill(null);
+      } else if (returned.length !== events.length) {
         send({ t: 'failed', message: `the handler returned ${returned.length} values for ${events.length} events` });
         continue;
       }
-      events.forEach((event, i) => entries.push(outcome(event, returned ? returned[i] : null, context._emitted.get(i), out)));
     } else {
+      returned = new Array(events.length);
       for (let i = 0; i < events.length; i++) {
-        const event = events[i];
-        let returned;
         try {
-          returned = handler(context, event);
-          if (returned && typeof returned.then === 'function') returned = await returned;
+          let r = handler(context, events[i]);
+          if (r && typeof r.then === 'function') r = await r;
+          returned[i] = r;
         } catch (e) {
-          entries.push({ x: 'f', r: lastLine(e), rt: false });
-          continue;
+          returned[i] = new Raised(lastLine(e));
         }
-        entries.push(outcome(event, returned, context._emitted.get(i), out));
       }
     }
-    send({ t: 'done', o: entries }, out.blob());
+    reply(events, returned, context._emitted);
   }
+}
+
+class Raised {
+  constructor(reason) { this.reason = reason; }
+}
+
+// Sends the outcomes: when every event was only kept or given a new value
+// (the common case), just the values' lengths (`vl`, -1 for kept);
+// otherwise one entry per event (`o`).
+function reply(events, returned, emitted) {
+  if (emitted.size === 0) {
+    const lengths = [];
+    const parts = [];
+    let size = 0;
+    let simple = true;
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i];
+      const value = returned[i];
+      if (value !== undefined && value !== null) {
+        if (value instanceof Raised) { simple = false; break; }
+        event.value = value;
+      }
+      if (event._out || event.key !== event._k0 || JSON.stringify(event.headers) !== event._h0) { simple = false; break; }
+      if (event.value === event._v0) { lengths.push(-1); continue; }
+      const data = asBuffer(event.value);
+      parts.push(data);
+      size += data.length;
+      lengths.push(data.length);
+    }
+    if (simple) {
+      send({ t: 'done', vl: lengths }, Buffer.concat(parts, size));
+      return;
+    }
+  }
+  const out = new Out();
+  const entries = events.map((event, i) => (returned[i] instanceof Raised
+    ? { x: 'f', r: returned[i].reason, rt: false }
+    : outcome(event, returned[i], emitted.get(i), out)));
+  send({ t: 'done', o: entries }, out.blob());
 }
 
 main().catch((e) => {

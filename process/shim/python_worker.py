@@ -267,34 +267,96 @@ def run(path, mode, original):
         message, blob = receive()
         if message is None:
             return 0
-        events = []
-        for i, (vo, vl, ko, kl, ts, hs) in enumerate(message["e"]):
-            key = None if ko < 0 else blob[ko:ko + kl].decode("utf-8", "surrogateescape")
-            value = blob[vo:vo + vl].decode("utf-8", "surrogateescape")
-            events.append(Event(value, key, ts, hs, i))
+        events = decode(message, blob)
         context._emitted = {}
-        out = Out()
-        entries = []
         if batched:
             try:
                 returned = handler(context, events)
+                if returned is not None:
+                    returned = list(returned)
             except Exception as e:
                 send({"t": "failed", "message": last_line(e)})
                 continue
-            if returned is not None and len(returned) != len(events):
+            if returned is None:
+                returned = [None] * len(events)
+            elif len(returned) != len(events):
                 send({"t": "failed", "message": "the handler returned %d values for %d events" % (len(returned), len(events))})
                 continue
-            for i, event in enumerate(events):
-                entries.append(outcome(event, None if returned is None else returned[i], context._emitted.get(i), out))
         else:
-            for i, event in enumerate(events):
+            returned = []
+            for event in events:
                 try:
-                    returned = handler(context, event)
+                    returned.append(handler(context, event))
                 except Exception as e:
-                    entries.append({"x": "f", "r": last_line(e), "rt": False})
-                    continue
-                entries.append(outcome(event, returned, context._emitted.get(i), out))
-        send({"t": "done", "o": entries}, out.blob())
+                    returned.append(Raised(last_line(e)))
+        reply(events, returned, context._emitted)
+
+
+class Raised:
+    """A per-event handler's exception, in place of its return value."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason):
+        self.reason = reason
+
+
+def decode(message, blob):
+    """The batch's events. An all-ASCII blob (the common case) is decoded
+    once and sliced; otherwise each key and value is decoded on its own."""
+    events = []
+    new = Event.__new__
+    text = blob.decode("ascii") if blob.isascii() else None
+    for i, (vo, vl, ko, kl, ts, hs) in enumerate(message["e"]):
+        if text is not None:
+            value = text[vo:vo + vl]
+            key = None if ko < 0 else text[ko:ko + kl]
+        else:
+            value = blob[vo:vo + vl].decode("utf-8", "surrogateescape")
+            key = None if ko < 0 else blob[ko:ko + kl].decode("utf-8", "surrogateescape")
+        event = new(Event)
+        event.value = event._v0 = value
+        event.key = event._k0 = key
+        event.timestamp = ts
+        event._headers = hs
+        event._out = None
+        event._index = i
+        events.append(event)
+    return events
+
+
+def reply(events, returned, emitted):
+    """Sends the outcomes: when every event was only kept or given a new
+    value (the common case), just the values' lengths (`vl`, -1 for kept);
+    otherwise one entry per event (`o`)."""
+    if not emitted:
+        lengths = []
+        parts = []
+        for event, value in zip(events, returned):
+            if value is not None:
+                if type(value) is Raised:
+                    break
+                event.value = value
+            if event._out is not None or event.key is not event._k0 or type(event._headers) is dict:
+                break
+            value = event.value
+            if value is event._v0:
+                lengths.append(-1)
+                continue
+            data = value.encode("utf-8", "surrogateescape") if type(value) is str else as_bytes(value)
+            parts.append(data)
+            lengths.append(len(data))
+        else:
+            send({"t": "done", "vl": lengths}, b"".join(parts))
+            return
+    out = Out()
+    entries = []
+    for i, (event, value) in enumerate(zip(events, returned)):
+        if type(value) is Raised:
+            entries.append({"x": "f", "r": value.reason, "rt": False})
+        else:
+            entries.append(outcome(event, value, emitted.get(i), out))
+    send({"t": "done", "o": entries}, out.blob())
 
 
 if __name__ == "__main__":

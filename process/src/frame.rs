@@ -48,7 +48,10 @@ impl FrameBuf {
 }
 
 /// Writes one frame.
-pub async fn write_frame<W: AsyncWriteExt + Unpin>(out: &mut W, frame: &FrameBuf) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWriteExt + Unpin>(
+    out: &mut W,
+    frame: &FrameBuf,
+) -> std::io::Result<()> {
     let mut head = [0u8; 8];
     head[..4].copy_from_slice(&(frame.json.len() as u32).to_le_bytes());
     head[4..].copy_from_slice(&(frame.blob.len() as u32).to_le_bytes());
@@ -62,7 +65,10 @@ pub async fn write_frame<W: AsyncWriteExt + Unpin>(out: &mut W, frame: &FrameBuf
 
 /// Reads one frame into `buf` (replacing what it held); returns where the
 /// JSON ends: `buf[..at]` is the message, `buf[at..]` the blob.
-pub async fn read_frame<R: AsyncReadExt + Unpin>(input: &mut R, buf: &mut Vec<u8>) -> Result<usize, FrameError> {
+pub async fn read_frame<R: AsyncReadExt + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<usize, FrameError> {
     let mut head = [0u8; 8];
     if let Err(e) = input.read_exact(&mut head).await {
         return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -109,7 +115,13 @@ mod tests {
         let mut huge = Vec::new();
         huge.extend_from_slice(&(u32::MAX).to_le_bytes());
         huge.extend_from_slice(&0u32.to_le_bytes());
-        assert!(matches!(read_frame(&mut huge.as_slice(), &mut buf).await, Err(FrameError::TooLarge(_))));
-        assert!(matches!(read_frame(&mut [1u8, 0].as_slice(), &mut buf).await, Err(FrameError::Closed)));
+        assert!(matches!(
+            read_frame(&mut huge.as_slice(), &mut buf).await,
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(matches!(
+            read_frame(&mut [1u8, 0].as_slice(), &mut buf).await,
+            Err(FrameError::Closed)
+        ));
     }
 }

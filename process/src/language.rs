@@ -96,7 +96,10 @@ impl Language {
                 .arg(PYTHON_CHECK)
                 .arg(handler)
                 .output(),
-            Language::Node => Command::new(interpreter).arg("--check").arg(handler).output(),
+            Language::Node => Command::new(interpreter)
+                .arg("--check")
+                .arg(handler)
+                .output(),
         }
         .map_err(|e| self.missing_interpreter(interpreter, &e))?;
         if output.status.success() {
@@ -111,7 +114,12 @@ impl Language {
             Language::Python => {
                 let line = stdout.lines().next().unwrap_or("");
                 let mut parts = line.splitn(3, ':');
-                match (parts.next(), parts.next(), parts.next(), output.status.code()) {
+                match (
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    output.status.code(),
+                ) {
                     (Some("0"), Some(_), Some(message), _) => Err(format!("{shown}: {message}")),
                     (Some(l), Some(c), Some(message), Some(3)) => {
                         Err(format!("{shown}:{l}:{c}: {message}"))
@@ -129,7 +137,9 @@ impl Language {
 
     fn missing_interpreter(self, interpreter: &Path, error: &std::io::Error) -> String {
         let hint = match self {
-            Language::Python => "install Python 3.9+ (3.11 is tested) or set `interpreter` or `venv`",
+            Language::Python => {
+                "install Python 3.9+ (3.11 is tested) or set `interpreter` or `venv`"
+            }
             Language::Node => "install Node.js 18+ (20 is tested) or set `interpreter`",
         };
         format!("cannot run `{}`: {error}; {hint}", interpreter.display())
@@ -164,7 +174,11 @@ fn node_syntax_error(handler: &Path, stderr: &str) -> String {
     let shown = handler.display().to_string();
     let line = stderr
         .lines()
-        .find_map(|l| l.rsplit_once(':').filter(|(f, n)| f.ends_with(&*shown) || f.ends_with(".js") && n.parse::<u32>().is_ok()))
+        .find_map(|l| {
+            l.rsplit_once(':').filter(|(f, n)| {
+                f.ends_with(&*shown) || f.ends_with(".js") && n.parse::<u32>().is_ok()
+            })
+        })
         .and_then(|(_, n)| n.trim().parse::<u32>().ok());
     let message = stderr
         .lines()

@@ -19,6 +19,10 @@ pub use language::Language;
 
 /// Registers the `python` and `node` step types.
 pub fn register(registry: &mut weir_engine::Registry) {
-    registry.step("python", |config, ctx| step::build(Language::Python, config, ctx));
-    registry.step("node", |config, ctx| step::build(Language::Node, config, ctx));
+    registry.step("python", |config, ctx| {
+        step::build(Language::Python, config, ctx)
+    });
+    registry.step("node", |config, ctx| {
+        step::build(Language::Node, config, ctx)
+    });
 }

@@ -78,7 +78,9 @@ pub struct Lease {
 impl Lease {
     /// The worker.
     pub fn worker(&mut self) -> &mut Worker {
-        self.worker.as_mut().unwrap_or_else(|| unreachable!("a lease holds its worker until dropped"))
+        self.worker
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("a lease holds its worker until dropped"))
     }
 
     /// Kills the worker (it failed); the next checkout starts a new one.

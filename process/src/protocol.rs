@@ -7,8 +7,9 @@
 //! and values in the blob.
 //!
 //! worker → weir: `ready` (with `runtime` and `batch`) or `error` once;
-//! then per batch `done` with one outcome entry per event, or `failed`
-//! when a batch handler raised; `log` lines at any time.
+//! then per batch `done` with one outcome entry per event (`o`), or only
+//! the new values' lengths (`vl`) when no event needs more; `failed` when a
+//! batch handler raised; `log` lines at any time.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -55,9 +56,14 @@ pub enum Message<'a> {
     },
     /// The batch's outcomes, one per event in order.
     Done {
-        /// `null` keeps the event as it came.
-        #[serde(borrow)]
-        o: Vec<Option<Entry<'a>>>,
+        /// One entry per event; `null` keeps the event as it came.
+        #[serde(default, borrow)]
+        o: Option<Vec<Option<Entry<'a>>>>,
+        /// Or, when every event was kept or only given a new value: the new
+        /// values' lengths (-1: kept as it came), the values one after the
+        /// other in the blob.
+        #[serde(default)]
+        vl: Option<Vec<i64>>,
     },
 }
 
@@ -161,7 +167,58 @@ pub fn encode_batch(events: &[Event], frame: &mut FrameBuf) {
     frame.json.extend_from_slice(b"]}");
 }
 
-/// Applies a `done` message's outcomes to `input` (drained) into `output`.
+/// Applies a `done` message to `input` (drained) into `output`. `Err`
+/// when it does not match the batch; `input` is then untouched.
+pub fn apply_done(
+    entries: Option<Vec<Option<Entry<'_>>>>,
+    lengths: Option<Vec<i64>>,
+    blob: &Bytes,
+    input: &mut Vec<Event>,
+    routes: &HashMap<String, SinkId>,
+    function: &str,
+    output: &mut StepOutput,
+) -> Result<(), String> {
+    match (entries, lengths) {
+        (Some(entries), None) => apply(entries, blob, input, routes, function, output),
+        (None, Some(lengths)) => apply_values(&lengths, blob, input, output),
+        _ => Err("the worker's `done` has neither or both of `o` and `vl`".into()),
+    }
+}
+
+/// Applies new values given by their lengths (-1: kept as it came).
+fn apply_values(
+    lengths: &[i64],
+    blob: &Bytes,
+    input: &mut Vec<Event>,
+    output: &mut StepOutput,
+) -> Result<(), String> {
+    if lengths.len() != input.len() {
+        return Err(format!(
+            "the worker returned {} values for {} events",
+            lengths.len(),
+            input.len()
+        ));
+    }
+    let total: i64 = lengths.iter().filter(|l| **l > 0).sum();
+    if lengths.iter().any(|l| *l < -1) || total as usize != blob.len() {
+        return Err(format!(
+            "the worker's value lengths add up to {total}, its blob holds {}",
+            blob.len()
+        ));
+    }
+    let mut at = 0;
+    for (mut event, len) in input.drain(..).zip(lengths) {
+        if *len >= 0 {
+            let end = at + *len as usize;
+            event.value = blob.slice(at..end);
+            at = end;
+        }
+        output.emit(event);
+    }
+    Ok(())
+}
+
+/// Applies one entry per event to `input` (drained) into `output`.
 /// `Err` when the entries do not match the batch; `input` is then untouched.
 pub fn apply(
     entries: Vec<Option<Entry<'_>>>,
@@ -294,9 +351,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn values_by_length_apply_and_a_wrong_total_is_refused() {
+        let blob = Bytes::from_static(b"AABBB");
+        let mut input: Vec<Event> = (0..3).map(|i| Event::new(format!("e{i}"))).collect();
+        let mut out = StepOutput::new();
+        apply_done(
+            None,
+            Some(vec![2, -1, 3]),
+            &blob,
+            &mut input,
+            &HashMap::new(),
+            "f",
+            &mut out,
+        )
+        .unwrap();
+        let values: Vec<&[u8]> = out.events.iter().map(|e| e.value.as_ref()).collect();
+        assert_eq!(values, vec![&b"AA"[..], b"e1", b"BBB"]);
+        let mut input = vec![Event::new("x")];
+        assert!(apply_done(
+            None,
+            Some(vec![9]),
+            &blob,
+            &mut input,
+            &HashMap::new(),
+            "f",
+            &mut out
+        )
+        .is_err());
+        assert_eq!(input.len(), 1, "untouched");
+    }
+
+    #[test]
     fn a_batch_encodes_keys_values_and_headers_into_the_blob() {
         let mut e = Event::new(r#"{"a":"x\"y"}"#).with_key("k1");
-        e.headers.push((Bytes::from_static(b"h"), Bytes::from_static(b"v\"")));
+        e.headers
+            .push((Bytes::from_static(b"h"), Bytes::from_static(b"v\"")));
         e.timestamp_ms = 7;
         let mut frame = FrameBuf::default();
         encode_batch(&[e, Event::new("plain")], &mut frame);
@@ -315,15 +404,23 @@ mod tests {
     fn outcomes_apply_and_a_bad_span_fails_only_its_event() {
         let blob = Bytes::from_static(b"NEWKEYextra");
         let json = br#"{"t":"done","o":[null,{"v":[0,3],"k":[3,3]},{"x":"d"},{"x":"f","r":"bad","rt":true},{"x":"s","s":"audit"},{"v":[9,99]},{"x":"s","s":"nope"},{"e":[{"v":[6,5]}]}]}"#;
-        let Message::Done { o } = parse(json).unwrap() else { panic!("not done") };
-        let mut input: Vec<Event> = (0..8).map(|i| Event::new(format!("e{i}")).with_key("k")).collect();
+        let Message::Done { o: Some(o), .. } = parse(json).unwrap() else {
+            panic!("not done")
+        };
+        let mut input: Vec<Event> = (0..8)
+            .map(|i| Event::new(format!("e{i}")).with_key("k"))
+            .collect();
         let routes = HashMap::from([("audit".to_string(), 1 as SinkId)]);
         let mut out = StepOutput::new();
         apply(o, &blob, &mut input, &routes, "f", &mut out).unwrap();
         let values: Vec<&[u8]> = out.events.iter().map(|e| e.value.as_ref()).collect();
         assert_eq!(values, vec![&b"e0"[..], b"NEW", b"e7", b"extra"]);
         assert_eq!(out.events[1].key.as_deref(), Some(&b"KEY"[..]));
-        assert_eq!(out.events[3].key.as_deref(), Some(&b"k"[..]), "emitted events keep the input's key");
+        assert_eq!(
+            out.events[3].key.as_deref(),
+            Some(&b"k"[..]),
+            "emitted events keep the input's key"
+        );
         assert_eq!(out.dropped, 1);
         assert_eq!(out.routed.len(), 1);
         assert_eq!(out.failed.len(), 3);
@@ -334,7 +431,9 @@ mod tests {
 
     #[test]
     fn a_count_mismatch_leaves_the_input_untouched() {
-        let Message::Done { o } = parse(br#"{"t":"done","o":[null]}"#).unwrap() else { panic!() };
+        let Message::Done { o: Some(o), .. } = parse(br#"{"t":"done","o":[null]}"#).unwrap() else {
+            panic!()
+        };
         let mut input = vec![Event::new("a"), Event::new("b")];
         let mut out = StepOutput::new();
         assert!(apply(o, &Bytes::new(), &mut input, &HashMap::new(), "f", &mut out).is_err());

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use metrics::{counter, histogram, Counter, Histogram};
 use weir_config::{ComponentConfig, Diagnostic};
 use weir_engine::{Event, SinkId, Step, StepContext, StepFactory, StepOutput};
+use weir_versions::metrics::VersionMetrics;
 use weir_versions::split::{CanarySplit, Parts};
 use weir_versions::{CanarySpec, VersionStats};
 
@@ -51,10 +51,13 @@ pub fn build(
     }
     let mut routes = HashMap::new();
     for sink in &options.routes {
-        let id = ctx.route_to(sink).map_err(|e| config.option_error("routes", e))?;
+        let id = ctx
+            .route_to(sink)
+            .map_err(|e| config.option_error("routes", e))?;
         routes.insert(sink.clone(), id);
     }
-    let interpreter = interpreter(language, &options).map_err(|e| config.option_error("venv", e))?;
+    let interpreter =
+        interpreter(language, &options).map_err(|e| config.option_error("venv", e))?;
     if options.requirements.is_some() && language == Language::Node {
         return Err(config.option_error(
             "requirements",
@@ -71,7 +74,9 @@ pub fn build(
     let version = loader
         .load_path(&options.handler)
         .map_err(|e| config.option_error("handler", e))?;
-    let shim = language.shim_path().map_err(|e| config.option_error("handler", e))?;
+    let shim = language
+        .shim_path()
+        .map_err(|e| config.option_error("handler", e))?;
     tracing::info!(step = %config.name, language = language.name(), version = %version.short_hash(),
         handler = %options.handler.display(), "function loaded");
     let config_json = serde_json::Value::Object(options.config.clone().into_iter().collect());
@@ -190,14 +195,6 @@ impl StepFactory for ProcessFactory {
     }
 }
 
-/// Per-version metrics of a step.
-struct VersionMetrics {
-    events: Counter,
-    errors: Counter,
-    restarts: Counter,
-    seconds: Histogram,
-}
-
 /// One version on one lane: its shard's pool of workers.
 struct Slot {
     version: Arc<HandlerVersion>,
@@ -209,14 +206,12 @@ impl Slot {
     fn new(function: &ProcessFunction, version: Arc<HandlerVersion>) -> Self {
         let spec = function.spec(&version);
         let pool = Pool::for_shard(&spec, &version.hash, function.workers);
-        let (s, v) = (function.name.to_string(), version.short_hash().to_string());
         Slot {
-            metrics: VersionMetrics {
-                events: counter!("weir_function_events_total", "step" => s.clone(), "version" => v.clone()),
-                errors: counter!("weir_function_errors_total", "step" => s.clone(), "version" => v.clone()),
-                restarts: counter!("weir_function_worker_restarts_total", "step" => s.clone(), "version" => v.clone()),
-                seconds: histogram!("weir_function_batch_seconds", "step" => s, "version" => v),
-            },
+            metrics: VersionMetrics::new(
+                &function.name,
+                version.short_hash(),
+                "weir_function_worker_restarts_total",
+            ),
             version,
             pool,
         }
@@ -260,14 +255,25 @@ const MAX_TIMEOUTS_PER_BATCH: usize = 3;
 struct Run<'a> {
     function: &'a ProcessFunction,
     frame: &'a mut FrameBuf,
+    /// Time spent waiting for a free worker in this batch: not the
+    /// function's time, so left out of its per-version counters (a canary
+    /// is judged on what its calls cost, not on how busy its pool is).
+    waited: Duration,
 }
 
 impl Run<'_> {
-    async fn batch(&mut self, slot: &Slot, input: &mut Vec<Event>, output: &mut StepOutput, also: Option<&VersionStats>) {
+    async fn batch(
+        &mut self,
+        slot: &Slot,
+        input: &mut Vec<Event>,
+        output: &mut StepOutput,
+        also: Option<&VersionStats>,
+    ) {
         if input.is_empty() {
             return;
         }
         let started = Instant::now();
+        self.waited = Duration::ZERO;
         let n = input.len() as u64;
         let failed_before = output.failed.len();
         let mut result = self.call(slot, input, output).await;
@@ -289,20 +295,23 @@ impl Run<'_> {
             }
         }
         let errors = (output.failed.len() - failed_before) as u64;
-        let elapsed = started.elapsed();
-        slot.version.stats.record(n, errors, elapsed.as_nanos() as u64);
-        if let Some(stats) = also {
-            stats.record(n, errors, elapsed.as_nanos() as u64);
-        }
-        slot.metrics.events.increment(n);
-        slot.metrics.errors.increment(errors);
-        slot.metrics.seconds.record(elapsed.as_secs_f64());
+        let took = started.elapsed().saturating_sub(self.waited);
+        slot.metrics
+            .batch(&slot.version.stats, also, n, errors, took);
     }
 
     /// Runs `events` on a worker; on success applies the outcomes (draining
     /// `events`); on failure leaves `events` untouched.
-    async fn call(&mut self, slot: &Slot, events: &mut Vec<Event>, output: &mut StepOutput) -> Result<(), CallError> {
-        let mut lease = match slot.pool.checkout().await {
+    async fn call(
+        &mut self,
+        slot: &Slot,
+        events: &mut Vec<Event>,
+        output: &mut StepOutput,
+    ) -> Result<(), CallError> {
+        let asked = Instant::now();
+        let lease = slot.pool.checkout().await;
+        self.waited += asked.elapsed();
+        let mut lease = match lease {
             Ok(lease) => lease,
             Err(e) => return Err(CallError::Start(e.to_string())),
         };
@@ -311,8 +320,7 @@ impl Run<'_> {
             Ok(reply) => reply,
             Err(e) => {
                 lease.discard();
-                slot.version.stats.trap();
-                slot.metrics.restarts.increment(1);
+                slot.metrics.failed_call(&slot.version.stats);
                 return Err(match e {
                     WorkerError::Timeout(_) => CallError::Timeout(e.to_string()),
                     WorkerError::Start(r) | WorkerError::Crashed(r) => CallError::Crashed(r),
@@ -321,22 +329,39 @@ impl Run<'_> {
         };
         let blob = reply.bytes.slice(reply.json_end..);
         let applied = match protocol::parse(&reply.bytes[..reply.json_end]) {
-            Ok(Message::Done { o }) => protocol::apply(o, &blob, events, &self.function.routes, &self.function.name, output),
+            Ok(Message::Done { o, vl }) => protocol::apply_done(
+                o,
+                vl,
+                &blob,
+                events,
+                &self.function.routes,
+                &self.function.name,
+                output,
+            ),
             Ok(Message::Failed { message }) => return Err(CallError::Raised(message.into_owned())),
             Ok(other) => Err(format!("the worker answered a batch with {other:?}")),
             Err(e) => Err(e),
         };
         applied.map_err(|reason| {
             lease.discard();
-            slot.metrics.restarts.increment(1);
+            slot.metrics.failed_call(&slot.version.stats);
             CallError::Crashed(reason)
         })
     }
 
     /// After a batch failed: runs its events one at a time.
-    async fn isolate(&mut self, slot: &Slot, input: &mut Vec<Event>, output: &mut StepOutput, error: &CallError) {
+    async fn isolate(
+        &mut self,
+        slot: &Slot,
+        input: &mut Vec<Event>,
+        output: &mut StepOutput,
+        error: &CallError,
+    ) {
         let reason = match error {
-            CallError::Start(r) | CallError::Crashed(r) | CallError::Timeout(r) | CallError::Raised(r) => r,
+            CallError::Start(r)
+            | CallError::Crashed(r)
+            | CallError::Timeout(r)
+            | CallError::Raised(r) => r,
         };
         tracing::warn!(function = %self.function.name, version = %slot.version.short_hash(), events = input.len(),
             %reason, "the batch failed; running its events one by one");
@@ -346,9 +371,12 @@ impl Run<'_> {
         let mut rest = events.drain(..);
         while let Some(event) = rest.next() {
             if timeouts >= MAX_TIMEOUTS_PER_BATCH {
-                output.fail_retryable(event, format!(
+                output.fail_retryable(
+                    event,
+                    format!(
                     "function `{}`: not run, its batch timed out {timeouts} times (retried later)",
-                    self.function.name));
+                    self.function.name),
+                );
                 continue;
             }
             one.push(event);
@@ -374,8 +402,13 @@ impl Run<'_> {
     fn fail_one(&self, event: Event, error: CallError, output: &mut StepOutput) {
         let name = &self.function.name;
         match error {
-            CallError::Raised(reason) => output.fail(event, format!("function `{name}` raised: {reason}")),
-            CallError::Start(reason) => output.fail_retryable(event, format!("function `{name}` could not start: {reason}")),
+            CallError::Raised(reason) => {
+                output.fail(event, format!("function `{name}` raised: {reason}"))
+            }
+            CallError::Start(reason) => output.fail_retryable(
+                event,
+                format!("function `{name}` could not start: {reason}"),
+            ),
             CallError::Crashed(reason) | CallError::Timeout(reason) => {
                 output.fail_retryable(event, format!("function `{name}` failed: {reason}"))
             }
@@ -384,7 +417,13 @@ impl Run<'_> {
 
     fn fail_all(&self, events: impl Iterator<Item = Event>, reason: &str, output: &mut StepOutput) {
         for e in events {
-            output.fail_retryable(e, format!("function `{}` could not start: {reason}", self.function.name));
+            output.fail_retryable(
+                e,
+                format!(
+                    "function `{}` could not start: {reason}",
+                    self.function.name
+                ),
+            );
         }
     }
 }
@@ -404,14 +443,17 @@ impl Step for ProcessStep {
         let mut run = Run {
             function: &self.function,
             frame: &mut self.frame,
+            waited: Duration::ZERO,
         };
         match &self.canary {
             None => run.batch(&self.stable, input, output, None).await,
             Some(c) => {
                 let parts = &mut self.parts;
                 c.split.split(input, parts);
-                run.batch(&self.stable, &mut parts.stable, output, None).await;
-                run.batch(&self.stable, &mut parts.control, output, Some(&c.control)).await;
+                run.batch(&self.stable, &mut parts.stable, output, None)
+                    .await;
+                run.batch(&self.stable, &mut parts.control, output, Some(&c.control))
+                    .await;
                 run.batch(&c.slot, &mut parts.canary, output, None).await;
             }
         }
@@ -423,7 +465,11 @@ impl Step for ProcessStep {
     async fn open(&mut self) -> Result<(), String> {
         for slot in std::iter::once(&self.stable).chain(self.canary.as_ref().map(|c| &c.slot)) {
             slot.pool.checkout().await.map_err(|e| {
-                format!("function `{}` version {}: {e}", self.function.name, slot.version.short_hash())
+                format!(
+                    "function `{}` version {}: {e}",
+                    self.function.name,
+                    slot.version.short_hash()
+                )
             })?;
         }
         Ok(())

@@ -57,7 +57,8 @@ impl Loader {
     /// Loads the handler at `path`.
     pub fn load_path(&self, path: &Path) -> Result<Arc<HandlerVersion>, String> {
         let started = Instant::now();
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         self.language.check(&self.interpreter, path)?;
         self.keep(bytes, path, started)
     }
@@ -81,7 +82,12 @@ impl Loader {
         self.keep(bytes, &original, started)
     }
 
-    fn keep(&self, bytes: Vec<u8>, original: &Path, started: Instant) -> Result<Arc<HandlerVersion>, String> {
+    fn keep(
+        &self,
+        bytes: Vec<u8>,
+        original: &Path,
+        started: Instant,
+    ) -> Result<Arc<HandlerVersion>, String> {
         let lock = self.lock_file(original);
         let mut content = bytes.clone();
         if let Some(lock) = &lock {
@@ -91,8 +97,14 @@ impl Loader {
             content.extend_from_slice(&lock_bytes);
         }
         let hash = sha256_hex(&content);
-        let kept = store::keep(&self.cache_dir, &hash, self.language.extension(), &bytes)
-            .map_err(|e| format!("cannot keep the version in `{}`: {e}", self.cache_dir.display()))?;
+        let kept = store::keep(&self.cache_dir, &hash, self.language.extension(), &bytes).map_err(
+            |e| {
+                format!(
+                    "cannot keep the version in `{}`: {e}",
+                    self.cache_dir.display()
+                )
+            },
+        )?;
         Ok(Arc::new(HandlerVersion {
             hash,
             original: original.to_path_buf(),
@@ -111,7 +123,10 @@ impl Loader {
         }
         match self.language {
             Language::Node => {
-                let beside = handler.parent().unwrap_or(Path::new(".")).join("package-lock.json");
+                let beside = handler
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("package-lock.json");
                 beside.exists().then_some(beside)
             }
             Language::Python => None,

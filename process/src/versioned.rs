@@ -22,7 +22,9 @@ fn handler_of(version: Arc<dyn Version>) -> Arc<HandlerVersion> {
     version
         .as_any()
         .downcast::<HandlerVersion>()
-        .unwrap_or_else(|_| unreachable!("a python or node step's versions are all HandlerVersions"))
+        .unwrap_or_else(|_| {
+            unreachable!("a python or node step's versions are all HandlerVersions")
+        })
 }
 
 impl Versioned for ProcessVersioned {
@@ -38,7 +40,11 @@ impl Versioned for ProcessVersioned {
         loaded.map(|v| v as Arc<dyn Version>)
     }
 
-    fn factory(&self, stable: Arc<dyn Version>, canary: Option<CanarySpec>) -> Arc<dyn StepFactory> {
+    fn factory(
+        &self,
+        stable: Arc<dyn Version>,
+        canary: Option<CanarySpec>,
+    ) -> Arc<dyn StepFactory> {
         Arc::new(ProcessFactory {
             function: Arc::clone(&self.function),
             stable: handler_of(stable),

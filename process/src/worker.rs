@@ -89,7 +89,10 @@ impl Worker {
         let start = |e: std::io::Error| WorkerError::Start(format!("cannot start a worker: {e}"));
         let (child_reads, weir_writes) = pipe_pair().map_err(start)?;
         let (weir_reads, child_writes) = pipe_pair().map_err(start)?;
-        let (child_reads, child_writes) = (above_stdio(child_reads).map_err(start)?, above_stdio(child_writes).map_err(start)?);
+        let (child_reads, child_writes) = (
+            above_stdio(child_reads).map_err(start)?,
+            above_stdio(child_writes).map_err(start)?,
+        );
         let mut command = tokio::process::Command::new(&spec.interpreter);
         command
             .args(spec.language.interpreter_flags())
@@ -118,10 +121,7 @@ impl Worker {
             });
         }
         let mut child = command.spawn().map_err(|e| {
-            WorkerError::Start(format!(
-                "cannot run `{}`: {e}",
-                spec.interpreter.display()
-            ))
+            WorkerError::Start(format!("cannot run `{}`: {e}", spec.interpreter.display()))
         })?;
         drop((child_reads, child_writes));
         let tail: Tail = Arc::default();
@@ -149,14 +149,19 @@ impl Worker {
         let limit = spec.timeout.max(Duration::from_secs(30));
         let reply = match tokio::time::timeout(limit, worker.exchange(&init)).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(reason)) => return Err(WorkerError::Start(format!("the worker exited while starting: {reason}"))),
+            Ok(Err(reason)) => {
+                return Err(WorkerError::Start(format!(
+                    "the worker exited while starting: {reason}"
+                )))
+            }
             Err(_) => {
                 return Err(WorkerError::Start(format!(
                     "the worker did not start (load and init) within {limit:?}"
                 )))
             }
         };
-        let message = protocol::parse(&reply.bytes[..reply.json_end]).map_err(WorkerError::Start)?;
+        let message =
+            protocol::parse(&reply.bytes[..reply.json_end]).map_err(WorkerError::Start)?;
         match message {
             Message::Ready { runtime, batch } => {
                 worker.batch_form = batch;
@@ -227,7 +232,11 @@ impl Worker {
                 "debug" => tracing::debug!(function, version, "{message}"),
                 _ => tracing::info!(function, version, "{message}"),
             },
-            _ => tracing::warn!(function, version, "worker sent a log frame weir cannot read"),
+            _ => tracing::warn!(
+                function,
+                version,
+                "worker sent a log frame weir cannot read"
+            ),
         }
     }
 

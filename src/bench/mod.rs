@@ -26,8 +26,8 @@ pub use scenario::{Scenario, SCENARIOS};
 /// Arguments of `weir bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// The scenario: passthrough, json-map, jq-map, kafka, kafka-to-kafka,
-    /// jetstream, nats, cdc or http.
+    /// The scenario: passthrough, json-map, jq-map, wasm-map, python-map,
+    /// node-map, kafka, kafka-to-kafka, jetstream, nats, cdc or http.
     pub scenario: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
@@ -139,7 +139,7 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
     })
 }
 
-/// The baseline of `wasm-map`: the `json-map` scenario's pipeline.
+/// The baseline of `wasm-map`, `python-map` and `node-map`: the `json-map` scenario's pipeline.
 pub fn native_json_map(events: u64, shards: usize) -> Result<f64, String> {
     let scenario = SCENARIOS
         .iter()

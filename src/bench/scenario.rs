@@ -65,7 +65,30 @@ pub const SCENARIOS: &[Scenario] = &[
         baseline_name: "the json-map pipeline (native json-add-field step) on the same shards",
         baseline: super::native_json_map,
     },
+    Scenario {
+        name: "python-map",
+        default_events: 2_000_000,
+        payload: JSON_PAYLOAD,
+        step: Some(("python", PYTHON_MAP_OPTIONS)),
+        baseline_name: "the json-map pipeline (native json-add-field step) on the same shards",
+        baseline: super::native_json_map,
+    },
+    Scenario {
+        name: "node-map",
+        default_events: 2_000_000,
+        payload: JSON_PAYLOAD,
+        step: Some(("node", NODE_MAP_OPTIONS)),
+        baseline_name: "the json-map pipeline (native json-add-field step) on the same shards",
+        baseline: super::native_json_map,
+    },
 ];
+
+/// The `python-map` step: examples/functions/json_add_field.py (the bench
+/// runs from the repository's root).
+pub const PYTHON_MAP_OPTIONS: &str = "handler = 'examples/functions/json_add_field.py'\nconfig = { field = \"seen\", value = true }\n";
+
+/// The `node-map` step: examples/functions/json_add_field.js.
+pub const NODE_MAP_OPTIONS: &str = "handler = 'examples/functions/json_add_field.js'\nconfig = { field = \"seen\", value = true }\n";
 
 /// The `wasm-map` step: the `json-add-field` guest (built by
 /// scripts/build-guests.sh; the bench runs from the repository's root).

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod dev_server;
 pub mod http;
 pub mod in_process;
@@ -37,6 +38,51 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     }
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Runs `file in.jsonl → STEPS → out.jsonl` in `dir` on two shards, with
+/// dead letters (envelopes) in dlq.jsonl after two attempts; `extra` is
+/// more TOML (more sinks).
+pub fn run_file_pipeline(
+    dir: &Path,
+    input: &str,
+    steps: &str,
+    batch: usize,
+    extra: &str,
+) -> Output {
+    write(dir, "in.jsonl", input);
+    let pipeline = write(
+        dir,
+        "p.toml",
+        &format!(
+            r#"
+[pipeline]
+name = "file"
+shards = 2
+[sources.in]
+type = "file"
+path = "in.jsonl"
+batch = {{ max_events = {batch} }}
+{steps}
+[sinks.out]
+type = "file"
+path = "out.jsonl"
+[sinks.dlq]
+type = "file"
+path = "dlq.jsonl"
+format = "envelope"
+{extra}
+[dead_letter]
+sink = "dlq"
+[retry]
+max_attempts = 2
+initial_backoff = "10ms"
+[checkpoint]
+dir = "cp"
+"#
+        ),
+    );
+    run_in(dir, &["run", pipeline.to_str().unwrap()])
 }
 
 /// Reads a file sink's envelope output: one JSON object per line.

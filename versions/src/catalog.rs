@@ -65,7 +65,8 @@ pub trait Versioned: Send + Sync {
     /// Loads a version (called on the blocking pool).
     fn load(&self, source: VersionSource) -> Result<Arc<dyn Version>, String>;
     /// A factory running `stable`, and `canary` beside it if given.
-    fn factory(&self, stable: Arc<dyn Version>, canary: Option<CanarySpec>) -> Arc<dyn StepFactory>;
+    fn factory(&self, stable: Arc<dyn Version>, canary: Option<CanarySpec>)
+        -> Arc<dyn StepFactory>;
     /// The versions kept on disk for a rollback, as JSON.
     fn kept(&self) -> Vec<serde_json::Value>;
 }
@@ -239,7 +240,10 @@ impl Catalog {
     fn step(&self, name: &str) -> Result<Arc<dyn Versioned>, CatalogError> {
         let entries = self.entries();
         Ok(Arc::clone(
-            &entries.get(name).ok_or_else(|| no_such(name, &entries))?.step,
+            &entries
+                .get(name)
+                .ok_or_else(|| no_such(name, &entries))?
+                .step,
         ))
     }
 
@@ -260,8 +264,10 @@ impl Catalog {
         let current = {
             let entries = self.entries();
             entries.get(name).map(|e| {
-                e.step
-                    .factory(Arc::clone(&e.stable), e.canary.as_ref().map(CanaryRun::spec))
+                e.step.factory(
+                    Arc::clone(&e.stable),
+                    e.canary.as_ref().map(CanaryRun::spec),
+                )
             })
         };
         if let Some(current) = current {

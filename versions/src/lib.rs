@@ -7,6 +7,7 @@
 
 pub mod canary;
 pub mod catalog;
+pub mod metrics;
 pub mod split;
 pub mod stats;
 pub mod store;

@@ -87,8 +87,13 @@ mod tests {
         assert_eq!(again.canary.len(), parts.canary.len());
         let all = CanarySplit::new(0.9);
         let mut parts = Parts::default();
-        let mut input: Vec<Event> = (0..100).map(|i| Event::new("x").with_key(format!("k{i}"))).collect();
+        let mut input: Vec<Event> = (0..100)
+            .map(|i| Event::new("x").with_key(format!("k{i}")))
+            .collect();
         all.split(&mut input, &mut parts);
-        assert!(parts.control.is_empty(), "no control group over half the keys");
+        assert!(
+            parts.control.is_empty(),
+            "no control group over half the keys"
+        );
     }
 }

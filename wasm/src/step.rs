@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use metrics::{counter, histogram, Counter, Histogram};
 use weir_config::{ComponentConfig, Diagnostic};
 use weir_engine::{Event, SinkId, Step, StepContext, StepFactory, StepOutput};
 
@@ -23,6 +22,7 @@ use crate::convert::{event_params, header_names, header_params, Applier};
 use crate::instance::{CallLimits, Instance};
 use crate::module::{self, FunctionModule};
 use crate::options::{parse_size, WasmOptions};
+use weir_versions::metrics::VersionMetrics;
 use weir_versions::split::{CanarySplit, Parts};
 use weir_versions::{CanarySpec, VersionStats};
 
@@ -116,26 +116,6 @@ impl StepFactory for WasmFactory {
     }
 }
 
-/// Per-version metrics of a step.
-struct VersionMetrics {
-    events: Counter,
-    errors: Counter,
-    traps: Counter,
-    seconds: Histogram,
-}
-
-impl VersionMetrics {
-    fn new(step: &str, version: &str) -> Self {
-        let (s, v) = (step.to_string(), version.to_string());
-        VersionMetrics {
-            events: counter!("weir_function_events_total", "step" => s.clone(), "version" => v.clone()),
-            errors: counter!("weir_function_errors_total", "step" => s.clone(), "version" => v.clone()),
-            traps: counter!("weir_function_traps_total", "step" => s.clone(), "version" => v.clone()),
-            seconds: histogram!("weir_function_batch_seconds", "step" => s, "version" => v),
-        }
-    }
-}
-
 /// One version on one lane: its module, its live instance, its metrics.
 struct Slot {
     module: Arc<FunctionModule>,
@@ -146,7 +126,7 @@ struct Slot {
 
 impl Slot {
     fn new(step: &str, module: Arc<FunctionModule>) -> Self {
-        let metrics = VersionMetrics::new(step, module.short_hash());
+        let metrics = VersionMetrics::new(step, module.short_hash(), "weir_function_traps_total");
         Slot {
             module,
             instance: None,
@@ -232,16 +212,8 @@ impl Run<'_> {
             }
         }
         let errors = (output.failed.len() - failed_before) as u64;
-        let elapsed = started.elapsed();
-        slot.module
-            .stats
-            .record(n, errors, elapsed.as_nanos() as u64);
-        if let Some(stats) = also {
-            stats.record(n, errors, elapsed.as_nanos() as u64);
-        }
-        slot.metrics.events.increment(n);
-        slot.metrics.errors.increment(errors);
-        slot.metrics.seconds.record(elapsed.as_secs_f64());
+        slot.metrics
+            .batch(&slot.module.stats, also, n, errors, started.elapsed());
     }
 
     /// Calls the guest with `events`; on success applies the outcomes and
@@ -289,8 +261,7 @@ impl Run<'_> {
             }
             Err(reason) => {
                 slot.instance = None;
-                slot.module.stats.trap();
-                slot.metrics.traps.increment(1);
+                slot.metrics.failed_call(&slot.module.stats);
                 Err(CallError::Call(reason))
             }
         }
@@ -391,10 +362,17 @@ impl Step for WasmStep {
             Some(c) => {
                 let parts = &mut self.parts;
                 c.split.split(input, parts);
-                run.batch(&mut self.stable, &mut parts.stable, output, None).await;
-                run.batch(&mut self.stable, &mut parts.control, output, Some(&c.control))
+                run.batch(&mut self.stable, &mut parts.stable, output, None)
                     .await;
-                run.batch(&mut c.slot, &mut parts.canary, output, None).await;
+                run.batch(
+                    &mut self.stable,
+                    &mut parts.control,
+                    output,
+                    Some(&c.control),
+                )
+                .await;
+                run.batch(&mut c.slot, &mut parts.canary, output, None)
+                    .await;
             }
         }
     }

@@ -46,7 +46,11 @@ impl Versioned for WasmVersioned {
             .map_err(|e| e.to_string())
     }
 
-    fn factory(&self, stable: Arc<dyn Version>, canary: Option<CanarySpec>) -> Arc<dyn StepFactory> {
+    fn factory(
+        &self,
+        stable: Arc<dyn Version>,
+        canary: Option<CanarySpec>,
+    ) -> Arc<dyn StepFactory> {
         Arc::new(WasmFactory {
             function: self.function.clone(),
             stable: module_of(stable),
