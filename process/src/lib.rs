@@ -3,11 +3,13 @@
 //! (an interpreter running the shim weir ships, `shim/`), fed whole batches
 //! over a framed protocol on two pipes; the handler and its `init` load once
 //! per worker. Versions, deploys and canaries are the same as for
-//! WebAssembly (`weir-versions`).
+//! WebAssembly (`weir-versions`). Connector plugins (`plugin` sources and
+//! sinks, any executable) speak the same framed protocol.
 
 pub mod frame;
 pub mod language;
 pub mod options;
+pub mod plugin;
 mod pool;
 pub mod protocol;
 pub mod step;
@@ -17,7 +19,7 @@ pub mod worker;
 
 pub use language::Language;
 
-/// Registers the `python` and `node` step types.
+/// Registers the `python` and `node` step types and the `plugin` source and sink.
 pub fn register(registry: &mut weir_engine::Registry) {
     registry.step("python", |config, ctx| {
         step::build(Language::Python, config, ctx)
@@ -25,4 +27,6 @@ pub fn register(registry: &mut weir_engine::Registry) {
     registry.step("node", |config, ctx| {
         step::build(Language::Node, config, ctx)
     });
+    registry.source("plugin", plugin::source::build);
+    registry.sink("plugin", plugin::sink::build);
 }

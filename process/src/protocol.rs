@@ -27,10 +27,11 @@ use crate::frame::FrameBuf;
 pub enum Message<'a> {
     /// Started: the handler loaded and `init` ran.
     Ready {
-        /// The interpreter and its version.
-        #[serde(borrow)]
+        /// The interpreter and its version (a plugin may say what it is).
+        #[serde(default, borrow)]
         runtime: Cow<'a, str>,
         /// Whether the handler takes whole batches.
+        #[serde(default)]
         batch: bool,
     },
     /// Could not start (the message names file and line).
@@ -48,12 +49,34 @@ pub enum Message<'a> {
         #[serde(borrow)]
         message: Cow<'a, str>,
     },
-    /// A batch handler raised: no outcome for any event of the batch.
+    /// A batch handler raised (no outcome for any event of the batch), or
+    /// a plugin sink could not write the batch.
     Failed {
-        /// The exception's last line.
+        /// The exception's last line, or the write's error.
         #[serde(borrow)]
         message: Cow<'a, str>,
+        /// Plugin sinks: whether writing again later may succeed.
+        #[serde(default = "yes")]
+        retryable: bool,
     },
+    /// A plugin sink wrote the batch durably, or a plugin source took a commit.
+    Ack,
+    /// A plugin source's batch: events (encoded as weir encodes a batch)
+    /// and the position after them, which weir hands back in a `commit`
+    /// once every event up to it is durable in the sinks.
+    Batch {
+        /// The partition (default 0); order holds within one.
+        #[serde(default)]
+        partition: u32,
+        /// Opaque to weir.
+        #[serde(borrow)]
+        position: Cow<'a, str>,
+        /// The events.
+        #[serde(borrow)]
+        e: Vec<WireEvent<'a>>,
+    },
+    /// A plugin source has no more input.
+    End,
     /// The batch's outcomes, one per event in order.
     Done {
         /// One entry per event; `null` keeps the event as it came.
@@ -108,6 +131,21 @@ pub struct Emitted<'a> {
     h: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
 }
 
+/// An event in a batch frame: value offset and length, key offset (-1:
+/// none) and length, timestamp, headers.
+pub type WireEvent<'a> = (
+    usize,
+    usize,
+    i64,
+    usize,
+    i64,
+    Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+);
+
+fn yes() -> bool {
+    true
+}
+
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<[usize; 2]>>, D::Error> {
     Option::<[usize; 2]>::deserialize(d).map(Some)
 }
@@ -130,8 +168,15 @@ pub fn init_message(function: &str, config: &serde_json::Value) -> Vec<u8> {
 
 /// Writes a batch frame for `events` into `frame` (cleared first).
 pub fn encode_batch(events: &[Event], frame: &mut FrameBuf) {
+    encode_events("b", events, frame)
+}
+
+/// Writes a frame `{"t": KIND, "e": [...]}` for `events` into `frame`.
+pub fn encode_events(kind: &str, events: &[Event], frame: &mut FrameBuf) {
     frame.clear();
-    frame.json.extend_from_slice(br#"{"t":"b","e":["#);
+    frame.json.extend_from_slice(br#"{"t":""#);
+    frame.json.extend_from_slice(kind.as_bytes());
+    frame.json.extend_from_slice(br#"","e":["#);
     for (i, event) in events.iter().enumerate() {
         if i > 0 {
             frame.json.push(b',');
@@ -334,6 +379,41 @@ pub fn apply(
     Ok(())
 }
 
+/// The events of a plugin source's batch, their keys and values sliced
+/// from `blob` without a copy; `Err` names the first event out of bounds.
+pub fn decode_events(
+    wire: &[WireEvent<'_>],
+    blob: &Bytes,
+    partition: u32,
+) -> Result<Vec<Event>, String> {
+    let slice = |at: usize, len: usize| -> Option<Bytes> {
+        let end = at.checked_add(len)?;
+        (end <= blob.len()).then(|| blob.slice(at..end))
+    };
+    wire.iter()
+        .enumerate()
+        .map(|(i, (vo, vl, ko, kl, ts, hs))| {
+            let bad = || format!("event {i} of the batch points outside its blob");
+            let value = slice(*vo, *vl).ok_or_else(bad)?;
+            let key = match usize::try_from(*ko) {
+                Ok(at) => Some(slice(at, *kl).ok_or_else(bad)?),
+                Err(_) => None,
+            };
+            Ok(Event {
+                key,
+                value,
+                headers: hs.as_deref().map(headers).unwrap_or_default(),
+                timestamp_ms: *ts,
+                origin: weir_engine::Origin {
+                    source: 0,
+                    partition,
+                    offset: i as u64,
+                },
+            })
+        })
+        .collect()
+}
+
 fn headers(pairs: &[(Cow<'_, str>, Cow<'_, str>)]) -> Vec<weir_engine::event::Header> {
     pairs
         .iter()
@@ -349,6 +429,28 @@ fn headers(pairs: &[(Cow<'_, str>, Cow<'_, str>)]) -> Vec<weir_engine::event::He
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_batch_decodes_and_a_bad_offset_is_an_error() {
+        let mut frame = FrameBuf::default();
+        let mut e = Event::new("v1").with_key("k1");
+        e.headers
+            .push((Bytes::from_static(b"h"), Bytes::from_static(b"x")));
+        encode_events("write", &[e, Event::new("v2")], &mut frame);
+        let json = String::from_utf8(frame.json.clone()).unwrap();
+        let batch = json.replacen(r#""t":"write""#, r#""t":"batch","position":"p9""#, 1);
+        let blob = Bytes::from(frame.blob.clone());
+        let Message::Batch { e, position, .. } = parse(batch.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(position, "p9");
+        let events = decode_events(&e, &blob, 3).unwrap();
+        assert_eq!(events[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(&events[1].value[..], b"v2");
+        assert_eq!(events[0].headers.len(), 1);
+        assert_eq!(events[1].origin.partition, 3);
+        assert!(decode_events(&e, &Bytes::from_static(b"v"), 0).is_err());
+    }
 
     #[test]
     fn values_by_length_apply_and_a_wrong_total_is_refused() {

@@ -41,13 +41,13 @@ pub fn build(
 ) -> Result<Arc<dyn StepFactory>, Diagnostic> {
     let options: ProcessOptions = config.options()?;
     if options.workers == 0 || options.workers > 64 {
-        return Err(config.option_error("workers", "must be from 1 to 64"));
+        return Err(config.option_error("workers", "`workers` must be from 1 to 64"));
     }
     if !matches!(options.mode.as_str(), "auto" | "event" | "batch") {
-        return Err(config.option_error("mode", "must be \"auto\", \"event\" or \"batch\""));
+        return Err(config.option_error("mode", "`mode` must be \"auto\", \"event\" or \"batch\""));
     }
     if options.timeout.is_zero() {
-        return Err(config.option_error("timeout", "must be more than zero"));
+        return Err(config.option_error("timeout", "`timeout` must be more than zero"));
     }
     let mut routes = HashMap::new();
     for sink in &options.routes {
@@ -61,7 +61,7 @@ pub fn build(
     if options.requirements.is_some() && language == Language::Node {
         return Err(config.option_error(
             "requirements",
-            "is for python steps; a node step's version includes the package-lock.json beside its handler",
+            "`requirements` is for python steps; a node step's version includes the package-lock.json beside its handler",
         ));
     }
     let loader = Loader {
@@ -111,7 +111,7 @@ fn interpreter(language: Language, options: &ProcessOptions) -> Result<PathBuf, 
     }
     if let Some(venv) = &options.venv {
         if language != Language::Python {
-            return Err("is for python steps".into());
+            return Err("`venv` is for python steps".into());
         }
         let python = venv.join("bin").join("python");
         if !python.exists() {
@@ -152,16 +152,25 @@ pub struct ProcessFunction {
 }
 
 impl ProcessFunction {
+    /// The workers of `version`: `INTERPRETER [FLAGS] SHIM KEPT_HANDLER MODE ORIGINAL_PATH`.
     fn spec(&self, version: &HandlerVersion) -> Arc<WorkerSpec> {
+        let mut args: Vec<std::ffi::OsString> = self
+            .language
+            .interpreter_flags()
+            .iter()
+            .map(Into::into)
+            .collect();
+        args.extend([
+            self.shim.clone().into_os_string(),
+            version.kept.clone().into_os_string(),
+            self.mode.clone().into(),
+            version.original.clone().into_os_string(),
+        ]);
         Arc::new(WorkerSpec {
-            language: self.language,
             function: Arc::clone(&self.name),
             version: version.short_hash().to_string(),
-            interpreter: self.interpreter.clone(),
-            shim: self.shim.clone(),
-            handler: version.kept.clone(),
-            original: version.original.clone(),
-            mode: self.mode.clone(),
+            program: self.interpreter.clone(),
+            args,
             env: self.env.clone(),
             init: self.init.clone(),
             timeout: self.timeout,
@@ -338,7 +347,9 @@ impl Run<'_> {
                 &self.function.name,
                 output,
             ),
-            Ok(Message::Failed { message }) => return Err(CallError::Raised(message.into_owned())),
+            Ok(Message::Failed { message, .. }) => {
+                return Err(CallError::Raised(message.into_owned()))
+            }
             Ok(other) => Err(format!("the worker answered a batch with {other:?}")),
             Err(e) => Err(e),
         };

@@ -1,9 +1,10 @@
 //! One worker process: an interpreter running weir's shim for one version
-//! of a function. weir writes frames to its fd 3 and reads frames from its
-//! fd 4; its stdout and stderr are read line by line into weir's log, so a
-//! handler that prints cannot corrupt the protocol.
+//! of a function, or a connector plugin. weir writes frames to its fd 3 and
+//! reads frames from its fd 4; its stdout and stderr are read line by line
+//! into weir's log, so a handler that prints cannot corrupt the protocol.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -15,33 +16,25 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::unix::pipe;
 
 use crate::frame::{read_frame, write_frame, FrameBuf, FrameError};
-use crate::language::Language;
 use crate::protocol::{self, Message};
 
-/// Everything needed to start workers for one version of a function.
+/// Everything needed to start workers for one version of a function (or
+/// for a plugin).
 #[derive(Debug)]
 pub struct WorkerSpec {
-    /// The language.
-    pub language: Language,
-    /// The step's name, for logs.
+    /// The step's or plugin's name, for logs.
     pub function: Arc<str>,
-    /// The version's short hash, for logs.
+    /// The version's short hash (or the plugin's command), for logs.
     pub version: String,
-    /// The interpreter.
-    pub interpreter: PathBuf,
-    /// The shim weir ships.
-    pub shim: PathBuf,
-    /// The version's kept copy of the handler.
-    pub handler: PathBuf,
-    /// Where the handler was written (its imports resolve from there).
-    pub original: PathBuf,
-    /// `auto`, `event` or `batch`.
-    pub mode: String,
+    /// The program: an interpreter, or the plugin's executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
-    /// The `init` message (function name and config), as JSON.
+    /// The `init` message, as JSON.
     pub init: Vec<u8>,
-    /// Longest a batch may take.
+    /// Longest a call may take.
     pub timeout: Duration,
 }
 
@@ -93,13 +86,9 @@ impl Worker {
             above_stdio(child_reads).map_err(start)?,
             above_stdio(child_writes).map_err(start)?,
         );
-        let mut command = tokio::process::Command::new(&spec.interpreter);
+        let mut command = tokio::process::Command::new(&spec.program);
         command
-            .args(spec.language.interpreter_flags())
-            .arg(&spec.shim)
-            .arg(&spec.handler)
-            .arg(&spec.mode)
-            .arg(&spec.original)
+            .args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -121,7 +110,7 @@ impl Worker {
             });
         }
         let mut child = command.spawn().map_err(|e| {
-            WorkerError::Start(format!("cannot run `{}`: {e}", spec.interpreter.display()))
+            WorkerError::Start(format!("cannot run `{}`: {e}", spec.program.display()))
         })?;
         drop((child_reads, child_writes));
         let tail: Tail = Arc::default();
@@ -264,6 +253,23 @@ impl Worker {
             reason.push_str(&tail.join(" | "));
         }
         reason
+    }
+
+    /// Closes the worker's input and waits up to `grace` for it to exit
+    /// (a plugin flushes and leaves at end of input); kills it after.
+    pub async fn stop(self, grace: Duration) {
+        let Worker {
+            mut child,
+            to,
+            from,
+            ..
+        } = self;
+        drop(to);
+        drop(from);
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
     }
 
     /// The worker's process id.
