@@ -463,3 +463,74 @@ fn each_keys_order_holds_through_workers() {
         }
     }
 }
+
+#[test]
+fn handlers_import_their_own_modules_and_run_in_their_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    // python: a sibling module, run by a virtual environment's interpreter
+    write(
+        dir.path(),
+        "fn/helpers.py",
+        "def tag():\n    return 'from-helpers'\n",
+    );
+    let py = write(
+        dir.path(),
+        "fn/h.py",
+        "import json, sys\nimport helpers\n\ndef handler(context, event):\n    return json.dumps({'tag': helpers.tag(), 'prefix': sys.prefix})\n",
+    );
+    let venv = dir.path().join("venv");
+    let made = std::process::Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", show(&made));
+    let out = run_pipeline(
+        dir.path(),
+        "{}\n",
+        &format!(
+            "[[steps]]\ntype = \"python\"\nhandler = '{}'\nvenv = '{}'\n",
+            py.display(),
+            venv.display()
+        ),
+        10,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let line: serde_json::Value =
+        serde_json::from_str(&read_lines(&dir.path().join("out.jsonl"))[0]).unwrap();
+    assert_eq!(line["tag"], "from-helpers");
+    assert_eq!(
+        std::fs::canonicalize(line["prefix"].as_str().unwrap()).unwrap(),
+        std::fs::canonicalize(&venv).unwrap(),
+        "the venv's interpreter ran it"
+    );
+
+    // node: a relative require and a package in node_modules
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "fn/lib/util.js",
+        "exports.tag = () => 'from-util';\n",
+    );
+    write(
+        dir.path(),
+        "fn/node_modules/leftpad/index.js",
+        "module.exports = (s, n) => String(s).padStart(n, '0');\n",
+    );
+    let js = write(
+        dir.path(),
+        "fn/h.js",
+        "const util = require('./lib/util');\nconst leftpad = require('leftpad');\nexports.handler = (context, event) => ({ tag: util.tag(), padded: leftpad(7, 3) });\n",
+    );
+    let out = run_pipeline(
+        dir.path(),
+        "{}\n",
+        &format!("[[steps]]\ntype = \"node\"\nhandler = '{}'\n", js.display()),
+        10,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let line: serde_json::Value =
+        serde_json::from_str(&read_lines(&dir.path().join("out.jsonl"))[0]).unwrap();
+    assert_eq!(line["tag"], "from-util");
+    assert_eq!(line["padded"], "007");
+}

@@ -6,7 +6,8 @@
 // It talks to weir over two pipes, fd 3 (from weir) and fd 4 (to weir), so
 // whatever the function prints never touches the protocol: weir logs it.
 // A frame is: json length (u32 LE), blob length (u32 LE), JSON, blob.
-// Keys and values travel in the blob as [offset, length] pairs.
+// Keys and values travel in the blob, located by lengths (in a batch) or
+// [offset, length] pairs (in a reply).
 'use strict';
 
 const fs = require('fs');
@@ -211,10 +212,7 @@ async function main() {
   for (;;) {
     const [message, blob] = await receive();
     if (!message) process.exit(0);
-    const events = message.e.map(([vo, vl, ko, kl, ts, hs], i) => new Event(
-      blob.toString('utf8', vo, vo + vl),
-      ko < 0 ? null : blob.toString('utf8', ko, ko + kl),
-      ts, hs, i));
+    const events = decode(message, blob);
     context._emitted = new Map();
     let returned;
     if (batched) {
@@ -244,6 +242,30 @@ async function main() {
     }
     reply(events, returned, context._emitted);
   }
+}
+
+// The batch's events. The index comes by columns: value lengths `vl`, key
+// lengths `kl` (-1: no key; null: no keys at all), timestamps `ts`,
+// headers `h`; the values lie one after the other in the blob, then the keys.
+function decode(message, blob) {
+  const { vl, kl, ts, h } = message;
+  const events = new Array(vl.length);
+  let at = 0;
+  for (let i = 0; i < vl.length; i++) {
+    events[i] = new Event(blob.toString('utf8', at, at + vl[i]), null, ts[i], h ? h[i] : null, i);
+    at += vl[i];
+  }
+  if (kl) {
+    for (let i = 0; i < kl.length; i++) {
+      if (kl[i] >= 0) {
+        const key = blob.toString('utf8', at, at + kl[i]);
+        events[i].key = key;
+        events[i]._k0 = key;
+        at += kl[i];
+      }
+    }
+  }
+  return events;
 }
 
 class Raised {

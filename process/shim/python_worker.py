@@ -8,8 +8,9 @@
 # protocol: weir logs those lines. See docs/connectors/plugins.md.
 #
 # A frame is: json length (u32 LE), blob length (u32 LE), JSON, blob.
-# Event keys and values travel in the blob as [offset, length] pairs, so
-# they are neither escaped nor copied into JSON.
+# Event keys and values travel in the blob, located by their lengths (in a
+# batch) or [offset, length] pairs (in a reply), so they are neither
+# escaped nor copied into JSON.
 
 import inspect
 import json
@@ -302,26 +303,33 @@ class Raised:
 
 
 def decode(message, blob):
-    """The batch's events. An all-ASCII blob (the common case) is decoded
-    once and sliced; otherwise each key and value is decoded on its own."""
+    """The batch's events. The index comes by columns: value lengths `vl`,
+    key lengths `kl` (-1: no key; null: no keys at all), timestamps `ts`,
+    headers `h`; the values lie one after the other in the blob, then the
+    keys. An all-ASCII blob (the common case) is decoded once and sliced;
+    otherwise each key and value is decoded on its own."""
     events = []
     new = Event.__new__
     text = blob.decode("ascii") if blob.isascii() else None
-    for i, (vo, vl, ko, kl, ts, hs) in enumerate(message["e"]):
-        if text is not None:
-            value = text[vo:vo + vl]
-            key = None if ko < 0 else text[ko:ko + kl]
-        else:
-            value = blob[vo:vo + vl].decode("utf-8", "surrogateescape")
-            key = None if ko < 0 else blob[ko:ko + kl].decode("utf-8", "surrogateescape")
+    lengths, key_lengths, stamps, headers = message["vl"], message["kl"], message["ts"], message["h"]
+    at = 0
+    for i, n in enumerate(lengths):
+        value = text[at:at + n] if text is not None else blob[at:at + n].decode("utf-8", "surrogateescape")
+        at += n
         event = new(Event)
         event.value = event._v0 = value
-        event.key = event._k0 = key
-        event.timestamp = ts
-        event._headers = hs
+        event.key = event._k0 = None
+        event.timestamp = stamps[i]
+        event._headers = None if headers is None else headers[i]
         event._out = None
         event._index = i
         events.append(event)
+    if key_lengths is not None:
+        for event, n in zip(events, key_lengths):
+            if n >= 0:
+                key = text[at:at + n] if text is not None else blob[at:at + n].decode("utf-8", "surrogateescape")
+                event.key = event._k0 = key
+                at += n
     return events
 
 

@@ -1,10 +1,12 @@
 //! The messages between weir and a worker (docs/connectors/plugins.md has
 //! them message by message).
 //!
-//! weir → worker: `{"t":"init","function":…,"config":{…}}` once, then
-//! `{"t":"b","e":[[value_offset, value_len, key_offset (-1: none), key_len,
-//! timestamp_ms, headers ([[name, value], …] or null)], …]}` per batch, keys
-//! and values in the blob.
+//! weir → worker: `{"t":"init","function":…,"config":{…}}` once, then per
+//! batch `{"t":"b","vl":[…],"kl":[…]|null,"ts":[…],"h":[…]|null}` (by
+//! columns, see [`encode_batch`]); to a plugin sink, `write` frames with
+//! one `[value_offset, value_len, key_offset (-1: none), key_len,
+//! timestamp_ms, headers]` array per event ([`encode_events`]). Keys and
+//! values are always in the blob.
 //!
 //! worker → weir: `ready` (with `runtime` and `batch`) or `error` once;
 //! then per batch `done` with one outcome entry per event (`o`), or only
@@ -166,9 +168,87 @@ pub fn init_message(function: &str, config: &serde_json::Value) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Writes a batch frame for `events` into `frame` (cleared first).
+/// Writes a function batch frame for `events` into `frame` (cleared
+/// first), by columns: `{"t":"b","vl":[value lengths],"kl":[key lengths,
+/// -1: none] or null,"ts":[timestamps],"h":[headers or null] or null}`;
+/// the values one after the other in the blob, then the keys. Flat lists
+/// of numbers parse in a third of the time of one list per event in
+/// CPython (measured: docs/benchmarks.md), as fast as msgpack would,
+/// without a package in the function's environment.
 pub fn encode_batch(events: &[Event], frame: &mut FrameBuf) {
-    encode_events("b", events, frame)
+    frame.clear();
+    frame.json.extend_from_slice(br#"{"t":"b","vl":["#);
+    let mut keyed = false;
+    let mut with_headers = false;
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            frame.json.push(b',');
+        }
+        frame.put(&event.value);
+        let _ = write!(frame.json, "{}", event.value.len());
+        keyed |= event.key.is_some();
+        with_headers |= !event.headers.is_empty();
+    }
+    frame.json.extend_from_slice(br#"],"kl":"#);
+    if keyed {
+        frame.json.push(b'[');
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                frame.json.push(b',');
+            }
+            match &event.key {
+                Some(key) => {
+                    frame.put(key);
+                    let _ = write!(frame.json, "{}", key.len());
+                }
+                None => frame.json.extend_from_slice(b"-1"),
+            }
+        }
+        frame.json.push(b']');
+    } else {
+        frame.json.extend_from_slice(b"null");
+    }
+    frame.json.extend_from_slice(br#","ts":["#);
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            frame.json.push(b',');
+        }
+        let _ = write!(frame.json, "{}", event.timestamp_ms);
+    }
+    frame.json.extend_from_slice(br#"],"h":"#);
+    if with_headers {
+        frame.json.push(b'[');
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                frame.json.push(b',');
+            }
+            write_headers(&mut frame.json, &event.headers);
+        }
+        frame.json.push(b']');
+    } else {
+        frame.json.extend_from_slice(b"null");
+    }
+    frame.json.push(b'}');
+}
+
+/// `null`, or `[["name","value"],…]` (names and values as lossy UTF-8).
+fn write_headers(json: &mut Vec<u8>, headers: &[weir_engine::event::Header]) {
+    if headers.is_empty() {
+        json.extend_from_slice(b"null");
+        return;
+    }
+    json.push(b'[');
+    for (j, (name, value)) in headers.iter().enumerate() {
+        if j > 0 {
+            json.push(b',');
+        }
+        json.push(b'[');
+        let _ = serde_json::to_writer(&mut *json, &String::from_utf8_lossy(name));
+        json.push(b',');
+        let _ = serde_json::to_writer(&mut *json, &String::from_utf8_lossy(value));
+        json.push(b']');
+    }
+    json.push(b']');
 }
 
 /// Writes a frame `{"t": KIND, "e": [...]}` for `events` into `frame`.
@@ -192,22 +272,8 @@ pub fn encode_events(kind: &str, events: &[Event], frame: &mut FrameBuf) {
             event.value.len(),
             event.timestamp_ms
         );
-        if event.headers.is_empty() {
-            frame.json.extend_from_slice(b"null]");
-        } else {
-            frame.json.push(b'[');
-            for (j, (name, value)) in event.headers.iter().enumerate() {
-                if j > 0 {
-                    frame.json.push(b',');
-                }
-                frame.json.push(b'[');
-                let _ = serde_json::to_writer(&mut frame.json, &String::from_utf8_lossy(name));
-                frame.json.push(b',');
-                let _ = serde_json::to_writer(&mut frame.json, &String::from_utf8_lossy(value));
-                frame.json.push(b']');
-            }
-            frame.json.extend_from_slice(b"]]");
-        }
+        write_headers(&mut frame.json, &event.headers);
+        frame.json.push(b']');
     }
     frame.json.extend_from_slice(b"]}");
 }
@@ -484,13 +550,32 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_encodes_keys_values_and_headers_into_the_blob() {
+    fn a_function_batch_goes_by_columns_values_then_keys_in_the_blob() {
+        let mut e = Event::new(r#"{"a":"x\"y"}"#).with_key("k1");
+        e.headers
+            .push((Bytes::from_static(b"h"), Bytes::from_static(b"v")));
+        e.timestamp_ms = 7;
+        let mut frame = FrameBuf::default();
+        encode_batch(&[e, Event::new("plain")], &mut frame);
+        let json: serde_json::Value = serde_json::from_slice(&frame.json).unwrap();
+        assert_eq!(json["vl"], serde_json::json!([12, 5]));
+        assert_eq!(json["kl"], serde_json::json!([2, -1]));
+        assert_eq!(json["ts"], serde_json::json!([7, 0]));
+        assert_eq!(json["h"], serde_json::json!([[["h", "v"]], null]));
+        assert_eq!(&frame.blob[..], br#"{"a":"x\"y"}plaink1"#);
+        encode_batch(&[Event::new("x")], &mut frame);
+        let json: serde_json::Value = serde_json::from_slice(&frame.json).unwrap();
+        assert!(json["kl"].is_null() && json["h"].is_null());
+    }
+
+    #[test]
+    fn a_write_encodes_keys_values_and_headers_into_the_blob() {
         let mut e = Event::new(r#"{"a":"x\"y"}"#).with_key("k1");
         e.headers
             .push((Bytes::from_static(b"h"), Bytes::from_static(b"v\"")));
         e.timestamp_ms = 7;
         let mut frame = FrameBuf::default();
-        encode_batch(&[e, Event::new("plain")], &mut frame);
+        encode_events("write", &[e, Event::new("plain")], &mut frame);
         let json: serde_json::Value = serde_json::from_slice(&frame.json).unwrap();
         let first = &json["e"][0];
         let at = |i: usize| first[i].as_u64().unwrap() as usize;
