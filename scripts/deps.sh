@@ -41,6 +41,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # the HTTP tests' outside client; `weir bench http` drives load with wrk
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# promtool checks /metrics and the alert rules (tests/admin_api.rs)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 fi

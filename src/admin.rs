@@ -2,8 +2,10 @@
 //! (the dashboard page), `/metrics` (Prometheus text), `/health` (the
 //! process is up), `/ready` (the pipeline runs) and `/api/pipeline` (JSON:
 //! name, state, shards, sources, steps, sinks, end-to-end latency
-//! percentiles), and under `/api/v1/functions` the WebAssembly functions'
-//! versions and the operations on them (`src/admin_functions.rs`).
+//! percentiles), under `/api/v1/functions` the functions' versions and the
+//! operations on them (`src/admin_functions.rs`), and the live pipeline
+//! state, its stream and the pipeline-wide controls
+//! (`src/admin_pipeline.rs`).
 //!
 //! Served by hyper through the same loop as the `http` source
 //! ([`weir_connectors::http::serve`]): keep-alive, HTTP/2, a header read
@@ -16,7 +18,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -37,6 +38,12 @@ pub struct AdminState {
     pub latency: Arc<LatencyHistogram>,
     /// The bearer token mutating endpoints require; without one they are off.
     pub token: Option<String>,
+    /// The latest live view (`/api/v1/pipeline`), remade every second.
+    pub live: tokio::sync::watch::Receiver<Arc<str>>,
+    /// The pipeline file, for `POST /api/v1/reload`.
+    pub file: std::path::PathBuf,
+    /// Stops the pipeline gracefully, for `POST /api/v1/drain`.
+    pub drain: weir_engine::ShutdownTrigger,
 }
 
 /// The dashboard: one static page that polls `/api/pipeline` and `/metrics`.
@@ -72,6 +79,10 @@ impl Handler for Admin {
         {
             let state = Arc::clone(&self.0);
             return Box::pin(async move { crate::admin_functions::answer(&state, request).await });
+        }
+        if request.uri().path().starts_with("/api/v1/") {
+            let state = Arc::clone(&self.0);
+            return Box::pin(async move { crate::admin_pipeline::answer(&state, request).await });
         }
         let response = answer(&self.0, request.method(), request.uri().path());
         Box::pin(async move { response })
@@ -127,7 +138,7 @@ fn answer(state: &AdminState, method: &Method, path: &str) -> HttpResponse {
 
 /// A response with a body of one content type.
 pub fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(serve::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -150,7 +150,7 @@ enum Change {
 }
 
 /// `None` when the request carries the admin token; else the refusal.
-fn authorize(state: &AdminState, request: &Request<Incoming>) -> Option<HttpResponse> {
+pub(crate) fn authorize(state: &AdminState, request: &Request<Incoming>) -> Option<HttpResponse> {
     let Some(token) = &state.token else {
         return Some(error(
             StatusCode::FORBIDDEN,
@@ -278,11 +278,11 @@ fn failure(e: &CatalogError) -> HttpResponse {
     error(status, &e.to_string())
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
     reply(status, "application/json", Bytes::from(value.to_string()))
 }
 
-fn error(status: StatusCode, message: &str) -> HttpResponse {
+pub(crate) fn error(status: StatusCode, message: &str) -> HttpResponse {
     json(status, &serde_json::json!({ "error": message }))
 }
 

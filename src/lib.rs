@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod admin_functions;
+pub mod admin_live;
+pub mod admin_pipeline;
 pub mod bench;
 pub mod functions_cli;
 pub mod observability;

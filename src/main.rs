@@ -25,10 +25,16 @@ enum Command {
     Run {
         /// The pipeline file (TOML).
         file: PathBuf,
-        /// Watch the pipeline file and its WebAssembly modules, and deploy
-        /// a `wasm` step's module when it changes (as SIGHUP does).
+        /// Watch the pipeline file and its functions' files, and deploy a
+        /// `wasm`, `python` or `node` step's new version when one changes
+        /// (as SIGHUP does).
         #[arg(long)]
         watch: bool,
+        /// Serve the admin API and dashboard on HOST:PORT (overrides the
+        /// file's `admin.listen`; bind to loopback unless the network is
+        /// trusted).
+        #[arg(long, value_name = "HOST:PORT")]
+        admin_addr: Option<String>,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -55,7 +61,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file, watch } => weir::run::run(&file, watch),
+        Command::Run {
+            file,
+            watch,
+            admin_addr,
+        } => weir::run::run(&file, watch, admin_addr),
         Command::Validate { file } => weir::validate::validate(&file),
         Command::Test {
             file,

@@ -30,6 +30,7 @@ pub fn init_metrics() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
             }
+            describe_metrics();
             let upkeep = handle.clone();
             let _ = std::thread::Builder::new()
                 .name("weir-metrics-upkeep".into())
@@ -40,4 +41,53 @@ pub fn init_metrics() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// docs/operations.md, whose metrics table is the help text of `/metrics`:
+/// one source, so the docs and the exposition cannot drift apart (a test
+/// runs promtool, which refuses a metric without help).
+const OPERATIONS: &str = include_str!("../docs/operations.md");
+
+/// The metrics documented in docs/operations.md: (name, type, meaning),
+/// from the rows `| `name` | counter|gauge|histogram | labels | meaning |`.
+pub fn documented_metrics() -> Vec<(&'static str, &'static str, &'static str)> {
+    OPERATIONS
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let kind = *cells.get(2)?;
+            let help = *cells.get(4)?;
+            (name.starts_with("weir_") && matches!(kind, "counter" | "gauge" | "histogram"))
+                .then_some((name, kind, help))
+        })
+        .collect()
+}
+
+/// Gives every documented metric its help text.
+fn describe_metrics() {
+    for (name, kind, help) in documented_metrics() {
+        match kind {
+            "counter" => metrics::describe_counter!(name, help),
+            "gauge" => metrics::describe_gauge!(name, help),
+            _ => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operations_guide_documents_every_metric_the_code_names() {
+        let documented: Vec<&str> = documented_metrics().iter().map(|(n, _, _)| *n).collect();
+        assert!(documented.len() >= 45, "{documented:?}");
+        for name in weir_engine::telemetry::names::ALL {
+            assert!(
+                documented.contains(name),
+                "{name} is not in docs/operations.md"
+            );
+        }
+    }
 }

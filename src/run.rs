@@ -12,8 +12,8 @@ use weir_engine::shutdown_channel;
 use crate::admin::{self, AdminState};
 use crate::observability;
 
-/// Runs the command.
-pub fn run(file: &Path, watch: bool) -> ExitCode {
+/// Runs the command; `admin_addr` overrides the file's `admin.listen`.
+pub fn run(file: &Path, watch: bool, admin_addr: Option<String>) -> ExitCode {
     observability::init_logging();
     // before the pipeline is built: metric handles resolved earlier would be no-ops
     let metrics = observability::init_metrics();
@@ -66,10 +66,22 @@ pub fn run(file: &Path, watch: bool) -> ExitCode {
         if watch {
             crate::reload::watch(file.to_path_buf());
         }
+        let shape = crate::admin_live::Shape {
+            name: config.pipeline.name.clone(),
+            shards: pipeline.shard_count(),
+            sources: config.sources.iter().map(|s| s.name.clone()).collect(),
+            steps: config.steps.iter().map(|s| s.name.clone()).collect(),
+            sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
+            dead_letter: config.dead_letter.as_ref().map(|d| d.sink.clone()),
+        };
+        let listen = admin_addr.or_else(|| config.admin.listen.clone());
         let state = Arc::new(AdminState {
             metrics,
             latency: pipeline.latency(),
             token,
+            live: crate::admin_live::start(shape),
+            file: file.to_path_buf(),
+            drain: trigger.clone(),
             ready: AtomicBool::new(false),
             description: serde_json::json!({
                 "name": config.pipeline.name,
@@ -81,7 +93,7 @@ pub fn run(file: &Path, watch: bool) -> ExitCode {
             }),
         });
         let mut _admin = None; // the admin server runs while this is held
-        if let Some(listen) = &config.admin.listen {
+        if let Some(listen) = &listen {
             match listen.parse() {
                 Ok(addr) => match admin::serve(addr, Arc::clone(&state)).await {
                     Ok((bound, stop)) => {

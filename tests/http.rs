@@ -461,14 +461,14 @@ impl Handler for Receiver {
             let body = request.into_body().collect().await.unwrap().to_bytes();
             let body = String::from_utf8_lossy(&body).into_owned();
             let n = self.seen.fetch_add(1, Ordering::Relaxed);
-            let mut r = HttpResponse::new(Full::new(Bytes::new()));
+            let mut r = HttpResponse::new(serve::full(Bytes::new()));
             if n < self.fail_first {
                 *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
                 r.headers_mut()
                     .insert("retry-after", http::HeaderValue::from_static("1"));
             } else if body.contains("bad") {
                 *r.status_mut() = http::StatusCode::BAD_REQUEST;
-                *r.body_mut() = Full::new(Bytes::from_static(b"field `bad` is not allowed"));
+                *r.body_mut() = serve::full(Bytes::from_static(b"field `bad` is not allowed"));
             } else {
                 self.accepted.lock().unwrap().push(body);
             }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod event;
 pub mod latency;
 pub mod ledger;
+pub mod live;
 pub mod outputs;
 pub mod pipeline;
 pub mod queue;

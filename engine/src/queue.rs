@@ -146,6 +146,7 @@ impl<T> QueueSender<T> {
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 let started = Instant::now();
                 self.shared.metrics.full();
+                let _waiting = self.shared.metrics.waiting();
                 let acquired = tokio::select! {
                     biased;
                     p = Arc::clone(&self.shared.semaphore).acquire_many_owned(units) => Some(p),
@@ -183,6 +184,7 @@ impl<T> QueueSender<T> {
     /// the capacity). Cancel safe.
     pub async fn ready(&self, events: usize, bytes: usize) {
         let units = self.shared.units(events, bytes);
+        let _waiting = self.shared.metrics.waiting();
         if let Ok(p) = self.shared.semaphore.acquire_many(units).await {
             drop(p);
         }

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics::{counter, gauge, histogram, Histogram};
+
+use crate::live::{self, kind, Level, Tally, Timing};
 
 /// Metric names, as exported.
 pub mod names {
@@ -96,15 +98,60 @@ pub mod names {
     pub const PG_CDC_RECONNECTS: &str = "weir_postgres_cdc_reconnects_total";
     /// Rows a change feed's initial snapshot has read, by `source`.
     pub const PG_CDC_SNAPSHOT_ROWS: &str = "weir_postgres_cdc_snapshot_rows_total";
+    /// Every name above (the docs and `/metrics` help text must cover them all).
+    pub const ALL: &[&str] = &[
+        SOURCE_EVENTS,
+        SOURCE_BYTES,
+        SOURCE_BATCHES,
+        SOURCE_PAUSES,
+        SOURCE_BATCH_EVENTS,
+        CHECKPOINT_POSITION,
+        CHECKPOINT_LAG,
+        CHECKPOINT_COMMITS,
+        CHECKPOINT_ERRORS,
+        QUEUE_EVENTS,
+        QUEUE_BYTES,
+        QUEUE_BLOCKED_MICROS,
+        QUEUE_FULL,
+        STEP_EVENTS_IN,
+        STEP_EVENTS_OUT,
+        STEP_EVENTS_DROPPED,
+        STEP_ERRORS,
+        STEP_RETRIES,
+        STEP_LATENCY,
+        SHARD_BATCHES,
+        SHARD_BUSY_MICROS,
+        SINK_EVENTS,
+        SINK_BATCHES,
+        SINK_BATCH_EVENTS,
+        SINK_ERRORS,
+        SINK_LATENCY,
+        DEAD_LETTERS,
+        DROPPED,
+        END_TO_END_LATENCY,
+        KAFKA_CONSUMER_LAG,
+        KAFKA_REBALANCES,
+        KAFKA_DELIVERY_ERRORS,
+        NATS_SLOW_CONSUMER,
+        JETSTREAM_REDELIVERIES,
+        JETSTREAM_IN_PROGRESS,
+        PG_CDC_CONFIRMED_LSN,
+        PG_CDC_UNCONFIRMED_BYTES,
+        PG_CDC_RECONNECTS,
+        PG_CDC_SNAPSHOT_ROWS,
+    ];
 }
 
 /// Metrics of one bounded queue.
 #[derive(Debug, Clone)]
 pub struct QueueMetrics {
-    events: Gauge,
-    bytes: Gauge,
-    blocked: Counter,
-    full: Counter,
+    events: Level,
+    bytes: Level,
+    blocked: Tally,
+    full: Tally,
+    /// Senders waiting for room right now (live only): a stage stalled for
+    /// good never finishes a wait, so `blocked` alone would not show it.
+    waiting: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl QueueMetrics {
@@ -112,16 +159,37 @@ impl QueueMetrics {
     pub fn new(queue: &str) -> Self {
         let q = queue.to_string();
         QueueMetrics {
-            events: gauge!(names::QUEUE_EVENTS, "queue" => q.clone()),
-            bytes: gauge!(names::QUEUE_BYTES, "queue" => q.clone()),
-            blocked: counter!(names::QUEUE_BLOCKED_MICROS, "queue" => q.clone()),
-            full: counter!(names::QUEUE_FULL, "queue" => q),
+            events: Level::new(
+                gauge!(names::QUEUE_EVENTS, "queue" => q.clone()),
+                kind::QUEUE,
+                queue,
+                "events",
+            ),
+            bytes: Level::new(
+                gauge!(names::QUEUE_BYTES, "queue" => q.clone()),
+                kind::QUEUE,
+                queue,
+                "bytes",
+            ),
+            blocked: Tally::new(
+                counter!(names::QUEUE_BLOCKED_MICROS, "queue" => q.clone()),
+                kind::QUEUE,
+                queue,
+                "blocked_micros",
+            ),
+            full: Tally::new(
+                counter!(names::QUEUE_FULL, "queue" => q),
+                kind::QUEUE,
+                queue,
+                "full",
+            ),
+            waiting: live::value(kind::QUEUE, queue, "waiting"),
         }
     }
 
     pub(crate) fn depth(&self, events: usize, bytes: usize) {
-        self.events.set(events as f64);
-        self.bytes.set(bytes as f64);
+        self.events.set(events as u64);
+        self.bytes.set(bytes as u64);
     }
 
     pub(crate) fn blocked(&self, waited: Duration) {
@@ -132,33 +200,81 @@ impl QueueMetrics {
     pub(crate) fn full(&self) {
         self.full.increment(1);
     }
+
+    /// Counts a sender as waiting until the guard drops (also when the wait
+    /// is cancelled).
+    pub(crate) fn waiting(&self) -> Waiting {
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(std::sync::Arc::clone(&self.waiting))
+    }
+}
+
+/// A sender waiting for room in a queue; see [`QueueMetrics::waiting`].
+pub(crate) struct Waiting(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Metrics of one source.
 #[derive(Debug, Clone)]
 pub struct SourceMetrics {
     source: String,
-    events: Counter,
-    bytes: Counter,
-    batches: Counter,
-    pauses: Counter,
+    events: Tally,
+    bytes: Tally,
+    batches: Tally,
+    pauses: Tally,
     batch_events: Histogram,
-    commits: Counter,
-    commit_errors: Counter,
+    commits: Tally,
+    commit_errors: Tally,
 }
 
 impl SourceMetrics {
     /// Handles for the source called `source`.
     pub fn new(source: &str) -> Self {
         let s = source.to_string();
+        let k = kind::SOURCE;
         SourceMetrics {
-            events: counter!(names::SOURCE_EVENTS, "source" => s.clone()),
-            bytes: counter!(names::SOURCE_BYTES, "source" => s.clone()),
-            batches: counter!(names::SOURCE_BATCHES, "source" => s.clone()),
-            pauses: counter!(names::SOURCE_PAUSES, "source" => s.clone()),
+            events: Tally::new(
+                counter!(names::SOURCE_EVENTS, "source" => s.clone()),
+                k,
+                source,
+                "events",
+            ),
+            bytes: Tally::new(
+                counter!(names::SOURCE_BYTES, "source" => s.clone()),
+                k,
+                source,
+                "bytes",
+            ),
+            batches: Tally::new(
+                counter!(names::SOURCE_BATCHES, "source" => s.clone()),
+                k,
+                source,
+                "batches",
+            ),
+            pauses: Tally::new(
+                counter!(names::SOURCE_PAUSES, "source" => s.clone()),
+                k,
+                source,
+                "pauses",
+            ),
             batch_events: histogram!(names::SOURCE_BATCH_EVENTS, "source" => s.clone()),
-            commits: counter!(names::CHECKPOINT_COMMITS, "source" => s.clone()),
-            commit_errors: counter!(names::CHECKPOINT_ERRORS, "source" => s.clone()),
+            commits: Tally::new(
+                counter!(names::CHECKPOINT_COMMITS, "source" => s.clone()),
+                k,
+                source,
+                "commits",
+            ),
+            commit_errors: Tally::new(
+                counter!(names::CHECKPOINT_ERRORS, "source" => s.clone()),
+                k,
+                source,
+                "commit_errors",
+            ),
             source: s,
         }
     }
@@ -184,6 +300,7 @@ impl SourceMetrics {
         gauge!(names::CHECKPOINT_POSITION, "source" => self.source.clone(), "partition" => p.clone()).set(position as f64);
         gauge!(names::CHECKPOINT_LAG, "source" => self.source.clone(), "partition" => p)
             .set(lag as f64);
+        live::partition(&self.source, partition, position, lag);
     }
 
     /// A commit failed.
@@ -196,36 +313,71 @@ impl SourceMetrics {
 #[derive(Debug, Clone)]
 pub struct StepMetrics {
     /// Events in.
-    pub events_in: Counter,
+    pub events_in: Tally,
     /// Events out.
-    pub events_out: Counter,
+    pub events_out: Tally,
     /// Events filtered.
-    pub dropped: Counter,
+    pub dropped: Tally,
     /// Failures, counted per attempt.
-    pub errors: Counter,
+    pub errors: Tally,
     /// Retries.
-    pub retries: Counter,
+    pub retries: Tally,
     /// Batch latency.
-    pub latency: Histogram,
+    pub latency: Timing,
     /// Events dead-lettered by this step.
-    pub dead_letters: Counter,
+    pub dead_letters: Tally,
     /// Events dropped after failing with no dead-letter sink.
-    pub lost: Counter,
+    pub lost: Tally,
 }
 
 impl StepMetrics {
     /// Handles for the step called `step`.
     pub fn new(step: &str) -> Self {
         let s = step.to_string();
+        let k = kind::STEP;
         StepMetrics {
-            events_in: counter!(names::STEP_EVENTS_IN, "step" => s.clone()),
-            events_out: counter!(names::STEP_EVENTS_OUT, "step" => s.clone()),
-            dropped: counter!(names::STEP_EVENTS_DROPPED, "step" => s.clone()),
-            errors: counter!(names::STEP_ERRORS, "step" => s.clone()),
-            retries: counter!(names::STEP_RETRIES, "step" => s.clone()),
-            latency: histogram!(names::STEP_LATENCY, "step" => s.clone()),
-            dead_letters: counter!(names::DEAD_LETTERS, "stage" => s.clone()),
-            lost: counter!(names::DROPPED, "stage" => s),
+            events_in: Tally::new(
+                counter!(names::STEP_EVENTS_IN, "step" => s.clone()),
+                k,
+                step,
+                "events_in",
+            ),
+            events_out: Tally::new(
+                counter!(names::STEP_EVENTS_OUT, "step" => s.clone()),
+                k,
+                step,
+                "events_out",
+            ),
+            dropped: Tally::new(
+                counter!(names::STEP_EVENTS_DROPPED, "step" => s.clone()),
+                k,
+                step,
+                "dropped",
+            ),
+            errors: Tally::new(
+                counter!(names::STEP_ERRORS, "step" => s.clone()),
+                k,
+                step,
+                "errors",
+            ),
+            retries: Tally::new(
+                counter!(names::STEP_RETRIES, "step" => s.clone()),
+                k,
+                step,
+                "retries",
+            ),
+            latency: Timing::new(
+                histogram!(names::STEP_LATENCY, "step" => s.clone()),
+                k,
+                step,
+            ),
+            dead_letters: Tally::new(
+                counter!(names::DEAD_LETTERS, "stage" => s.clone()),
+                k,
+                step,
+                "dead_letters",
+            ),
+            lost: Tally::new(counter!(names::DROPPED, "stage" => s), k, step, "lost"),
         }
     }
 }
@@ -234,9 +386,9 @@ impl StepMetrics {
 #[derive(Debug, Clone)]
 pub struct ShardMetrics {
     /// Batches processed.
-    pub batches: Counter,
+    pub batches: Tally,
     /// Busy time in microseconds.
-    pub busy_micros: Counter,
+    pub busy_micros: Tally,
 }
 
 impl ShardMetrics {
@@ -244,8 +396,18 @@ impl ShardMetrics {
     pub fn new(shard: usize) -> Self {
         let s = shard.to_string();
         ShardMetrics {
-            batches: counter!(names::SHARD_BATCHES, "shard" => s.clone()),
-            busy_micros: counter!(names::SHARD_BUSY_MICROS, "shard" => s),
+            batches: Tally::new(
+                counter!(names::SHARD_BATCHES, "shard" => s.clone()),
+                kind::SHARD,
+                &s,
+                "batches",
+            ),
+            busy_micros: Tally::new(
+                counter!(names::SHARD_BUSY_MICROS, "shard" => s.clone()),
+                kind::SHARD,
+                &s,
+                "busy_micros",
+            ),
         }
     }
 }
@@ -254,33 +416,58 @@ impl ShardMetrics {
 #[derive(Debug, Clone)]
 pub struct SinkMetrics {
     /// Events written.
-    pub events: Counter,
+    pub events: Tally,
     /// Batches written.
-    pub batches: Counter,
+    pub batches: Tally,
     /// Events per batch.
     pub batch_events: Histogram,
     /// Failed attempts.
-    pub errors: Counter,
+    pub errors: Tally,
     /// Write latency.
-    pub latency: Histogram,
+    pub latency: Timing,
     /// Events dead-lettered after the sink gave up on them.
-    pub dead_letters: Counter,
+    pub dead_letters: Tally,
     /// Events lost to the checkpoint (acks failed).
-    pub lost: Counter,
+    pub lost: Tally,
 }
 
 impl SinkMetrics {
     /// Handles for the sink called `sink`.
     pub fn new(sink: &str) -> Self {
         let s = sink.to_string();
+        let k = kind::SINK;
         SinkMetrics {
-            events: counter!(names::SINK_EVENTS, "sink" => s.clone()),
-            batches: counter!(names::SINK_BATCHES, "sink" => s.clone()),
+            events: Tally::new(
+                counter!(names::SINK_EVENTS, "sink" => s.clone()),
+                k,
+                sink,
+                "events",
+            ),
+            batches: Tally::new(
+                counter!(names::SINK_BATCHES, "sink" => s.clone()),
+                k,
+                sink,
+                "batches",
+            ),
             batch_events: histogram!(names::SINK_BATCH_EVENTS, "sink" => s.clone()),
-            errors: counter!(names::SINK_ERRORS, "sink" => s.clone()),
-            latency: histogram!(names::SINK_LATENCY, "sink" => s.clone()),
-            dead_letters: counter!(names::DEAD_LETTERS, "stage" => s.clone()),
-            lost: counter!(names::DROPPED, "stage" => s),
+            errors: Tally::new(
+                counter!(names::SINK_ERRORS, "sink" => s.clone()),
+                k,
+                sink,
+                "errors",
+            ),
+            latency: Timing::new(
+                histogram!(names::SINK_LATENCY, "sink" => s.clone()),
+                k,
+                sink,
+            ),
+            dead_letters: Tally::new(
+                counter!(names::DEAD_LETTERS, "stage" => s.clone()),
+                k,
+                sink,
+                "dead_letters",
+            ),
+            lost: Tally::new(counter!(names::DROPPED, "stage" => s), k, sink, "lost"),
         }
     }
 }

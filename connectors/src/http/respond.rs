@@ -8,13 +8,13 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};
-use http_body_util::Full;
+
 use hyper::Response;
 use weir_engine::reply::Outcome;
 use weir_engine::Event;
 
 use super::config::Multiple;
-use super::serve::HttpResponse;
+use super::serve::{self, HttpResponse};
 
 /// Event header a step sets to choose the response status.
 pub const STATUS_HEADER: &str = "http.status";
@@ -31,7 +31,7 @@ pub fn plain(status: StatusCode, text: &str) -> HttpResponse {
 }
 
 fn build(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(serve::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -103,7 +103,7 @@ pub fn accepted(id: &str) -> HttpResponse {
 pub fn outcome(result: Outcome, multiple: Multiple) -> HttpResponse {
     match result {
         Outcome::Dropped => {
-            let mut r = Response::new(Full::new(Bytes::new()));
+            let mut r = Response::new(serve::full(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
@@ -128,13 +128,13 @@ pub fn outcome(result: Outcome, multiple: Multiple) -> HttpResponse {
                 0 => outcome(Outcome::Dropped, multiple),
                 1 => {
                     let event = events.pop().unwrap_or_default();
-                    let mut r = Response::new(Full::new(event.value.clone()));
+                    let mut r = Response::new(serve::full(event.value.clone()));
                     shape(&mut r, &event, None);
                     r
                 }
                 _ => {
                     let (body, content_type) = join(&events, multiple);
-                    let mut r = Response::new(Full::new(body));
+                    let mut r = Response::new(serve::full(body));
                     shape(&mut r, &events[0], Some(content_type));
                     r
                 }

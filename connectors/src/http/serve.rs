@@ -26,7 +26,23 @@ use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
 /// A response with its whole body in memory.
-pub type HttpResponse = Response<Full<Bytes>>;
+pub type HttpResponse = Response<Body>;
+
+/// A response body: whole (every response but a stream), or a stream of
+/// chunks (the admin server's server-sent events). The whole case is not
+/// boxed, so a request on the invoke path costs no extra allocation.
+pub type Body = http_body_util::Either<Full<Bytes>, StreamingBody>;
+
+/// A body sent chunk by chunk as the chunks come.
+pub type StreamingBody = http_body_util::StreamBody<
+    Pin<Box<dyn futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, Infallible>> + Send>>,
+>;
+
+/// A whole body.
+#[inline]
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Either::Left(Full::new(bytes.into()))
+}
 
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = HttpResponse> + Send>>;

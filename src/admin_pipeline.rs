@@ -1,0 +1,87 @@
+//! The pipeline endpoints under `/api/v1/` (besides `/api/v1/functions`):
+//!
+//! - `GET /api/v1/pipeline` — the live state (`src/admin_live.rs`).
+//! - `GET /api/v1/pipeline/stream` — the same, once a second, as
+//!   server-sent events (`data: {…}` per second).
+//! - `POST /api/v1/reload` — read the pipeline file again and deploy every
+//!   function whose file changed (as SIGHUP does).
+//! - `POST /api/v1/drain` — stop reading, deliver and commit what is in
+//!   flight, exit (as SIGTERM does).
+//!
+//! Every `POST` needs the admin bearer token (`401` without it or with a
+//! wrong one; `403` when no token is configured).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use weir_connectors::http::serve::{Body, HttpResponse, StreamingBody};
+
+use crate::admin::AdminState;
+use crate::admin_functions::{authorize, error, json};
+
+/// Answers a request under `/api/v1/` other than the functions'.
+pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpResponse {
+    let path = request.uri().path().trim_end_matches('/').to_string();
+    let method = request.method().clone();
+    match (path.as_str(), &method) {
+        ("/api/v1/pipeline", &Method::GET | &Method::HEAD) => {
+            let view = Arc::clone(&state.live.borrow());
+            crate::admin::reply(StatusCode::OK, "application/json", Bytes::from(view.to_string()))
+        }
+        ("/api/v1/pipeline/stream", &Method::GET) => stream(state),
+        ("/api/v1/reload", &Method::POST) => {
+            if let Some(refused) = authorize(state, &request) {
+                return refused;
+            }
+            let file = state.file.clone();
+            // in a task of its own: a client that goes away cannot cancel a deploy halfway
+            match tokio::spawn(async move { crate::reload::reload(&file).await }).await {
+                Ok(()) => json(StatusCode::OK, &weir_versions::catalog().list()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("reload failed: {e}")),
+            }
+        }
+        ("/api/v1/drain", &Method::POST) => {
+            if let Some(refused) = authorize(state, &request) {
+                return refused;
+            }
+            tracing::info!("drain requested through the admin API: stopping sources, draining, committing");
+            state.drain.trigger();
+            json(StatusCode::ACCEPTED, &serde_json::json!({"draining": true}))
+        }
+        ("/api/v1/pipeline" | "/api/v1/pipeline/stream", _) => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        ("/api/v1/reload" | "/api/v1/drain", _) => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint: /api/v1/pipeline, /api/v1/pipeline/stream, /api/v1/reload, /api/v1/drain, /api/v1/functions",
+        ),
+    }
+}
+
+/// Server-sent events: the current view at once, then each new one.
+fn stream(state: &AdminState) -> HttpResponse {
+    let live = state.live.clone();
+    let events = futures_util::stream::unfold((live, true), |(mut live, first)| async move {
+        if !first && live.changed().await.is_err() {
+            return None; // the sampler stopped: the pipeline is gone
+        }
+        let view = Arc::clone(&live.borrow_and_update());
+        let chunk = Bytes::from(format!("data: {view}\n\n"));
+        Some((Ok::<_, Infallible>(Frame::data(chunk)), (live, false)))
+    });
+    let body: StreamingBody = http_body_util::StreamBody::new(Box::pin(events));
+    let mut response = Response::new(Body::Right(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    response
+}
