@@ -43,6 +43,12 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 # promtool checks /metrics and the alert rules (tests/admin_api.rs)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# the dashboard test's browser (tests/dashboard.rs), and node to drive it
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# the python and node function tests run the real interpreters
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
@@ -53,3 +59,8 @@ bash scripts/kafka-dev.sh fetch
 bash scripts/nats-dev.sh fetch
 # PostgreSQL server binaries from Debian packages (a no-op when installed)
 bash scripts/pg-dev.sh install
+# playwright-core, which drives Chromium in tests/dashboard.rs (pinned by
+# tests/browser/package-lock.json; a no-op once installed)
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  npm ci --prefix tests/browser --no-audit --no-fund >/dev/null
+fi

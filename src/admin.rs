@@ -46,7 +46,7 @@ pub struct AdminState {
     pub drain: weir_engine::ShutdownTrigger,
 }
 
-/// The dashboard: one static page that polls `/api/pipeline` and `/metrics`.
+/// The dashboard: one static page fed by `/api/v1/pipeline/stream`.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Longest time a client may take to send a request's headers.

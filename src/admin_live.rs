@@ -27,6 +27,8 @@ pub struct Shape {
     pub name: String,
     /// Shard count.
     pub shards: usize,
+    /// Lanes per shard (batches in flight per shard).
+    pub lanes: usize,
     /// Source names, in file order.
     pub sources: Vec<String>,
     /// Step names, in order.
@@ -97,16 +99,19 @@ pub fn view(shape: &Shape, now: &Snapshot, before: Option<&Snapshot>, elapsed: D
             .unwrap_or(Value::Null)
     };
 
+    // as a share of the senders' time: each source sends to the shards,
+    // each lane of each shard to the sinks
     let shard_queues: Vec<String> = (0..shape.shards).map(|i| format!("shard-{i}")).collect();
-    let source_wait = shard_queues.iter().map(|q| waited(q)).sum::<f64>().min(1.0);
+    let source_wait = (shard_queues.iter().map(|q| waited(q)).sum::<f64>()
+        / shape.sources.len().max(1) as f64)
+        .min(1.0);
+    let lanes = (shape.shards * shape.lanes).max(1) as f64;
     let sink_waits: Vec<(String, f64)> = shape
         .sinks
         .iter()
-        .map(|s| (s.clone(), waited(&format!("sink-{s}"))))
+        .map(|s| (s.clone(), (waited(&format!("sink-{s}")) / lanes).min(1.0)))
         .collect();
-    // the shards share their wait on sinks: a share of all shards' time
-    let shard_wait =
-        (sink_waits.iter().map(|(_, w)| w).sum::<f64>() / shape.shards.max(1) as f64).min(1.0);
+    let shard_wait = sink_waits.iter().map(|(_, w)| w).sum::<f64>().min(1.0);
 
     let sources: Vec<Value> = shape
         .sources
@@ -260,7 +265,7 @@ fn bottleneck(
         return Some((
             format!("sink:{sink}"),
             format!(
-                "the shards waited {:.0} % of the last second for room in sink `{sink}`'s queue",
+                "the shards' lanes waited {:.0} % of the last second for room in sink `{sink}`'s queue",
                 wait * 100.0
             ),
         ));
@@ -290,6 +295,7 @@ mod tests {
         Shape {
             name: "p".into(),
             shards: 2,
+            lanes: 1,
             sources: vec!["in".into()],
             steps: vec!["a".into(), "b".into()],
             sinks: vec!["out".into(), "dlq".into()],

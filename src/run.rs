@@ -69,6 +69,7 @@ pub fn run(file: &Path, watch: bool, admin_addr: Option<String>) -> ExitCode {
         let shape = crate::admin_live::Shape {
             name: config.pipeline.name.clone(),
             shards: pipeline.shard_count(),
+            lanes: config.pipeline.max_inflight,
             sources: config.sources.iter().map(|s| s.name.clone()).collect(),
             steps: config.steps.iter().map(|s| s.name.clone()).collect(),
             sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
