@@ -7,9 +7,13 @@
 //!   function whose file changed (as SIGHUP does).
 //! - `POST /api/v1/drain` — stop reading, deliver and commit what is in
 //!   flight, exit (as SIGTERM does).
+//! - `GET /api/v1/tap/STAGE?limit=N` — a live sample of the events leaving
+//!   a stage (`source:NAME`, `step:NAME`, `sink:NAME`) as server-sent
+//!   events, at most `N` (default 20, at most 1000) within 60 s.
 //!
-//! Every `POST` needs the admin bearer token (`401` without it or with a
-//! wrong one; `403` when no token is configured).
+//! Every `POST`, and the tap (it shows event data), needs the admin bearer
+//! token (`401` without it or with a wrong one; `403` when no token is
+//! configured).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -52,6 +56,28 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
             state.drain.trigger();
             json(StatusCode::ACCEPTED, &serde_json::json!({"draining": true}))
         }
+        (tap, &Method::GET) if tap.starts_with("/api/v1/tap/") => {
+            if let Some(refused) = authorize(state, &request) {
+                return refused;
+            }
+            let stage = percent_decode(&tap["/api/v1/tap/".len()..]);
+            let limit = request
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("limit="))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(20)
+                .clamp(1, 1000);
+            match weir_engine::tap::find(&stage) {
+                Some(tap) => sample(&stage, tap, limit),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no stage `{stage}`; stages: {}", weir_engine::tap::stages().join(", ")),
+                ),
+            }
+        }
         ("/api/v1/pipeline" | "/api/v1/pipeline/stream", _) => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
         ("/api/v1/reload" | "/api/v1/drain", _) => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
         _ => error(
@@ -72,7 +98,54 @@ fn stream(state: &AdminState) -> HttpResponse {
         let chunk = Bytes::from(format!("data: {view}\n\n"));
         Some((Ok::<_, Infallible>(Frame::data(chunk)), (live, false)))
     });
-    let body: StreamingBody = http_body_util::StreamBody::new(Box::pin(events));
+    server_sent(http_body_util::StreamBody::new(Box::pin(events)))
+}
+
+/// How long a tap stream stays open at most.
+const TAP_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Server-sent events: up to `limit` sampled events of `stage`, one JSON
+/// object each, within [`TAP_FOR`].
+fn sample(stage: &str, tap: Arc<weir_engine::tap::Tap>, limit: usize) -> HttpResponse {
+    let listener = tap.listen();
+    let deadline = tokio::time::Instant::now() + TAP_FOR;
+    let stage: Arc<str> = stage.into();
+    let events = futures_util::stream::unfold((listener, 0usize), move |(mut listener, sent)| {
+        let stage = Arc::clone(&stage);
+        async move {
+            if sent >= limit {
+                return None;
+            }
+            let event = tokio::time::timeout_at(deadline, listener.next())
+                .await
+                .ok()??;
+            let text = serde_json::json!({
+                "stage": &*stage,
+                "key": event.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                "value": String::from_utf8_lossy(&event.value),
+                "headers": event.headers.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), serde_json::Value::from(String::from_utf8_lossy(v).into_owned()))).collect::<serde_json::Map<String, serde_json::Value>>(),
+                "timestamp_ms": event.timestamp_ms,
+                "partition": event.origin.partition,
+                "offset": event.origin.offset,
+            });
+            let chunk = Bytes::from(format!("data: {text}\n\n"));
+            Some((
+                Ok::<_, Infallible>(Frame::data(chunk)),
+                (listener, sent + 1),
+            ))
+        }
+    });
+    server_sent(http_body_util::StreamBody::new(Box::pin(events)))
+}
+
+/// `step%3Aenrich` → `step:enrich`: clients may escape the colon of a
+/// stage id in a path (stage names themselves are plain TOML keys).
+fn percent_decode(text: &str) -> String {
+    text.replace("%3A", ":").replace("%3a", ":")
+}
+
+/// A `text/event-stream` response over `body`.
+fn server_sent(body: StreamingBody) -> HttpResponse {
     let mut response = Response::new(Body::Right(body));
     let headers = response.headers_mut();
     headers.insert(

@@ -2,6 +2,7 @@
 //! engine, serve the admin endpoints.
 
 pub mod admin;
+pub mod admin_client;
 pub mod admin_functions;
 pub mod admin_live;
 pub mod admin_pipeline;
@@ -10,7 +11,9 @@ pub mod functions_cli;
 pub mod observability;
 pub mod reload;
 pub mod run;
+pub mod tap_cli;
 pub mod test_steps;
+pub mod top_cli;
 pub mod validate;
 
 use weir_engine::Registry;

@@ -56,6 +56,10 @@ enum Command {
     Bench(weir::bench::BenchArgs),
     /// List, deploy, canary, promote or roll back the WebAssembly functions of a running weir.
     Functions(weir::functions_cli::FunctionsArgs),
+    /// Print a live sample of the events leaving a stage of a running weir.
+    Tap(weir::tap_cli::TapArgs),
+    /// Watch a running weir in the terminal: rates, lag, load, where backpressure starts.
+    Top(weir::top_cli::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,5 +78,7 @@ fn main() -> ExitCode {
         } => weir::test_steps::test(&file, &input, allow_failures),
         Command::Bench(args) => weir::bench::bench(args),
         Command::Functions(args) => weir::functions_cli::functions(args),
+        Command::Tap(args) => weir::tap_cli::tap(args),
+        Command::Top(args) => weir::top_cli::top(args),
     }
 }

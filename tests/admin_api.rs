@@ -360,3 +360,78 @@ fn metrics_alert_rules_and_the_dashboard_pass_promtool() {
         String::from_utf8_lossy(&compiled.stdout)
     );
 }
+
+#[test]
+fn weir_top_and_weir_tap_show_the_running_pipeline() {
+    std::env::set_var("WEIR_ADMIN_TOKEN", TOKEN);
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let p = pipeline(dir.path(), &admin, "[sinks.out]\ntype = \"blackhole\"\n");
+    let _running = start_weir(dir.path(), &p);
+    wait_ready(&admin);
+    let top = common::weir()
+        .args(["top", "--once", "--sort", "rate", "--admin", &admin])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    for expected in [
+        "weir · admin-api",
+        "SOURCE",
+        "gen",
+        "SHARD",
+        "STEP",
+        "mark",
+        "SINK",
+        "out",
+    ] {
+        assert!(text.contains(expected), "{expected} in\n{text}");
+    }
+    let rate_line = text.lines().find(|l| l.starts_with("gen ")).unwrap();
+    let rate: f64 = rate_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('k')
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "{rate_line}");
+
+    let tap = common::weir()
+        .args(["tap", "mark", "--limit", "3", "--admin", &admin])
+        .output()
+        .unwrap();
+    assert!(
+        tap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tap.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&tap.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        assert_eq!(l["stage"], "step:mark");
+        let value: serde_json::Value = serde_json::from_str(l["value"].as_str().unwrap()).unwrap();
+        assert_eq!(value["seen"], true, "the step's output: {l}");
+        assert!(l["key"].as_str().unwrap().starts_with("key-"));
+    }
+    let refused = common::weir()
+        .args(["tap", "sink:out", "--limit", "1", "--admin", &admin])
+        .env("WEIR_ADMIN_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    let unknown = common::weir()
+        .args(["tap", "nope", "--admin", &admin])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("no stage `nope`; stages: source:gen, step:mark, sink:out"));
+}

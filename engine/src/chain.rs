@@ -162,6 +162,7 @@ impl StepChain {
                 .events_out
                 .increment((output.events.len() + output.routed.len()) as u64);
             stage.metrics.dropped.increment(output.dropped as u64);
+            stage.metrics.tap.offer(&output.events);
             out.routed.append(&mut output.routed);
             std::mem::swap(&mut events, &mut output.events);
         }

@@ -33,6 +33,7 @@ pub mod source;
 #[cfg(test)]
 mod spine_tests;
 pub mod step;
+pub mod tap;
 pub mod telemetry;
 
 pub use ack::{AckSet, AckStatus, AckToken, Completion};

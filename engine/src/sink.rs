@@ -246,6 +246,7 @@ impl SinkRunner {
         metrics.events.increment(batch.events.len() as u64);
         metrics.batches.increment(1);
         metrics.batch_events.record(batch.events.len() as f64);
+        metrics.tap.offer(&batch.events);
         batch.events.clear();
         batch.acks.ack_all();
     }

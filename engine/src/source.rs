@@ -248,6 +248,7 @@ impl SourceContext {
         let state = ack.state();
         self.ledger.track(partition, end, Arc::clone(&state));
         self.metrics.dispatched(n, bytes);
+        self.metrics.tap().offer(&events);
         let shards = self.shards.len();
         if routing == Routing::Partition || shards == 1 {
             let shard = self.shard_of(partition);

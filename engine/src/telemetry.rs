@@ -230,6 +230,7 @@ pub struct SourceMetrics {
     batch_events: Histogram,
     commits: Tally,
     commit_errors: Tally,
+    tap: std::sync::Arc<crate::tap::Tap>,
 }
 
 impl SourceMetrics {
@@ -275,6 +276,7 @@ impl SourceMetrics {
                 source,
                 "commit_errors",
             ),
+            tap: crate::tap::tap(&format!("source:{source}")),
             source: s,
         }
     }
@@ -285,6 +287,11 @@ impl SourceMetrics {
         self.bytes.increment(bytes as u64);
         self.batches.increment(1);
         self.batch_events.record(events as f64);
+    }
+
+    /// Samples of the events the source dispatches (`weir tap`).
+    pub fn tap(&self) -> &crate::tap::Tap {
+        &self.tap
     }
 
     /// The source found a shard full.
@@ -328,6 +335,8 @@ pub struct StepMetrics {
     pub dead_letters: Tally,
     /// Events dropped after failing with no dead-letter sink.
     pub lost: Tally,
+    /// Samples of the events leaving the step (`weir tap`).
+    pub tap: std::sync::Arc<crate::tap::Tap>,
 }
 
 impl StepMetrics {
@@ -378,6 +387,7 @@ impl StepMetrics {
                 "dead_letters",
             ),
             lost: Tally::new(counter!(names::DROPPED, "stage" => s), k, step, "lost"),
+            tap: crate::tap::tap(&format!("step:{step}")),
         }
     }
 }
@@ -429,6 +439,8 @@ pub struct SinkMetrics {
     pub dead_letters: Tally,
     /// Events lost to the checkpoint (acks failed).
     pub lost: Tally,
+    /// Samples of the events the sink writes (`weir tap`).
+    pub tap: std::sync::Arc<crate::tap::Tap>,
 }
 
 impl SinkMetrics {
@@ -468,6 +480,7 @@ impl SinkMetrics {
                 "dead_letters",
             ),
             lost: Tally::new(counter!(names::DROPPED, "stage" => s), k, sink, "lost"),
+            tap: crate::tap::tap(&format!("sink:{sink}")),
         }
     }
 }

@@ -161,6 +161,10 @@ impl Admission {
     }
 }
 
+/// Where a header lies in the shared buffer: its name's span (or `None`
+/// with a static name) and its value's span.
+type HeaderSpan = (Option<(usize, usize)>, &'static str, (usize, usize));
+
 /// The request as an event: the body is the value; headers are kept
 /// (names lowercase) and the method, path, query and remote address are
 /// added as `http.*` headers. Every header byte goes into one buffer that
@@ -186,8 +190,7 @@ fn to_event(
         + 48;
     let mut buf = bytes::BytesMut::with_capacity(size);
     // (start, end) of names and values in `buf`; static names have no span
-    let mut spans: Vec<(Option<(usize, usize)>, &'static str, (usize, usize))> =
-        Vec::with_capacity(parts.headers.len() + 4);
+    let mut spans: Vec<HeaderSpan> = Vec::with_capacity(parts.headers.len() + 4);
     let put = |buf: &mut bytes::BytesMut, bytes: &[u8]| {
         let start = buf.len();
         buf.extend_from_slice(bytes);
