@@ -214,7 +214,7 @@ fn admin_server_serves_health_readiness_metrics_and_pipeline_state() {
     let (status, page) = get(port, "/").unwrap();
     assert!(status.contains("200"), "{status}");
     assert!(
-        page.contains("<title>weir</title>") && page.contains("/api/pipeline"),
+        page.contains("<title>weir</title>") && page.contains("/api/v1/pipeline/stream"),
         "the dashboard page"
     );
     assert_eq!(get(port, "/nope").unwrap().0, "HTTP/1.1 404 Not Found");
