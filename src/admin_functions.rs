@@ -9,6 +9,8 @@
 //!   on a share of the keys; the query sets the policy (`share`,
 //!   `min_events`, `max_error_rate_increase`, `max_latency_ratio`,
 //!   `promote_after`, `check_every`).
+//! - `POST /api/v1/functions/NAME/share?share=0.3` — give the running
+//!   canary another share of the keys.
 //! - `POST /api/v1/functions/NAME/promote` — make the canary stable.
 //! - `POST /api/v1/functions/NAME/rollback` — end the canary, or go back to
 //!   the previous version.
@@ -109,12 +111,20 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
                 Err(response) => return response,
             }
         }
+        "share" => match query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("share="))
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            Some(share) => Change::Share(share),
+            None => return error(StatusCode::BAD_REQUEST, "give the new share: ?share=0.3"),
+        },
         "promote" => Change::Promote,
         "rollback" => Change::Rollback,
         other => {
             return error(
                 StatusCode::NOT_FOUND,
-                &format!("no action `{other}`: use deploy, canary, promote or rollback"),
+                &format!("no action `{other}`: use deploy, canary, share, promote or rollback"),
             )
         }
     };
@@ -122,6 +132,7 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
         match change {
             Change::Deploy(source) => catalog().deploy(&name, source).await,
             Change::Canary(source, policy) => catalog().start_canary(&name, source, policy).await,
+            Change::Share(share) => catalog().set_canary_share(&name, share).await,
             Change::Promote => catalog().promote(&name).await,
             Change::Rollback => catalog().rollback(&name).await,
         }
@@ -145,6 +156,7 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
 enum Change {
     Deploy(VersionSource),
     Canary(VersionSource, CanaryPolicy),
+    Share(f64),
     Promote,
     Rollback,
 }

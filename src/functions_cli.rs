@@ -55,6 +55,13 @@ pub enum FunctionsAction {
         #[arg(long)]
         min_events: Option<u64>,
     },
+    /// Give the running canary another share of the keys.
+    Share {
+        /// The function step's name.
+        name: String,
+        /// The new share (0.0–1.0].
+        share: f64,
+    },
     /// Make the running canary the stable version.
     Promote {
         /// The function step's name (a `wasm`, `python` or `node` step).
@@ -112,6 +119,12 @@ pub fn functions(args: FunctionsArgs) -> ExitCode {
                 Err(e) => return fail(&format!("cannot read {}: {e}", module.display())),
             }
         }
+        FunctionsAction::Share { name, share } => (
+            "POST",
+            format!("/api/v1/functions/{name}/share?share={share}"),
+            Vec::new(),
+            false,
+        ),
         FunctionsAction::Promote { name } => (
             "POST",
             format!("/api/v1/functions/{name}/promote"),

@@ -534,3 +534,55 @@ fn handlers_import_their_own_modules_and_run_in_their_environment() {
     assert_eq!(line["tag"], "from-util");
     assert_eq!(line["padded"], "007");
 }
+
+/// A handler slower than the source: the source waits (backpressure starts
+/// at the step), nothing piles up in memory.
+#[test]
+fn a_slow_handler_slows_the_source_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let handler = write(
+        dir.path(),
+        "slow.py",
+        "import time\n\ndef handler(context, events):\n    time.sleep(0.02)\n",
+    );
+    let admin = format!("127.0.0.1:{}", common::http::free_port());
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "[pipeline]\nname = \"slow\"\nshards = 2\n[sources.gen]\ntype = \"generator\"\npayload = '{{\"n\":{{{{seq}}}}}}'\nkey_cardinality = 50\n[[steps]]\ntype = \"python\"\nname = \"slow\"\nhandler = '{}'\n[sinks.out]\ntype = \"blackhole\"\n[admin]\nlisten = \"{admin}\"\n[checkpoint]\ndir = \"cp\"\n",
+            handler.display()
+        ),
+    );
+    let running = common::start_weir(dir.path(), &p);
+    common::admin::wait_ready(&admin);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let view = loop {
+        let (_, body) = common::admin::curl(&[&format!("http://{admin}/api/v1/pipeline")]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["bottleneck"]["stage"] == "step:slow" {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow step was never found: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_ne!(view["sources"][0]["backpressure"], "OK", "{view}");
+    // what the source read but the step has not taken is bounded by the queues
+    let read = view["sources"][0]["events"].as_u64().unwrap();
+    let taken = view["steps"][0]["events_in"].as_u64().unwrap();
+    assert!(read - taken < 40_000, "{read} read, {taken} taken");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", running.child.0.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 300 * 1024,
+        "weir's memory stays bounded: {rss_kib} KiB"
+    );
+}

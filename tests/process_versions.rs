@@ -179,6 +179,10 @@ fn a_node_canary_gets_its_share_of_the_keys_and_is_promoted() {
         during["functions"][0]["canary"].is_object(),
         "the canary still runs: {during}"
     );
+    // a bigger share while it runs; both sides are counted afresh
+    let widened = functions(&admin, &["share", "fn", "0.5"]);
+    assert_eq!(widened["canary"]["share"], 0.5, "{widened}");
+    std::thread::sleep(Duration::from_millis(800));
     let promoted = functions(&admin, &["promote", "fn"]);
     assert_eq!(
         promoted["stable"]["hash"], started["canary"]["version"]["hash"],

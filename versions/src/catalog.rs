@@ -125,6 +125,8 @@ struct CanaryRun {
     policy: CanaryPolicy,
     started: Instant,
     stable_at_start: StatsSnapshot,
+    /// The canary's counters when its current share was set.
+    canary_at_start: StatsSnapshot,
     /// The stable version's control group (as many keys as the canary,
     /// in sub-batches of the same size); empty when the share is over 0.5.
     control: Arc<VersionStats>,
@@ -140,6 +142,11 @@ impl CanaryRun {
         } else {
             stable.stats().snapshot().since(&self.stable_at_start)
         }
+    }
+
+    /// What the canary did since its current share was set.
+    fn canary_stats(&self) -> StatsSnapshot {
+        self.module.stats().snapshot().since(&self.canary_at_start)
     }
 
     fn spec(&self) -> CanarySpec {
@@ -388,6 +395,7 @@ impl Catalog {
                 policy,
                 started: Instant::now(),
                 stable_at_start: e.stable.stats().snapshot(),
+                canary_at_start: StatsSnapshot::default(),
                 control,
             });
         })?;
@@ -405,7 +413,7 @@ impl Catalog {
                         return;
                     };
                     let stable = run.baseline(entry.stable.as_ref());
-                    let canary = run.module.stats().snapshot();
+                    let canary = run.canary_stats();
                     judge(&run.policy, &stable, &canary, run.started.elapsed())
                 };
                 if verdict != Verdict::Wait {
@@ -419,6 +427,59 @@ impl Catalog {
                 }
             }
         });
+        self.describe(name)
+    }
+
+    /// Gives the running canary `share` of the keys (its control group
+    /// moves with it). Both sides are judged afresh from now on, so the
+    /// verdict compares the same keys over the same time.
+    pub async fn set_canary_share(
+        &'static self,
+        name: &str,
+        share: f64,
+    ) -> Result<serde_json::Value, CatalogError> {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(CatalogError::BadRequest(format!(
+                "share must be more than 0 and at most 1, got {share}"
+            )));
+        }
+        let _changing = self.changing.lock().await;
+        let (stable, canary) = {
+            let entries = self.entries();
+            let entry = entries.get(name).ok_or_else(|| no_such(name, &entries))?;
+            let run = entry.canary.as_ref().ok_or_else(|| {
+                CatalogError::Conflict(format!(
+                    "function `{name}` has no canary whose share to set"
+                ))
+            })?;
+            (Arc::clone(&entry.stable), Arc::clone(&run.module))
+        };
+        let control = Arc::new(VersionStats::default());
+        self.swap(
+            name,
+            Arc::clone(&stable),
+            Some(CanarySpec {
+                version: Arc::clone(&canary),
+                share,
+                control: Arc::clone(&control),
+            }),
+        )
+        .await?;
+        tracing::info!(
+            function = name,
+            canary = short(canary.hash()),
+            share,
+            "functions: canary share set"
+        );
+        self.update(name, |e| {
+            let stable_now = e.stable.stats().snapshot();
+            if let Some(run) = e.canary.as_mut() {
+                run.policy.share = share;
+                run.control = control;
+                run.stable_at_start = stable_now;
+                run.canary_at_start = run.module.stats().snapshot();
+            }
+        })?;
         self.describe(name)
     }
 
@@ -452,7 +513,7 @@ impl Catalog {
             };
             let stats = serde_json::json!({
                 "stable": run.baseline(entry.stable.as_ref()).to_json(),
-                "canary": run.module.stats().snapshot().to_json(),
+                "canary": run.canary_stats().to_json(),
             });
             (Arc::clone(&entry.stable), Arc::clone(&run.module), stats)
         };
