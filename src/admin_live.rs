@@ -125,6 +125,7 @@ pub fn view(shape: &Shape, now: &Snapshot, before: Option<&Snapshot>, elapsed: D
                 .collect();
             json!({
                 "name": s,
+                "paused": weir_engine::pause::is_paused(s),
                 "events": now.get(kind::SOURCE, s, "events"),
                 "events_per_s": rate(kind::SOURCE, s, "events"),
                 "bytes_per_s": rate(kind::SOURCE, s, "bytes"),

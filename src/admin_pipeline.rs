@@ -7,6 +7,8 @@
 //!   function whose file changed (as SIGHUP does).
 //! - `POST /api/v1/drain` — stop reading, deliver and commit what is in
 //!   flight, exit (as SIGTERM does).
+//! - `POST /api/v1/sources/NAME/pause` and `…/resume` — stop and restart a
+//!   source's reading (its next dispatch waits; what is in flight goes on).
 //! - `GET /api/v1/tap/STAGE?limit=N` — a live sample of the events leaving
 //!   a stage (`source:NAME`, `step:NAME`, `sink:NAME`) as server-sent
 //!   events, at most `N` (default 20, at most 1000) within 60 s.
@@ -55,6 +57,26 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
             tracing::info!("drain requested through the admin API: stopping sources, draining, committing");
             state.drain.trigger();
             json(StatusCode::ACCEPTED, &serde_json::json!({"draining": true}))
+        }
+        (source, &Method::POST) if source.starts_with("/api/v1/sources/") => {
+            if let Some(refused) = authorize(state, &request) {
+                return refused;
+            }
+            let rest = &source["/api/v1/sources/".len()..];
+            let (name, paused) = match rest.rsplit_once('/') {
+                Some((name, "pause")) => (name, true),
+                Some((name, "resume")) => (name, false),
+                _ => return error(StatusCode::NOT_FOUND, "use POST /api/v1/sources/NAME/pause or …/resume"),
+            };
+            if weir_engine::pause::set(name, paused) {
+                tracing::info!(source = name, paused, "source paused or resumed through the admin API");
+                json(StatusCode::OK, &serde_json::json!({"source": name, "paused": paused}))
+            } else {
+                error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no source `{name}`; sources: {}", weir_engine::pause::sources().join(", ")),
+                )
+            }
         }
         (tap, &Method::GET) if tap.starts_with("/api/v1/tap/") => {
             if let Some(refused) = authorize(state, &request) {

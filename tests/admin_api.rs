@@ -143,6 +143,8 @@ fn every_mutating_endpoint_refuses_a_missing_or_wrong_token_and_drain_stops_the_
     let mutating = [
         "/api/v1/reload",
         "/api/v1/drain",
+        "/api/v1/sources/gen/pause",
+        "/api/v1/sources/gen/resume",
         "/api/v1/functions/mark/deploy",
         "/api/v1/functions/mark/canary",
         "/api/v1/functions/mark/promote",
@@ -434,4 +436,38 @@ fn weir_top_and_weir_tap_show_the_running_pipeline() {
         .unwrap();
     assert!(String::from_utf8_lossy(&unknown.stderr)
         .contains("no stage `nope`; stages: source:gen, step:mark, sink:out"));
+}
+
+#[test]
+fn a_paused_source_stops_reading_and_resumes() {
+    std::env::set_var("WEIR_ADMIN_TOKEN", TOKEN);
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let p = pipeline(dir.path(), &admin, "[sinks.out]\ntype = \"blackhole\"\n");
+    let _running = start_weir(dir.path(), &p);
+    wait_ready(&admin);
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let post = |path: &str| curl(&["-X", "POST", "-H", &auth, &format!("http://{admin}{path}")]);
+    let events = |v: &serde_json::Value| v["sources"][0]["events"].as_u64().unwrap();
+    wait_view(&admin, "events flow", |v| events(v) > 0);
+    let (status, body) = post("/api/v1/sources/gen/pause");
+    assert_eq!(status, 200, "{body}");
+    let paused = wait_view(&admin, "the view says paused", |v| {
+        v["sources"][0]["paused"] == true
+    });
+    // at most the batch that was on its way when the pause came
+    std::thread::sleep(Duration::from_millis(300));
+    let before = events(&view(&admin));
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = view(&admin);
+    assert_eq!(events(&after), before, "nothing read while paused: {after}");
+    assert!(events(&paused) <= before);
+    let (status, _) = post("/api/v1/sources/gen/resume");
+    assert_eq!(status, 200);
+    wait_view(&admin, "reading again", |v| {
+        v["sources"][0]["paused"] == false && events(v) > before
+    });
+    let (status, body) = post("/api/v1/sources/nope/pause");
+    assert_eq!(status, 404);
+    assert!(body.contains("sources: gen"), "{body}");
 }

@@ -21,6 +21,7 @@ pub mod latency;
 pub mod ledger;
 pub mod live;
 pub mod outputs;
+pub mod pause;
 pub mod pipeline;
 pub mod queue;
 pub mod registry;

@@ -89,6 +89,8 @@ pub struct SourceContext {
     /// dispatched: the given-up batch left a gap in its partition, and a
     /// later batch acked behind it would carry the watermark over the gap.
     given_up: bool,
+    /// Whether the admin API paused this source ([`crate::pause`]).
+    paused: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Parts to build a [`SourceContext`] (used by the pipeline and by tests).
@@ -120,6 +122,7 @@ impl SourceContext {
             tokio::time::interval(parts.checkpoint_interval.max(Duration::from_millis(1)));
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let metrics = SourceMetrics::new(&parts.name);
+        let paused = crate::pause::switch(&parts.name).subscribe();
         SourceContext {
             id: parts.id,
             split: vec![Vec::new(); parts.shards.len()],
@@ -137,6 +140,7 @@ impl SourceContext {
             metrics,
             batch: parts.batch,
             given_up: false,
+            paused,
         }
     }
 
@@ -241,6 +245,8 @@ impl SourceContext {
         if self.given_up {
             return Ok(None); // read again after a restart; see `given_up`
         }
+        let stop = self.shutdown();
+        crate::pause::wait_while_paused(&mut self.paused, stop).await;
         self.stamp(partition, &mut events);
         let n = events.len();
         let bytes = size_of_events(&events);
@@ -354,6 +360,10 @@ impl SourceContext {
         if self.given_up {
             return Err(TryDispatchError::ShuttingDown(events));
         }
+        if *self.paused.borrow() {
+            // paused by the admin API: the source waits on `ready`, which waits for the resume
+            return Err(TryDispatchError::Full(events));
+        }
         let shard = self.shard_of(partition);
         self.stamp(partition, &mut events);
         let n = events.len();
@@ -395,7 +405,12 @@ impl SourceContext {
         bytes: usize,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let queue = self.shards[self.shard_of(partition)].clone();
-        async move { queue.ready(events, bytes).await }
+        let mut paused = self.paused.clone();
+        let stop = self.shutdown();
+        async move {
+            crate::pause::wait_while_paused(&mut paused, stop).await;
+            queue.ready(events, bytes).await
+        }
     }
 
     async fn send(&self, shard: usize, batch: Batch, n: usize, bytes: usize) -> Sent {
