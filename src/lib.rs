@@ -10,6 +10,7 @@ pub mod bench;
 pub mod functions_cli;
 pub mod observability;
 pub mod reload;
+pub mod replay;
 pub mod run;
 pub mod tap_cli;
 pub mod test_steps;

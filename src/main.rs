@@ -56,6 +56,16 @@ enum Command {
     Bench(weir::bench::BenchArgs),
     /// List, deploy, canary, promote or roll back the WebAssembly functions of a running weir.
     Functions(weir::functions_cli::FunctionsArgs),
+    /// Run a dead-letter file (envelopes) through a pipeline's steps and sinks again.
+    Replay {
+        /// The dead letters: a `file` sink's output with `format = "envelope"`.
+        dead_letters: PathBuf,
+        /// The pipeline file whose steps and sinks they go through.
+        pipeline: PathBuf,
+        /// Keep the replay's position here, so a stopped replay resumes.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
     /// Print a live sample of the events leaving a stage of a running weir.
     Tap(weir::tap_cli::TapArgs),
     /// Watch a running weir in the terminal: rates, lag, load, where backpressure starts.
@@ -78,6 +88,11 @@ fn main() -> ExitCode {
         } => weir::test_steps::test(&file, &input, allow_failures),
         Command::Bench(args) => weir::bench::bench(args),
         Command::Functions(args) => weir::functions_cli::functions(args),
+        Command::Replay {
+            dead_letters,
+            pipeline,
+            checkpoint,
+        } => weir::replay::replay(&dead_letters, &pipeline, checkpoint),
         Command::Tap(args) => weir::tap_cli::tap(args),
         Command::Top(args) => weir::top_cli::top(args),
     }

@@ -68,6 +68,53 @@ pub fn write_envelope(out: &mut Vec<u8>, event: &Event) {
     );
 }
 
+/// The event an envelope line describes (the reverse of [`write_envelope`],
+/// for replaying dead letters): its key, value (a JSON string is the value's
+/// text; anything else the value's JSON), headers except weir's own
+/// `weir.*` ones (the failure's reason and origin), and timestamp.
+pub fn read_envelope(line: &[u8]) -> Result<Event, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("not a JSON envelope: {e}"))?;
+    let object = v.as_object().ok_or("not a JSON envelope: not an object")?;
+    let value = match object.get("value") {
+        Some(serde_json::Value::String(text)) => bytes::Bytes::from(text.clone().into_bytes()),
+        Some(other) => bytes::Bytes::from(other.to_string().into_bytes()),
+        None => return Err("the envelope has no `value`".into()),
+    };
+    let key = match object.get("key") {
+        Some(serde_json::Value::String(k)) => Some(bytes::Bytes::from(k.clone().into_bytes())),
+        Some(serde_json::Value::Null) | None => None,
+        Some(other) => return Err(format!("the envelope's `key` is not a string: {other}")),
+    };
+    let headers = match object.get("headers") {
+        Some(serde_json::Value::Object(h)) => h
+            .iter()
+            .filter(|(name, _)| !name.starts_with("weir."))
+            .map(|(name, value)| {
+                let value = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (
+                    bytes::Bytes::from(name.clone().into_bytes()),
+                    bytes::Bytes::from(value.into_bytes()),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Event {
+        key,
+        value,
+        headers,
+        timestamp_ms: object
+            .get("timestamp_ms")
+            .and_then(|t| t.as_i64())
+            .unwrap_or(0),
+        origin: weir_engine::Origin::default(),
+    })
+}
+
 /// Appends `value` as JSON if it is JSON, else as a string.
 fn write_value(out: &mut Vec<u8>, value: &[u8]) {
     let json = std::str::from_utf8(value)
@@ -264,6 +311,39 @@ mod tests {
             out.windows(nested.len()).any(|w| w == nested.as_bytes()),
             "valid deep JSON is embedded"
         );
+    }
+
+    #[test]
+    fn an_envelope_reads_back_into_its_event_without_weirs_headers() {
+        let mut e = Event::new(r#"{"id":1}"#).with_key("k1");
+        e.headers.push((
+            bytes::Bytes::from_static(b"trace"),
+            bytes::Bytes::from_static(b"abc"),
+        ));
+        e.headers.push((
+            bytes::Bytes::from_static(b"weir.error"),
+            bytes::Bytes::from_static(b"bad"),
+        ));
+        e.timestamp_ms = 17;
+        let mut line = Vec::new();
+        write_envelope(&mut line, &e);
+        let back = read_envelope(&line).unwrap();
+        assert_eq!(back.key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(&back.value[..], br#"{"id":1}"#);
+        assert_eq!(
+            back.headers.len(),
+            1,
+            "weir.* headers are the failure's, not the event's"
+        );
+        assert_eq!(back.timestamp_ms, 17);
+        let text = Event::new("plain text");
+        let mut line = Vec::new();
+        write_envelope(&mut line, &text);
+        assert_eq!(&read_envelope(&line).unwrap().value[..], b"plain text");
+        assert!(read_envelope(b"[1]").is_err());
+        assert!(read_envelope(b"{\"key\":1,\"value\":2}")
+            .unwrap_err()
+            .contains("key"));
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub(crate) async fn run(
                     if pending.would_overflow(line.len()) {
                         dispatch(ctx, &mut pending).await?;
                     }
-                    add(&mut pending, line, &mut position, spec.counting, now_ms());
+                    add(&mut pending, line, &mut position, spec, now_ms());
                 }
                 dispatch(ctx, &mut pending).await?;
                 break;
@@ -94,7 +94,7 @@ pub(crate) async fn run(
                     if pending.would_overflow(line.len()) {
                         dispatch(ctx, &mut pending).await?;
                     }
-                    add(&mut pending, line, &mut position, spec.counting, ts);
+                    add(&mut pending, line, &mut position, spec, ts);
                     if pending.is_full() {
                         dispatch(ctx, &mut pending).await?;
                     }
@@ -107,9 +107,9 @@ pub(crate) async fn run(
 }
 
 /// Adds a framed line to the batch and moves the position past it.
-fn add(pending: &mut Pending, line: Line, position: &mut u64, counting: Counting, ts: i64) {
+fn add(pending: &mut Pending, line: Line, position: &mut u64, spec: Spec, ts: i64) {
     let offset = *position;
-    *position += match counting {
+    *position += match spec.counting {
         Counting::Bytes => line.consumed as u64,
         Counting::Lines => 1,
     };
@@ -119,18 +119,37 @@ fn add(pending: &mut Pending, line: Line, position: &mut u64, counting: Counting
                 offset,
                 ..Origin::default()
             };
-            pending.push(
-                Event {
+            let event = match spec.format {
+                LineFormat::Envelope => from_envelope(value, ts),
+                _ => Event {
                     key: None,
                     value,
                     headers: Vec::new(),
                     timestamp_ms: ts,
                     origin,
                 },
-                *position,
-            );
+            };
+            pending.push(Event { origin, ..event }, *position);
         }
         None => pending.advance(*position),
+    }
+}
+
+/// The event an envelope line describes; a line that is not one goes on as
+/// it is, with the reason in `weir.envelope.error` (a step may route it).
+fn from_envelope(line: bytes::Bytes, ts: i64) -> Event {
+    match crate::envelope::read_envelope(&line) {
+        Ok(event) => event,
+        Err(reason) => Event {
+            key: None,
+            value: line,
+            headers: vec![(
+                bytes::Bytes::from_static(b"weir.envelope.error"),
+                bytes::Bytes::from(reason.into_bytes()),
+            )],
+            timestamp_ms: ts,
+            origin: Origin::default(),
+        },
     }
 }
 

@@ -23,6 +23,13 @@ pub enum LineFormat {
     /// lines are skipped. Lines are passed on as they are; validating the
     /// JSON is a step's job.
     Json,
+    /// One envelope per line, as the `file` sink writes them with `format =
+    /// "envelope"` (a dead-letter file): each line becomes the event it
+    /// describes — key, value, headers (without weir's `weir.*` failure
+    /// headers), timestamp. For replaying dead letters; blank lines are
+    /// skipped, and a line that is not an envelope is passed on as it is
+    /// with a `weir.envelope.error` header saying why.
+    Envelope,
 }
 
 /// One framed line.
@@ -106,7 +113,7 @@ impl Framer {
     }
 
     fn frame(&self, line: Bytes, consumed: usize) -> Line {
-        let skip = self.format == LineFormat::Json && line.iter().all(u8::is_ascii_whitespace);
+        let skip = self.format != LineFormat::Lines && line.iter().all(u8::is_ascii_whitespace);
         Line {
             value: (!skip).then_some(line),
             consumed,
