@@ -9,6 +9,10 @@
 //!   flight, exit (as SIGTERM does).
 //! - `POST /api/v1/sources/NAME/pause` and `…/resume` — stop and restart a
 //!   source's reading (its next dispatch waits; what is in flight goes on).
+//! - `POST /api/v1/replay` with `{"file": "PATH"}` — replay a dead-letter
+//!   file through this pipeline's steps and sinks (`weir replay`, run as a
+//!   child process so its functions and metrics do not mix with this run's);
+//!   `GET /api/v1/replay` lists the replays started and how they ended.
 //! - `GET /api/v1/tap/STAGE?limit=N` — a live sample of the events leaving
 //!   a stage (`source:NAME`, `step:NAME`, `sink:NAME`) as server-sent
 //!   events, at most `N` (default 20, at most 1000) within 60 s.
@@ -25,6 +29,8 @@ use http::{HeaderValue, Method, StatusCode};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use weir_connectors::http::serve::{Body, HttpResponse, StreamingBody};
+
+use http_body_util::BodyExt;
 
 use crate::admin::AdminState;
 use crate::admin_functions::{authorize, error, json};
@@ -78,6 +84,29 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
                 )
             }
         }
+        ("/api/v1/replay", &Method::GET) => json(StatusCode::OK, &replays().list()),
+        ("/api/v1/replay", &Method::POST) => {
+            if let Some(refused) = authorize(state, &request) {
+                return refused;
+            }
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Replay {
+                file: std::path::PathBuf,
+            }
+            let body = match http_body_util::Limited::new(request.into_body(), 64 << 10).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
+            };
+            let asked: Replay = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body must be {{\"file\": \"PATH\"}}: {e}")),
+            };
+            match replays().start(&asked.file, &state.file) {
+                Ok(v) => json(StatusCode::ACCEPTED, &v),
+                Err(e) => error(StatusCode::BAD_REQUEST, &e),
+            }
+        }
         (tap, &Method::GET) if tap.starts_with("/api/v1/tap/") => {
             if let Some(refused) = authorize(state, &request) {
                 return refused;
@@ -101,7 +130,7 @@ pub async fn answer(state: &AdminState, request: Request<Incoming>) -> HttpRespo
             }
         }
         ("/api/v1/pipeline" | "/api/v1/pipeline/stream", _) => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
-        ("/api/v1/reload" | "/api/v1/drain", _) => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+        ("/api/v1/reload" | "/api/v1/drain" | "/api/v1/replay", _) => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
         _ => error(
             StatusCode::NOT_FOUND,
             "no such endpoint: /api/v1/pipeline, /api/v1/pipeline/stream, /api/v1/reload, /api/v1/drain, /api/v1/functions",
@@ -179,4 +208,89 @@ fn server_sent(body: StreamingBody) -> HttpResponse {
         HeaderValue::from_static("no-cache"),
     );
     response
+}
+
+/// The replays this process started, newest last.
+#[derive(Default)]
+struct Replays {
+    runs: std::sync::Mutex<Vec<ReplayRun>>,
+}
+
+struct ReplayRun {
+    file: String,
+    pid: u32,
+    started_unix_ms: u64,
+    /// `None` while it runs; the exit code once it ended.
+    exit: Arc<std::sync::Mutex<Option<i32>>>,
+}
+
+fn replays() -> &'static Replays {
+    static REPLAYS: std::sync::OnceLock<Replays> = std::sync::OnceLock::new();
+    REPLAYS.get_or_init(Replays::default)
+}
+
+impl Replays {
+    /// Starts `weir replay FILE PIPELINE` as a child process.
+    fn start(
+        &self,
+        file: &std::path::Path,
+        pipeline: &std::path::Path,
+    ) -> Result<serde_json::Value, String> {
+        if !file.is_file() {
+            return Err(format!("no file `{}` on the server", file.display()));
+        }
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find weir's own binary: {e}"))?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("replay")
+            .arg(file)
+            .arg(pipeline)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| format!("cannot start the replay: {e}"))?;
+        let pid = child.id().unwrap_or(0);
+        let exit = Arc::new(std::sync::Mutex::new(None));
+        let ended = Arc::clone(&exit);
+        let shown = file.display().to_string();
+        tokio::spawn(async move {
+            let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+            tracing::info!(file = %shown, code, "replay ended");
+            *ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+        });
+        tracing::info!(file = %file.display(), pid, "replay started through the admin API");
+        let run = ReplayRun {
+            file: file.display().to_string(),
+            pid,
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            exit,
+        };
+        let shown = run.json();
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(run);
+        Ok(shown)
+    }
+
+    fn list(&self) -> serde_json::Value {
+        let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::json!({ "replays": runs.iter().map(ReplayRun::json).collect::<Vec<_>>() })
+    }
+}
+
+impl ReplayRun {
+    fn json(&self) -> serde_json::Value {
+        let exit = *self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::json!({
+            "file": self.file,
+            "pid": self.pid,
+            "started_unix_ms": self.started_unix_ms,
+            "state": match exit { None => "running", Some(0) => "done", Some(_) => "failed" },
+            "exit_code": exit,
+        })
+    }
 }

@@ -145,6 +145,7 @@ fn every_mutating_endpoint_refuses_a_missing_or_wrong_token_and_drain_stops_the_
         "/api/v1/drain",
         "/api/v1/sources/gen/pause",
         "/api/v1/sources/gen/resume",
+        "/api/v1/replay",
         "/api/v1/functions/mark/deploy",
         "/api/v1/functions/mark/canary",
         "/api/v1/functions/mark/promote",
@@ -470,4 +471,65 @@ fn a_paused_source_stops_reading_and_resumes() {
     let (status, body) = post("/api/v1/sources/nope/pause");
     assert_eq!(status, 404);
     assert!(body.contains("sources: gen"), "{body}");
+}
+
+#[test]
+fn dead_letters_replay_through_the_api() {
+    std::env::set_var("WEIR_ADMIN_TOKEN", TOKEN);
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let dead: String = (0..5)
+        .map(|i| format!("{{\"key\":\"k{i}\",\"value\":{{\"n\":{i},\"replayed\":true}},\"headers\":{{\"weir.error\":\"bad\",\"trace\":\"t{i}\"}},\"timestamp_ms\":1,\"source\":0,\"partition\":0,\"offset\":{i}}}\n"))
+        .collect();
+    let dlq = write(dir.path(), "dlq.replaying.jsonl", &dead);
+    let p = pipeline(
+        dir.path(),
+        &admin,
+        "[sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\nformat = \"envelope\"\n",
+    );
+    let _running = start_weir(dir.path(), &p);
+    wait_ready(&admin);
+    let url = format!("http://{admin}/api/v1/replay");
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        "-d",
+        "{\"file\":\"nope.jsonl\"}",
+        &url,
+    ]);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        "-d",
+        &serde_json::json!({"file": dlq}).to_string(),
+        &url,
+    ]);
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = curl(&[&url]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        match v["replays"][0]["state"].as_str() {
+            Some("done") => break,
+            Some("failed") => panic!("{v}"),
+            _ => assert!(Instant::now() < deadline, "{v}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = common::read_envelopes(&dir.path().join("out.jsonl"));
+    let replayed: Vec<&serde_json::Value> = out
+        .iter()
+        .filter(|e| e["value"]["replayed"] == true)
+        .collect();
+    assert_eq!(replayed.len(), 5, "each dead letter once, through the step");
+    for e in replayed {
+        assert_eq!(e["value"]["seen"], true, "the pipeline's step ran: {e}");
+        assert!(e["headers"].get("weir.error").is_none());
+        assert!(e["headers"]["trace"].as_str().unwrap().starts_with('t'));
+    }
 }

@@ -410,7 +410,10 @@ fn weir_replay_runs_dead_letters_through_the_fixed_pipeline() {
     assert!(out.status.success(), "{}", common::show(&out));
     let dead = common::read_envelopes(&dir.path().join("dlq.jsonl"));
     assert_eq!(dead.len(), 20);
-    assert!(dead[0]["headers"]["weir.error"].as_str().unwrap().contains("bad input"));
+    assert!(dead[0]["headers"]["weir.error"]
+        .as_str()
+        .unwrap()
+        .contains("bad input"));
 
     let fixed = common::write(
         dir.path(),
@@ -418,20 +421,37 @@ fn weir_replay_runs_dead_letters_through_the_fixed_pipeline() {
         &pipeline("[[steps]]\ntype = \"jq\"\nname = \"check\"\nexpr = '.fixed = true'"),
     );
     // replaying the dead-letter file itself would append to what it reads
-    let refused = common::run_in(dir.path(), &["replay", "dlq.jsonl", fixed.to_str().unwrap()]);
+    let refused = common::run_in(
+        dir.path(),
+        &["replay", "dlq.jsonl", fixed.to_str().unwrap()],
+    );
     common::assert_failed_with(&refused, "is this pipeline's dead-letter file");
-    std::fs::rename(dir.path().join("dlq.jsonl"), dir.path().join("dlq.replaying.jsonl")).unwrap();
-    let replayed = common::run_in(dir.path(), &["replay", "dlq.replaying.jsonl", fixed.to_str().unwrap()]);
+    std::fs::rename(
+        dir.path().join("dlq.jsonl"),
+        dir.path().join("dlq.replaying.jsonl"),
+    )
+    .unwrap();
+    let replayed = common::run_in(
+        dir.path(),
+        &["replay", "dlq.replaying.jsonl", fixed.to_str().unwrap()],
+    );
     assert!(replayed.status.success(), "{}", common::show(&replayed));
     let out = common::read_envelopes(&dir.path().join("out.jsonl"));
-    let fixed_events: Vec<&serde_json::Value> = out.iter().filter(|e| e["value"]["fixed"] == true).collect();
+    let fixed_events: Vec<&serde_json::Value> =
+        out.iter().filter(|e| e["value"]["fixed"] == true).collect();
     assert_eq!(fixed_events.len(), 20, "every dead letter delivered once");
     for e in fixed_events {
         let n = e["value"]["n"].as_u64().unwrap();
         assert_eq!(n % 10, 3);
         assert_eq!(e["key"], n.to_string(), "the key came back: {e}");
-        assert!(e["headers"].get("weir.error").is_none(), "the failure's headers are gone: {e}");
+        assert!(
+            e["headers"].get("weir.error").is_none(),
+            "the failure's headers are gone: {e}"
+        );
     }
     assert_eq!(out.len(), 200, "180 first time, 20 replayed");
-    assert!(!dir.path().join("dlq.jsonl").exists() || common::read_envelopes(&dir.path().join("dlq.jsonl")).is_empty());
+    assert!(
+        !dir.path().join("dlq.jsonl").exists()
+            || common::read_envelopes(&dir.path().join("dlq.jsonl")).is_empty()
+    );
 }
