@@ -303,7 +303,7 @@ mod tests {
         );
         assert_eq!(
             options_error(build, "path = 'x'\nformat = 'csv'"),
-            "error: <inline>:2:10: `format`: unknown variant `csv`, expected `lines` or `json`"
+            "error: <inline>:2:10: `format`: unknown variant `csv`, expected one of `lines`, `json`, `envelope`"
         );
         assert_eq!(
             options_error(build, "path = ''"),
