@@ -310,10 +310,15 @@ fn apply_values(
             input.len()
         ));
     }
-    let total: i64 = lengths.iter().filter(|l| **l > 0).sum();
-    if lengths.iter().any(|l| *l < -1) || total as usize != blob.len() {
+    // checked: the lengths come from another process
+    let total = lengths
+        .iter()
+        .filter(|l| **l > 0)
+        .try_fold(0u64, |sum, l| sum.checked_add(*l as u64));
+    if lengths.iter().any(|l| *l < -1) || total != Some(blob.len() as u64) {
         return Err(format!(
-            "the worker's value lengths add up to {total}, its blob holds {}",
+            "the worker's value lengths ({} of them) do not add up to its blob's {} bytes",
+            lengths.len(),
             blob.len()
         ));
     }
@@ -547,6 +552,19 @@ mod tests {
         )
         .is_err());
         assert_eq!(input.len(), 1, "untouched");
+        // lengths from another process must not overflow the sum
+        let huge = Some(vec![i64::MAX, i64::MAX, 1]);
+        let mut three = vec![Event::new("a"), Event::new("b"), Event::new("c")];
+        let refused = apply_done(
+            None,
+            huge,
+            &blob,
+            &mut three,
+            &HashMap::new(),
+            "f",
+            &mut out,
+        );
+        assert!(refused.is_err());
     }
 
     #[test]
