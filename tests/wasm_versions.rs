@@ -175,7 +175,10 @@ fn a_canary_gets_its_share_of_the_keys() {
         .iter()
         .position(|(_, canary)| *canary)
         .expect("the canary ran");
-    let after = &ordered[first + 2000..];
+    // the last half: every lane swaps between two batches, and a lane with
+    // a backlog (a loaded machine) swaps after it, so the first moments
+    // after the canary's first event under-count it
+    let after = &ordered[first + (ordered.len() - first) / 2..];
     let share = after.iter().filter(|(_, c)| *c).count() as f64 / after.len() as f64;
     assert!(
         (share - 0.3).abs() <= 0.02,
