@@ -282,6 +282,17 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs promtool and asserts it succeeded, showing what it said otherwise.
+fn promtool_ok(args: &[&str], stdin: Option<&str>) {
+    let out = promtool(args, stdin);
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn metrics_alert_rules_and_the_dashboard_pass_promtool() {
     let dir = tempfile::tempdir().unwrap();
@@ -298,31 +309,15 @@ fn metrics_alert_rules_and_the_dashboard_pass_promtool() {
         metrics.contains("# HELP weir_source_events_total events dispatched"),
         "{metrics}"
     );
-    let checked = promtool(&["check", "metrics"], Some(&metrics));
-    assert!(
-        checked.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    promtool_ok(&["check", "metrics"], Some(&metrics));
 
-    let rules = promtool(
+    promtool_ok(
         &["check", "rules", "deploy/prometheus/weir-alerts.yml"],
         None,
     );
-    assert!(
-        rules.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rules.stdout)
-    );
-    let tested = promtool(
+    promtool_ok(
         &["test", "rules", "deploy/prometheus/weir-alerts.test.yml"],
         None,
-    );
-    assert!(
-        tested.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tested.stdout)
     );
 
     // every dashboard query: valid PromQL (compiled by promtool as a
@@ -356,12 +351,7 @@ fn metrics_alert_rules_and_the_dashboard_pass_promtool() {
         }
     }
     let file = write(dir.path(), "dashboard-rules.yml", &recording);
-    let compiled = promtool(&["check", "rules", file.to_str().unwrap()], None);
-    assert!(
-        compiled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&compiled.stdout)
-    );
+    promtool_ok(&["check", "rules", file.to_str().unwrap()], None);
 }
 
 #[test]
