@@ -113,13 +113,14 @@ impl SinkRunner {
                             break self.input.recv().await;
                         };
                         tokio::select! {
-                            biased;
-                            result = &mut front.delivery => {
-                                let done = inflight.pop_front().expect("front exists");
-                                self.settle(&mut *sink, done, result, &metrics).await;
+                                biased;
+                                result = &mut front.delivery => {
+                                    let done = inflight.pop_front().expect("front exists");
+                                    self.settle(&mut *sink, done, result, &mut inflight, &metrics)
+                        .await;
+                                }
+                                item = self.input.recv() => break item,
                             }
-                            item = self.input.recv() => break item,
-                        }
                     };
                     match item {
                         Some(item) => item,
@@ -138,7 +139,8 @@ impl SinkRunner {
                     break;
                 };
                 let done = inflight.pop_front().expect("front exists");
-                self.settle(&mut *sink, done, result, &metrics).await;
+                self.settle(&mut *sink, done, result, &mut inflight, &metrics)
+                    .await;
             }
             let mut carry_in: Option<(SinkBatch, Permit)> = None;
             let mut bytes = self.absorb(&mut pending, &mut permits, first);
@@ -163,7 +165,8 @@ impl SinkRunner {
                         };
                         if let Some(result) = settled {
                             let done = inflight.pop_front().expect("front exists");
-                            self.settle(&mut *sink, done, result, &metrics).await;
+                            self.settle(&mut *sink, done, result, &mut inflight, &metrics)
+                                .await;
                             continue;
                         }
                         carry_in.take()
@@ -181,7 +184,8 @@ impl SinkRunner {
             while inflight.len() >= max_inflight {
                 let mut done = inflight.pop_front().expect("not empty");
                 let result = (&mut done.delivery).await;
-                self.settle(&mut *sink, done, result, &metrics).await;
+                self.settle(&mut *sink, done, result, &mut inflight, &metrics)
+                    .await;
             }
             let started = Instant::now();
             if pending.events.is_empty() {
@@ -203,7 +207,14 @@ impl SinkRunner {
                     started,
                 }),
                 Err(e) => {
-                    // the first attempt failed at once: retry in place
+                    // the first attempt failed at once: earlier deliveries
+                    // settle first (a retry of theirs must not land after
+                    // this batch), then this one is retried in place
+                    while let Some(mut done) = inflight.pop_front() {
+                        let result = (&mut done.delivery).await;
+                        self.settle(&mut *sink, done, result, &mut inflight, &metrics)
+                            .await;
+                    }
                     metrics.errors.increment(1);
                     self.write(&mut *sink, &mut pending, &metrics, Some(e), started)
                         .await;
@@ -213,7 +224,8 @@ impl SinkRunner {
         }
         while let Some(mut done) = inflight.pop_front() {
             let result = (&mut done.delivery).await;
-            self.settle(&mut *sink, done, result, &metrics).await;
+            self.settle(&mut *sink, done, result, &mut inflight, &metrics)
+                .await;
         }
         sink.close()
             .await
@@ -221,25 +233,61 @@ impl SinkRunner {
     }
 
     /// Acks a confirmed delivery, or retries its batch (then dead-letters).
+    ///
+    /// A failed delivery is retried only after every later delivery still
+    /// in flight finished, and a later batch that already landed is written
+    /// again after the retried one: for any key, the last write the
+    /// destination sees is the newest event (a duplicate, never a stale
+    /// overwrite in an upsert or compacted target).
     async fn settle(
         &self,
         sink: &mut dyn Sink,
         mut done: InFlight,
         result: Result<()>,
+        inflight: &mut VecDeque<InFlight>,
         metrics: &SinkMetrics,
     ) {
-        match result {
+        let e = match result {
             Ok(()) => {
                 metrics.latency.record(done.started.elapsed().as_secs_f64());
                 self.delivered(&mut done.batch, metrics);
+                return;
             }
-            Err(e) => {
-                metrics.errors.increment(1);
-                self.write(sink, &mut done.batch, metrics, Some(e), done.started)
-                    .await;
+            Err(e) => e,
+        };
+        metrics.errors.increment(1);
+        let mut later = Vec::with_capacity(inflight.len());
+        while let Some(mut next) = inflight.pop_front() {
+            let result = (&mut next.delivery).await;
+            later.push((next, result));
+        }
+        // once a batch is (re)written, every later one that already landed
+        // went out before it and is written again
+        let mut rewritten = self
+            .write(sink, &mut done.batch, metrics, Some(e), done.started)
+            .await;
+        drop(done.permits);
+        for (mut next, result) in later {
+            match result {
+                Err(e) => {
+                    metrics.errors.increment(1);
+                    rewritten |= self
+                        .write(sink, &mut next.batch, metrics, Some(e), next.started)
+                        .await;
+                }
+                Ok(()) if rewritten => {
+                    metrics.rewritten.increment(next.batch.events.len() as u64);
+                    tracing::debug!(sink = %self.name, events = next.batch.events.len(),
+                        "writing a delivered batch again after an earlier one was retried (per-key order)");
+                    self.write(sink, &mut next.batch, metrics, None, next.started)
+                        .await;
+                }
+                Ok(()) => {
+                    metrics.latency.record(next.started.elapsed().as_secs_f64());
+                    self.delivered(&mut next.batch, metrics);
+                }
             }
         }
-        drop(done.permits);
     }
 
     fn delivered(&self, batch: &mut SinkBatch, metrics: &SinkMetrics) {
@@ -271,7 +319,8 @@ impl SinkRunner {
     }
 
     /// Writes a batch with retries; `failed` is the error of an attempt
-    /// already made (which counts as attempt 1).
+    /// already made (which counts as attempt 1). Returns whether the batch
+    /// was written (otherwise it was dead-lettered or failed).
     async fn write(
         &self,
         sink: &mut dyn Sink,
@@ -279,7 +328,7 @@ impl SinkRunner {
         metrics: &SinkMetrics,
         failed: Option<Error>,
         started: Instant,
-    ) {
+    ) -> bool {
         let mut attempt = 1;
         let mut last = failed;
         let error = loop {
@@ -300,7 +349,7 @@ impl SinkRunner {
                 Ok(()) => {
                     metrics.latency.record(t.elapsed().as_secs_f64());
                     self.delivered(batch, metrics);
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     metrics.errors.increment(1);
@@ -309,6 +358,7 @@ impl SinkRunner {
             }
         };
         self.give_up(batch, error, attempt, metrics).await;
+        false
     }
 
     async fn give_up(
@@ -458,7 +508,9 @@ mod tests {
             "acked after the retry"
         );
         assert_eq!(states[1].status(), AckStatus::Acked);
-        assert_eq!(*retried.lock().unwrap(), vec![1]);
+        // the first is retried, then the second is written again: it had
+        // landed before the retry, and its keys' newest write must land last
+        assert_eq!(*retried.lock().unwrap(), vec![1, 1]);
         // the third went out once there was room
         while confirms.lock().unwrap().is_empty() {
             assert!(started.elapsed() < Duration::from_secs(5));
@@ -469,5 +521,130 @@ mod tests {
         last.send(Ok(())).unwrap();
         task.await.unwrap().unwrap();
         assert_eq!(states[2].status(), AckStatus::Acked);
+    }
+
+    /// Pipelined: a delivery lands when it starts, unless it is the 7th,
+    /// 14th, ... write, which lands nothing and fails once confirmed.
+    /// Confirmations come back after a few milliseconds, so later
+    /// deliveries are out while an earlier one fails. Retries (`write`)
+    /// land and succeed.
+    struct EverySeventhFails {
+        landed: Arc<Mutex<Vec<(Vec<u8>, u64)>>>,
+        writes: usize,
+    }
+
+    impl EverySeventhFails {
+        fn land(&self, events: &[Event]) {
+            let mut landed = self.landed.lock().unwrap();
+            for e in events {
+                let key = e.key.as_deref().unwrap_or_default().to_vec();
+                landed.push((key, e.origin.offset));
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Sink for EverySeventhFails {
+        async fn write(&mut self, events: &[Event]) -> Result<()> {
+            self.land(events);
+            Ok(())
+        }
+
+        async fn start_write(&mut self, events: &[Event]) -> Result<Delivery> {
+            self.writes += 1;
+            let fails = self.writes % 7 == 0;
+            if !fails {
+                self.land(events);
+            }
+            let wait = Duration::from_millis(1 + (self.writes % 3) as u64);
+            Ok(Box::pin(async move {
+                tokio::time::sleep(wait).await;
+                if fails {
+                    Err(Error::retryable("every 7th write fails"))
+                } else {
+                    Ok(())
+                }
+            }))
+        }
+
+        fn max_inflight(&self) -> usize {
+            4
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retried_delivery_never_leaves_a_stale_value_behind_later_writes_of_its_keys() {
+        let (tx, rx) = bounded(
+            QueueLimits {
+                max_events: 10_000,
+                max_bytes: 1 << 24,
+            },
+            QueueMetrics::new("order-test"),
+        );
+        let runner = SinkRunner {
+            name: "every-7th".into(),
+            input: rx,
+            batch: BatchSettings {
+                max_events: 5,
+                max_wait: Duration::from_millis(1),
+                ..BatchSettings::default()
+            },
+            retry: RetrySettings {
+                initial_backoff: Duration::from_millis(1),
+                ..RetrySettings::default()
+            },
+            dead_letter: None,
+            source_names: Arc::from(Vec::<Arc<str>>::new()),
+        };
+        let landed = Arc::new(Mutex::new(Vec::new()));
+        let sink = EverySeventhFails {
+            landed: Arc::clone(&landed),
+            writes: 0,
+        };
+        let task = tokio::spawn(runner.run(Box::new(sink)));
+        let mut states = Vec::new();
+        for seq in 0..700u64 {
+            let token = AckToken::detached();
+            states.push(token.state());
+            let e = Event::new("v")
+                .with_key(format!("k{}", seq / 20))
+                .with_offset(seq);
+            tx.send(SinkBatch::new(vec![e], token), 1, 1).await.unwrap();
+        }
+        drop(tx);
+        task.await.unwrap().unwrap();
+        assert!(states.iter().all(|s| s.status() == AckStatus::Acked));
+        // replay what landed into an upsert table: every key holds its newest event
+        let landed = landed.lock().unwrap();
+        let mut table = std::collections::HashMap::new();
+        for (key, seq) in landed.iter() {
+            table.insert(key.clone(), *seq);
+        }
+        // (a key spans 4 batches: a failed batch's retry lands behind the
+        // newer writes of its key that were in flight with it)
+        for k in 0..35u64 {
+            let newest = 20 * k + 19;
+            assert_eq!(
+                table.get(format!("k{k}").as_bytes()),
+                Some(&newest),
+                "key k{k}: a retried batch landed after a newer write of the key"
+            );
+        }
+        // the case under test happened: some retried write landed behind a
+        // newer write of its key (and was then overwritten again)
+        let mut newest: std::collections::HashMap<&[u8], u64> = Default::default();
+        let mut regressions = 0;
+        for (key, seq) in landed.iter() {
+            let n = newest.entry(key.as_slice()).or_insert(*seq);
+            if *seq < *n {
+                regressions += 1;
+            }
+            *n = (*n).max(*seq);
+        }
+        assert!(
+            regressions > 0,
+            "the test must exercise retries behind later writes"
+        );
+        assert!(landed.len() >= 700);
     }
 }

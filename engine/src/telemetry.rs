@@ -64,6 +64,8 @@ pub mod names {
     pub const SINK_BATCH_EVENTS: &str = "weir_sink_batch_events";
     /// Failed write attempts, by `sink`.
     pub const SINK_ERRORS: &str = "weir_sink_errors_total";
+    /// Events written again to keep per-key order after an earlier batch was retried.
+    pub const SINK_REWRITTEN: &str = "weir_sink_rewritten_events_total";
     /// Seconds per write, by `sink`.
     pub const SINK_LATENCY: &str = "weir_sink_write_seconds";
     /// Events sent to the dead-letter sink, by `stage` (step or sink name).
@@ -125,6 +127,7 @@ pub mod names {
         SINK_BATCHES,
         SINK_BATCH_EVENTS,
         SINK_ERRORS,
+        SINK_REWRITTEN,
         SINK_LATENCY,
         DEAD_LETTERS,
         DROPPED,
@@ -439,6 +442,8 @@ pub struct SinkMetrics {
     pub dead_letters: Tally,
     /// Events lost to the checkpoint (acks failed).
     pub lost: Tally,
+    /// Delivered events written again after an earlier batch's retry (per-key order).
+    pub rewritten: metrics::Counter,
     /// Samples of the events the sink writes (`weir tap`).
     pub tap: std::sync::Arc<crate::tap::Tap>,
 }
@@ -479,6 +484,7 @@ impl SinkMetrics {
                 sink,
                 "dead_letters",
             ),
+            rewritten: counter!(names::SINK_REWRITTEN, "sink" => s.clone()),
             lost: Tally::new(counter!(names::DROPPED, "stage" => s), k, sink, "lost"),
             tap: crate::tap::tap(&format!("sink:{sink}")),
         }
