@@ -528,8 +528,11 @@ mod tests {
     /// Confirmations come back after a few milliseconds, so later
     /// deliveries are out while an earlier one fails. Retries (`write`)
     /// land and succeed.
+    /// What landed at the destination, in order: (key, sequence number).
+    type Landed = Arc<Mutex<Vec<(Vec<u8>, u64)>>>;
+
     struct EverySeventhFails {
-        landed: Arc<Mutex<Vec<(Vec<u8>, u64)>>>,
+        landed: Landed,
         writes: usize,
     }
 
@@ -552,7 +555,7 @@ mod tests {
 
         async fn start_write(&mut self, events: &[Event]) -> Result<Delivery> {
             self.writes += 1;
-            let fails = self.writes % 7 == 0;
+            let fails = self.writes.is_multiple_of(7);
             if !fails {
                 self.land(events);
             }
