@@ -113,12 +113,19 @@ fn answer(state: &AdminState, method: &Method, path: &str) -> HttpResponse {
             state.metrics.render().into(),
         ),
         "/health" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/ready" if ready => reply(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/ready" => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready\n".into(),
-        ),
+        "/ready" => match (ready, stuck_sources()) {
+            (true, None) => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+            (true, Some(why)) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n").into(),
+            ),
+            (false, _) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "not ready\n".into(),
+            ),
+        },
         "/api/pipeline" => {
             let mut d = state.description.clone();
             d["state"] = if ready { "running" } else { "stopped" }.into();
@@ -145,4 +152,20 @@ pub fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Htt
         HeaderValue::from_static(content_type),
     );
     r
+}
+
+/// Which sources stopped reading partitions whose checkpoint cannot move
+/// (`on_stuck = "pause"`), as `source `a`: 1 stuck partition`, or `None`.
+fn stuck_sources() -> Option<String> {
+    use weir_engine::live::{kind, snapshot};
+    let live = snapshot();
+    let stuck: Vec<String> = live
+        .names(kind::SOURCE)
+        .into_iter()
+        .filter_map(|name| {
+            let n = live.get(kind::SOURCE, &name, "stuck");
+            (n > 0).then(|| format!("source `{name}`: {n} stuck partition(s)"))
+        })
+        .collect();
+    (!stuck.is_empty()).then(|| stuck.join(", "))
 }

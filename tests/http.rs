@@ -573,3 +573,146 @@ sink = "dead"
         );
     }
 }
+
+/// Starts the sink's receiver on a free port in its own runtime.
+fn start_receiver(receiver: &Arc<Receiver>) -> (u16, tokio::runtime::Runtime, serve::StopServer) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (port, server) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let options = ServeOptions {
+            header_timeout: Duration::from_secs(5),
+            tls: None,
+        };
+        (port, serve::spawn(listener, options, Arc::clone(receiver)))
+    });
+    (port, runtime, server)
+}
+
+/// A generator (partition 0) through an http sink that rejects event 40
+/// for good, with no dead-letter sink: the partition's checkpoint cannot
+/// move past it, and `on_stuck` decides what happens.
+fn stuck_pipeline(dir: &std::path::Path, port: u16, on_stuck: &str) -> std::path::PathBuf {
+    write(
+        dir,
+        "stuck.toml",
+        &format!(
+            r#"
+[sources.gen]
+type = "generator"
+rate = 400
+partitions = 1
+payload = '{{"n":{{{{seq}}}}}}'
+batch = {{ max_events = 4, max_wait = "5ms" }}
+
+[[steps]]
+name = "mark"
+type = "jq"
+expr = 'if .n == 40 then .bad = true else . end'
+
+[sinks.hook]
+type = "http"
+url = "http://127.0.0.1:{port}/ingest"
+encoding = "ndjson"
+batch = {{ max_events = 1 }}
+
+[checkpoint]
+interval = "100ms"
+on_stuck = "{on_stuck}"
+"#
+        ),
+    )
+}
+
+#[test]
+fn a_stuck_partition_is_paused_and_the_process_is_not_ready() {
+    let receiver = Arc::new(Receiver {
+        fail_first: 0,
+        seen: AtomicUsize::new(0),
+        accepted: Mutex::new(Vec::new()),
+        auth: Mutex::new(None),
+    });
+    let (port, _runtime, _server) = start_receiver(&receiver);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = stuck_pipeline(dir.path(), port, "pause");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("weir.log");
+    let child = common::weir()
+        .args(["run", "--admin-addr", &admin])
+        .arg(&pipeline)
+        .current_dir(dir.path())
+        .env("WEIR_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = common::KillOnDrop(child);
+    // the batch with event 40 is rejected; within a checkpoint tick the
+    // partition is paused and /ready turns 503 naming the source
+    let started = Instant::now();
+    let body = loop {
+        let (code, body) = common::admin::curl(&[&format!("http://{admin}/ready")]);
+        if code == 503 && body.contains("stuck") {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never reported stuck ({code} {body}); log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(body.contains("source `gen`: 1 stuck partition"), "{body}");
+    let (_, metrics) = common::admin::curl(&[&format!("http://{admin}/metrics")]);
+    assert!(
+        metrics.contains("weir_source_partitions_stuck{source=\"gen\"} 1"),
+        "{metrics}"
+    );
+    // the source no longer reads: nothing more reaches the sink (at 400/s
+    // it would be another ~400 events in a second)
+    let before = receiver.accepted.lock().unwrap().len();
+    std::thread::sleep(Duration::from_secs(1));
+    let after = receiver.accepted.lock().unwrap().len();
+    assert_eq!(
+        before, after,
+        "reading went on after the partition got stuck"
+    );
+    assert!(after < 200, "read on for {after} events");
+    // SIGTERM: the run did not deliver everything it read, so it exits 1
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("on_stuck = \"pause\""), "{log}");
+}
+
+#[test]
+fn a_stuck_partition_fails_the_pipeline_when_asked() {
+    let receiver = Arc::new(Receiver {
+        fail_first: 0,
+        seen: AtomicUsize::new(0),
+        accepted: Mutex::new(Vec::new()),
+        auth: Mutex::new(None),
+    });
+    let (port, _runtime, _server) = start_receiver(&receiver);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = stuck_pipeline(dir.path(), port, "fail");
+    let started = Instant::now();
+    let out = common::weir()
+        .arg("run")
+        .arg(&pipeline)
+        .current_dir(dir.path())
+        .env("WEIR_LOG", "warn")
+        .output()
+        .unwrap();
+    // the generator never ends by itself: only the stuck partition stops it
+    common::assert_failed_with(&out, "partition 0: a batch failed delivery");
+    common::assert_failed_with(&out, "on_stuck = \"fail\"");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(receiver.accepted.lock().unwrap().len() < 400);
+}

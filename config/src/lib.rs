@@ -49,7 +49,7 @@ pub use duration::{deserialize as deserialize_duration, parse_duration, Duration
 pub use load::{load, parse_str};
 pub use pipeline::PipelineConfig;
 pub use settings::{
-    AdminSettings, BatchSettings, CheckpointSettings, DeadLetterSettings, Ordering,
+    AdminSettings, BatchSettings, CheckpointSettings, DeadLetterSettings, OnStuck, Ordering,
     PipelineSettings, QueueSettings, RetrySettings, ShutdownSettings,
 };
 pub use source_text::SourceText;

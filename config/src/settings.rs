@@ -114,6 +114,9 @@ pub struct CheckpointSettings {
     /// written: a relative path is relative to the process's working
     /// directory, not to the configuration file.
     pub dir: PathBuf,
+    /// What a source does with a partition whose checkpoint cannot move
+    /// (a batch failed for good with no dead-letter sink to take it).
+    pub on_stuck: OnStuck,
 }
 
 impl Default for CheckpointSettings {
@@ -121,8 +124,27 @@ impl Default for CheckpointSettings {
         CheckpointSettings {
             interval: Duration::from_secs(1),
             dir: PathBuf::from(".weir/checkpoints"),
+            on_stuck: OnStuck::default(),
         }
     }
+}
+
+/// `on_stuck = "pause" | "fail"` in `[checkpoint]`: what happens to a
+/// partition once a batch of it failed for good and nothing took it (no
+/// dead-letter sink, or the dead-letter sink failed too). Its checkpoint
+/// can never move past that batch, so reading on would only grow what a
+/// restart must read again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStuck {
+    /// Stop reading the partition (other partitions go on), count it in
+    /// `weir_source_partitions_stuck` and answer `/ready` with 503 until a
+    /// restart reads the failed batch again (default).
+    #[default]
+    Pause,
+    /// Fail the pipeline: drain what can be drained and exit non-zero, so
+    /// a supervisor restarts it and the batch is read again.
+    Fail,
 }
 
 /// `[dead_letter]`: where events that fail for good are sent.

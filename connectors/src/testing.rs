@@ -122,6 +122,8 @@ impl Harness {
             shutdown_timeout: Duration::from_secs(2),
             store: self.store,
             batch: self.batch,
+            on_stuck: weir_config::OnStuck::Pause,
+            failures: None,
         });
         if let Some(after) = self.shutdown_after {
             tokio::spawn(async move {

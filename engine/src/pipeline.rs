@@ -305,6 +305,9 @@ impl Pipeline {
         // sources
         let mut source_tasks = tokio::task::JoinSet::new();
         let mut incomplete = Vec::new();
+        // a source reports here what must stop the pipeline while it keeps
+        // running itself (a stuck partition with on_stuck = "fail")
+        let (source_failures_tx, mut source_failures) = tokio::sync::mpsc::unbounded_channel();
         let drain_timeout = cfg.shutdown.timeout.mul_f64(0.9);
         for (id, s) in self.sources.into_iter().enumerate() {
             let ctx = SourceContext::new(SourceContextParts {
@@ -317,12 +320,15 @@ impl Pipeline {
                 shutdown_timeout: drain_timeout,
                 store: Some(s.store),
                 batch: s.batch,
+                on_stuck: cfg.checkpoint.on_stuck,
+                failures: Some(source_failures_tx.clone()),
             });
             incomplete.push(ctx.incomplete_flag());
             let name = Arc::clone(&s.name);
             source_tasks.spawn(async move { (name, s.source.run(ctx).await) });
         }
         drop(inboxes);
+        drop(source_failures_tx);
 
         let timeout = cfg.shutdown.timeout;
         let mut signal = shutdown.signal();
@@ -348,6 +354,11 @@ impl Pipeline {
                             shutdown.trigger();
                         }
                     },
+                    Some(e) = source_failures.recv() => {
+                        tracing::error!(error = %e, "shutting down");
+                        first_error.get_or_insert(e);
+                        shutdown.trigger();
+                    }
                     Some(ended) = shard_ends.recv() => {
                         shards_ended += 1;
                         if let Err(e) = ended {

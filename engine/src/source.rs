@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
-use weir_config::BatchSettings;
+use weir_config::{BatchSettings, OnStuck};
 
 use crate::ack::{AckState, AckToken};
 use crate::assign;
@@ -91,6 +91,12 @@ pub struct SourceContext {
     given_up: bool,
     /// Whether the admin API paused this source ([`crate::pause`]).
     paused: tokio::sync::watch::Receiver<bool>,
+    /// What to do with a partition whose checkpoint cannot move.
+    on_stuck: OnStuck,
+    /// Partitions no longer read (`on_stuck = "pause"`), few: a list.
+    stuck: Vec<u32>,
+    /// Where `on_stuck = "fail"` reports, to stop the pipeline.
+    failures: Option<tokio::sync::mpsc::UnboundedSender<Error>>,
 }
 
 /// Parts to build a [`SourceContext`] (used by the pipeline and by tests).
@@ -113,6 +119,11 @@ pub struct SourceContextParts {
     pub store: Option<CheckpointStore>,
     /// Batching limits for this source.
     pub batch: BatchSettings,
+    /// What to do with a partition whose checkpoint cannot move.
+    pub on_stuck: OnStuck,
+    /// Where the source reports a failure that must stop the pipeline
+    /// (`on_stuck = "fail"`); `None` only logs it.
+    pub failures: Option<tokio::sync::mpsc::UnboundedSender<Error>>,
 }
 
 impl SourceContext {
@@ -122,6 +133,7 @@ impl SourceContext {
             tokio::time::interval(parts.checkpoint_interval.max(Duration::from_millis(1)));
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let metrics = SourceMetrics::new(&parts.name);
+        metrics.stuck(0);
         let paused = crate::pause::switch(&parts.name).subscribe();
         SourceContext {
             id: parts.id,
@@ -141,6 +153,9 @@ impl SourceContext {
             batch: parts.batch,
             given_up: false,
             paused,
+            on_stuck: parts.on_stuck,
+            stuck: Vec::new(),
+            failures: parts.failures,
         }
     }
 
@@ -247,6 +262,13 @@ impl SourceContext {
         }
         let stop = self.shutdown();
         crate::pause::wait_while_paused(&mut self.paused, stop).await;
+        if self.is_stuck(partition) {
+            // not read on: wait for the shutdown, then forget the batch
+            // (the partition's checkpoint is held behind its failed batch,
+            // so everything after it is read again after a restart)
+            self.shutdown().await;
+            return Ok(None);
+        }
         self.stamp(partition, &mut events);
         let n = events.len();
         let bytes = size_of_events(&events);
@@ -360,8 +382,9 @@ impl SourceContext {
         if self.given_up {
             return Err(TryDispatchError::ShuttingDown(events));
         }
-        if *self.paused.borrow() {
-            // paused by the admin API: the source waits on `ready`, which waits for the resume
+        if *self.paused.borrow() || self.is_stuck(partition) {
+            // paused by the admin API (the source waits on `ready`, which
+            // waits for the resume) or stuck (`ready` waits for shutdown)
             return Err(TryDispatchError::Full(events));
         }
         let shard = self.shard_of(partition);
@@ -406,8 +429,12 @@ impl SourceContext {
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let queue = self.shards[self.shard_of(partition)].clone();
         let mut paused = self.paused.clone();
+        let stuck = self.is_stuck(partition);
         let stop = self.shutdown();
         async move {
+            if stuck {
+                return stop.await;
+            }
             crate::pause::wait_while_paused(&mut paused, stop).await;
             queue.ready(events, bytes).await
         }
@@ -472,12 +499,43 @@ impl SourceContext {
         for stuck in self.ledger.take_newly_stuck() {
             self.incomplete
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(
-                source = %self.name, partition = stuck.partition, watermark = ?stuck.watermark,
-                "a batch failed delivery; the checkpoint will not move past it and it will be re-read after a restart"
-            );
+            match self.on_stuck {
+                OnStuck::Pause => {
+                    tracing::error!(
+                        source = %self.name, partition = stuck.partition, watermark = ?stuck.watermark,
+                        "a batch failed delivery and nothing took it: the partition is no longer read (on_stuck = \"pause\"); the checkpoint stays before the batch, which a restart reads again"
+                    );
+                    if !self.stuck.contains(&stuck.partition) {
+                        self.stuck.push(stuck.partition);
+                    }
+                    self.metrics.stuck(self.stuck.len());
+                }
+                OnStuck::Fail => {
+                    let e = Error::external(format!(
+                        "source `{}` partition {}: a batch failed delivery and nothing took it (on_stuck = \"fail\"); the checkpoint stays {} and a restart reads the batch again",
+                        self.name, stuck.partition, match stuck.watermark {
+                            Some(w) => format!("at {w}"),
+                            None => "at the start".to_string(),
+                        }
+                    ));
+                    tracing::error!(source = %self.name, partition = stuck.partition, "{e}");
+                    if let Some(failures) = &self.failures {
+                        let _ = failures.send(e);
+                    }
+                }
+            }
         }
         cps
+    }
+
+    /// Whether `partition` is no longer read (`on_stuck = "pause"`).
+    fn is_stuck(&self, partition: u32) -> bool {
+        !self.stuck.is_empty() && self.stuck.contains(&partition)
+    }
+
+    /// Partitions no longer read because their checkpoint cannot move.
+    pub fn stuck_partitions(&self) -> &[u32] {
+        &self.stuck
     }
 
     /// For sources that keep positions in the local store: takes the moved
@@ -598,6 +656,11 @@ impl SourceContext {
     /// Stops tracking a revoked partition (after its final commit).
     pub fn forget_partition(&mut self, partition: u32) {
         self.ledger.forget(partition);
+        if self.is_stuck(partition) {
+            // the next owner reads it again from the held checkpoint
+            self.stuck.retain(|&p| p != partition);
+            self.metrics.stuck(self.stuck.len());
+        }
     }
 }
 
@@ -645,6 +708,8 @@ mod tests {
             shutdown_timeout: Duration::from_millis(200),
             store: None,
             batch: BatchSettings::default(),
+            on_stuck: OnStuck::Pause,
+            failures: None,
         });
         (ctx, receivers, trigger)
     }

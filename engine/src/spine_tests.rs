@@ -163,6 +163,8 @@ fn harness(shards: usize, inbox_events: usize) -> Harness {
         shutdown_timeout: Duration::from_millis(500),
         store: None,
         batch: BatchSettings::default(),
+        on_stuck: weir_config::OnStuck::Pause,
+        failures: None,
     });
     Harness {
         ctx,

@@ -22,6 +22,8 @@ pub mod names {
     pub const SOURCE_BATCHES: &str = "weir_source_batches_total";
     /// Times a source found a shard queue full and paused, by `source`.
     pub const SOURCE_PAUSES: &str = "weir_source_pauses_total";
+    /// Partitions a source stopped reading because their checkpoint cannot move (`on_stuck`).
+    pub const SOURCE_PARTITIONS_STUCK: &str = "weir_source_partitions_stuck";
     /// Events per dispatched batch, by `source`.
     pub const SOURCE_BATCH_EVENTS: &str = "weir_source_batch_events";
     /// Committed position per `source` and `partition`.
@@ -106,6 +108,7 @@ pub mod names {
         SOURCE_BYTES,
         SOURCE_BATCHES,
         SOURCE_PAUSES,
+        SOURCE_PARTITIONS_STUCK,
         SOURCE_BATCH_EVENTS,
         CHECKPOINT_POSITION,
         CHECKPOINT_LAG,
@@ -233,6 +236,7 @@ pub struct SourceMetrics {
     batch_events: Histogram,
     commits: Tally,
     commit_errors: Tally,
+    stuck: Level,
     tap: std::sync::Arc<crate::tap::Tap>,
 }
 
@@ -279,6 +283,12 @@ impl SourceMetrics {
                 source,
                 "commit_errors",
             ),
+            stuck: Level::new(
+                gauge!(names::SOURCE_PARTITIONS_STUCK, "source" => s.clone()),
+                k,
+                source,
+                "stuck",
+            ),
             tap: crate::tap::tap(&format!("source:{source}")),
             source: s,
         }
@@ -311,6 +321,11 @@ impl SourceMetrics {
         gauge!(names::CHECKPOINT_LAG, "source" => self.source.clone(), "partition" => p)
             .set(lag as f64);
         live::partition(&self.source, partition, position, lag);
+    }
+
+    /// How many partitions the source stopped reading (`on_stuck = "pause"`).
+    pub fn stuck(&self, partitions: usize) {
+        self.stuck.set(partitions as u64);
     }
 
     /// A commit failed.
