@@ -528,6 +528,13 @@ impl SourceContext {
         cps
     }
 
+    /// Reports how many events the source read and holds without having
+    /// dispatched them (batches being built, batches a full shard refused):
+    /// `weir_source_held_events`, what the memory bound must include.
+    pub fn set_held(&self, events: usize) {
+        self.metrics.held(events);
+    }
+
     /// Whether `partition` is no longer read (`on_stuck = "pause"`).
     fn is_stuck(&self, partition: u32) -> bool {
         !self.stuck.is_empty() && self.stuck.contains(&partition)

@@ -24,6 +24,8 @@ pub mod names {
     pub const SOURCE_PAUSES: &str = "weir_source_pauses_total";
     /// Partitions a source stopped reading because their checkpoint cannot move (`on_stuck`).
     pub const SOURCE_PARTITIONS_STUCK: &str = "weir_source_partitions_stuck";
+    /// Events a source read and holds but has not dispatched yet.
+    pub const SOURCE_HELD_EVENTS: &str = "weir_source_held_events";
     /// Events per dispatched batch, by `source`.
     pub const SOURCE_BATCH_EVENTS: &str = "weir_source_batch_events";
     /// Committed position per `source` and `partition`.
@@ -109,6 +111,7 @@ pub mod names {
         SOURCE_BATCHES,
         SOURCE_PAUSES,
         SOURCE_PARTITIONS_STUCK,
+        SOURCE_HELD_EVENTS,
         SOURCE_BATCH_EVENTS,
         CHECKPOINT_POSITION,
         CHECKPOINT_LAG,
@@ -237,6 +240,7 @@ pub struct SourceMetrics {
     commits: Tally,
     commit_errors: Tally,
     stuck: Level,
+    held: Level,
     tap: std::sync::Arc<crate::tap::Tap>,
 }
 
@@ -289,6 +293,12 @@ impl SourceMetrics {
                 source,
                 "stuck",
             ),
+            held: Level::new(
+                gauge!(names::SOURCE_HELD_EVENTS, "source" => s.clone()),
+                k,
+                source,
+                "held",
+            ),
             tap: crate::tap::tap(&format!("source:{source}")),
             source: s,
         }
@@ -326,6 +336,12 @@ impl SourceMetrics {
     /// How many partitions the source stopped reading (`on_stuck = "pause"`).
     pub fn stuck(&self, partitions: usize) {
         self.stuck.set(partitions as u64);
+    }
+
+    /// How many events the source holds that it read and has not
+    /// dispatched (batches being built, batches a full shard refused).
+    pub fn held(&self, events: usize) {
+        self.held.set(events as u64);
     }
 
     /// A commit failed.

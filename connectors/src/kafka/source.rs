@@ -69,10 +69,13 @@ const PARKED_POLL: Duration = Duration::from_millis(2);
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// Parked batches a partition may hold before it is paused in librdkafka.
-/// A pause drops librdkafka's prefetched messages of the partition and a
-/// resume fetches them again, so a shard that is full for a moment only
-/// parks; a shard that stays full pauses.
-const PAUSE_AFTER_PARKED: usize = 4;
+/// One: a partition is paused at its first refused batch, so what the
+/// source holds is at most the batch being built and one refused batch per
+/// partition, however many partitions it reads (with 4, as before, 64
+/// partitions held 64 × 5 batches beside the engine's bounded queues). A
+/// pause drops librdkafka's prefetched messages of the partition and the
+/// resume fetches them again: a re-fetch is the price of the bound.
+const PAUSE_AFTER_PARKED: usize = 1;
 
 /// One assigned partition's state in the loop.
 #[derive(Debug, Default)]
@@ -247,9 +250,18 @@ impl<'c> Loop<'c> {
                     next_commit = now + checkpoint_every;
                     let mut source = KafkaContext::lock(&context.source);
                     context.commit(self.consumer, &mut source, CommitMode::Async);
+                    source.set_held(self.held());
                 }
             }
         }
+    }
+
+    /// Events read and not dispatched: staged and parked, all partitions.
+    fn held(&self) -> usize {
+        self.partitions
+            .iter()
+            .map(|p| p.staging.len() + p.parked.iter().map(|(e, _)| e.len()).sum::<usize>())
+            .sum()
     }
 
     fn partition(&mut self, id: u32) -> &mut Partition {
