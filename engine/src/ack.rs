@@ -68,6 +68,9 @@ pub struct AckState {
     /// Set when the batch (or a part of it) was given up at shutdown before it
     /// reached a shard.
     given_up: AtomicBool,
+    /// Set when the batch's partition was revoked while it was in flight:
+    /// the stages that have not run it yet skip it (see [`AckState::fence`]).
+    fenced: AtomicBool,
     /// The first failure reason a share gave.
     reason: OnceLock<Arc<str>>,
     created: Instant,
@@ -103,6 +106,20 @@ impl AckState {
     fn mark_given_up(&self) {
         self.given_up.store(true, Ordering::Release);
         let _ = self.reason.set(Arc::from("given up at shutdown"));
+    }
+
+    /// Fences the batch: its partition now belongs to another consumer,
+    /// so a shard or sink that has not started on it skips it instead of
+    /// writing it behind the new owner's writes. The batch then fails
+    /// without counting as a delivery failure; the new owner reads it.
+    /// What a sink is already writing is not recalled.
+    pub fn fence(&self) {
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    /// Whether the batch was fenced.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
     }
 
     /// How the batch ended, or `None` while a share is in flight.
@@ -173,6 +190,7 @@ impl AckToken {
             failed: AtomicU8::new(0),
             status: AtomicU8::new(PENDING),
             given_up: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
             reason: OnceLock::new(),
             created: Instant::now(),
             notify,
@@ -232,6 +250,24 @@ impl AckToken {
     pub(crate) fn give_up(mut self) {
         self.settled = true;
         self.state.mark_given_up();
+        self.state.settle(true);
+    }
+
+    /// Whether the batch was fenced ([`AckState::fence`]): skip it.
+    pub fn is_fenced(&self) -> bool {
+        self.state.is_fenced()
+    }
+
+    /// Settles a share of a fenced batch that was skipped: the batch fails
+    /// (not committed; the partition's new owner reads it) without
+    /// counting as a delivery failure.
+    pub fn skip_fenced(mut self) {
+        self.settled = true;
+        let _ = self
+            .state
+            .reason
+            .set(Arc::from("fenced: the partition was revoked"));
+        self.state.given_up.store(true, Ordering::Release);
         self.state.settle(true);
     }
 
@@ -297,6 +333,17 @@ impl AckSet {
     /// Whether the set holds nothing.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// Whether the set holds shares and every one is of a fenced batch.
+    pub fn all_fenced(&self) -> bool {
+        !self.tokens.is_empty() && self.tokens.iter().all(AckToken::is_fenced)
+    }
+
+    /// Settles every share as a skipped fenced batch
+    /// ([`AckToken::skip_fenced`]).
+    pub fn skip_all_fenced(&mut self) {
+        self.tokens.drain(..).for_each(AckToken::skip_fenced);
     }
 
     /// Acks every share.

@@ -61,6 +61,78 @@ pub fn lane_for_partition(source: u16, partition: u32, lanes: usize) -> usize {
     reduce_low(mix(((source as u64) << 32) | partition as u64), lanes)
 }
 
+/// Hands out partition ids for a source whose partitions come and go (a
+/// Kafka consumer's assignment), so the partitions it holds right now are
+/// spread evenly over the shards: each new partition gets the smallest free
+/// id owned by a shard holding the fewest partitions, and a released id is
+/// reused. Ids handed out once and never reused would, after rebalances,
+/// leave the kept partitions wherever their first ids put them, possibly
+/// all on one shard.
+///
+/// Partitions kept across a rebalance keep their ids (and shards): moving
+/// one would reorder its in-flight batches. A rebalance that revokes and
+/// re-assigns everything (the eager protocols) is spread evenly again.
+#[derive(Debug, Clone)]
+pub struct PartitionSlots {
+    source: u16,
+    shards: usize,
+    /// Whether each id is in use, by id.
+    used: Vec<bool>,
+    /// Ids in use per shard.
+    load: Vec<usize>,
+}
+
+impl PartitionSlots {
+    /// Slots for `source` over `shards` shards, none in use.
+    pub fn new(source: u16, shards: usize) -> Self {
+        assert!(shards > 0, "at least one shard");
+        PartitionSlots {
+            source,
+            shards,
+            used: Vec::new(),
+            load: vec![0; shards],
+        }
+    }
+
+    /// A free id on a least-loaded shard, now in use.
+    pub fn take(&mut self) -> u32 {
+        let shard = (0..self.shards)
+            .min_by_key(|&s| self.load[s])
+            .expect("at least one shard");
+        // ids owned by `shard` are those with (source + id) % shards == shard
+        let first = (shard + self.shards - self.source as usize % self.shards) % self.shards;
+        let mut id = first;
+        while self.used.get(id).copied().unwrap_or(false) {
+            id += self.shards;
+        }
+        if id >= self.used.len() {
+            self.used.resize(id + 1, false);
+        }
+        self.used[id] = true;
+        self.load[shard] += 1;
+        debug_assert_eq!(
+            shard_for_partition(self.source, id as u32, self.shards),
+            shard
+        );
+        u32::try_from(id).expect("fewer than 2^32 partitions")
+    }
+
+    /// Frees `id` (its partition was revoked); unknown ids are ignored.
+    pub fn release(&mut self, id: u32) {
+        if let Some(used) = self.used.get_mut(id as usize) {
+            if *used {
+                *used = false;
+                self.load[shard_for_partition(self.source, id, self.shards)] -= 1;
+            }
+        }
+    }
+
+    /// Partitions in use per shard.
+    pub fn load(&self) -> &[usize] {
+        &self.load
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +186,95 @@ mod tests {
             prop_assert!(lane_for_key(h, shards) < shards);
             prop_assert!(lane_for_partition(source, partition, shards) < shards);
         }
+    }
+
+    /// A rebalance: `revoke` of the held ids are released (by index), then
+    /// `assign` new partitions are taken.
+    #[derive(Debug, Clone)]
+    struct Rebalance {
+        revoke: Vec<proptest::sample::Index>,
+        eager: bool,
+        assign: usize,
+    }
+
+    fn rebalance() -> impl Strategy<Value = Rebalance> {
+        (
+            proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
+            any::<bool>(),
+            0usize..12,
+        )
+            .prop_map(|(revoke, eager, assign)| Rebalance {
+                revoke,
+                eager,
+                assign,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn partitions_held_after_any_rebalances_are_spread_evenly(
+            source in 0u16..4,
+            shards in 1usize..6,
+            rebalances in proptest::collection::vec(rebalance(), 1..30),
+        ) {
+            let mut slots = PartitionSlots::new(source, shards);
+            let mut held: Vec<u32> = Vec::new();
+            for r in rebalances {
+                if r.eager {
+                    // everything is revoked, then as many as before plus the new ones assigned
+                    let n = held.len();
+                    for id in held.drain(..) {
+                        slots.release(id);
+                    }
+                    for _ in 0..n + r.assign {
+                        held.push(slots.take());
+                    }
+                    let (min, max) = (slots.load().iter().min().unwrap(), slots.load().iter().max().unwrap());
+                    prop_assert!(max - min <= 1, "eager rebalance spread unevenly: {:?}", slots.load());
+                } else {
+                    // cooperative: some revoked, the rest kept where they are
+                    for index in r.revoke {
+                        if held.is_empty() {
+                            break;
+                        }
+                        let id = held.swap_remove(index.index(held.len()));
+                        slots.release(id);
+                    }
+                    for _ in 0..r.assign {
+                        let least = *slots.load().iter().min().unwrap();
+                        let id = slots.take();
+                        let shard = shard_for_partition(source, id, shards);
+                        // every new partition goes to a shard that held the fewest
+                        prop_assert_eq!(slots.load()[shard] - 1, least);
+                        held.push(id);
+                    }
+                }
+                // ids in use are distinct and the load matches them
+                let distinct: std::collections::HashSet<u32> = held.iter().copied().collect();
+                prop_assert_eq!(distinct.len(), held.len());
+                let mut load = vec![0usize; shards];
+                for &id in &held {
+                    load[shard_for_partition(source, id, shards)] += 1;
+                }
+                prop_assert_eq!(&load[..], slots.load());
+            }
+        }
+    }
+
+    #[test]
+    fn kept_partitions_on_one_shard_are_balanced_by_the_next_assignments() {
+        // 8 partitions over 2 shards, then the 4 on shard 1 are revoked
+        let mut slots = PartitionSlots::new(0, 2);
+        let ids: Vec<u32> = (0..8).map(|_| slots.take()).collect();
+        assert_eq!(slots.load(), &[4, 4]);
+        for &id in ids.iter().filter(|&&id| shard_for_partition(0, id, 2) == 1) {
+            slots.release(id);
+        }
+        assert_eq!(slots.load(), &[4, 0]);
+        // the next two partitions both go to shard 1, reusing freed ids
+        let a = slots.take();
+        let b = slots.take();
+        assert_eq!(slots.load(), &[4, 2]);
+        assert!(ids.contains(&a) && ids.contains(&b), "freed ids are reused");
     }
 }

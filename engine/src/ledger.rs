@@ -220,6 +220,18 @@ impl AckLedger {
         })
     }
 
+    /// Fences every batch of `partition` still in flight
+    /// ([`AckState::fence`]); returns how many.
+    pub fn fence(&self, partition: u32) -> usize {
+        self.partitions.get(&partition).map_or(0, |l| {
+            l.inflight
+                .iter()
+                .filter(|(_, s)| s.status() == AckStatus::Pending)
+                .map(|(_, s)| s.fence())
+                .count()
+        })
+    }
+
     /// Stops tracking a partition (after it was revoked and committed).
     pub fn forget(&mut self, partition: u32) {
         self.partitions.remove(&partition);

@@ -311,6 +311,12 @@ async fn lane(
     while let Some(item) = rx.recv().await {
         match item {
             LaneItem::Batch(batch, permit) => {
+                if batch.ack.is_fenced() {
+                    // its partition was revoked while it waited here
+                    batch.ack.skip_fenced();
+                    drop(permit);
+                    continue;
+                }
                 let started = Instant::now();
                 // the reply path reads the input offsets before the chain takes the events
                 let inputs: Option<Vec<u64>> = batch

@@ -306,6 +306,12 @@ impl SinkRunner {
         item: (SinkBatch, Permit),
     ) -> usize {
         let (mut batch, permit) = item;
+        if batch.acks.all_fenced() {
+            // its partition was revoked while it waited for this sink: a
+            // write now could land behind the partition's new owner's
+            batch.acks.skip_all_fenced();
+            return 0;
+        }
         let bytes = size_of_events(&batch.events);
         // the first batch is taken as is (no copy); later ones are appended
         if pending.events.is_empty() {

@@ -660,6 +660,14 @@ impl SourceContext {
             .await
     }
 
+    /// Fences the in-flight batches of a revoked partition that did not
+    /// drain in time: shards and sinks that have not started on them skip
+    /// them (they fail as given up, not as delivery failures, and the
+    /// partition's next owner reads them). Returns how many were fenced.
+    pub fn fence_partition(&mut self, partition: u32) -> usize {
+        self.ledger.fence(partition)
+    }
+
     /// Stops tracking a revoked partition (after its final commit).
     pub fn forget_partition(&mut self, partition: u32) {
         self.ledger.forget(partition);

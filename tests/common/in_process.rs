@@ -40,4 +40,22 @@ impl InProcess {
             .unwrap()
             .expect("the run ends cleanly")
     }
+
+    /// Waits at most `limit` for the run to end by itself (without asking
+    /// it to stop); panics if it does not.
+    pub fn wait(self, limit: std::time::Duration) -> weir_engine::Result<RunReport> {
+        let InProcess {
+            runtime,
+            trigger,
+            run,
+        } = self;
+        let ended = runtime.block_on(async { tokio::time::timeout(limit, run).await });
+        match ended {
+            Ok(joined) => joined.unwrap(),
+            Err(_) => {
+                trigger.trigger();
+                panic!("the run did not end by itself within {limit:?}");
+            }
+        }
+    }
 }

@@ -44,7 +44,14 @@ pub(crate) struct KafkaContext {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Longest drain of a revoked partition.
     pub(crate) revoke_timeout: Duration,
+    /// Set when a revoked partition still had a write in progress after
+    /// its batches were fenced: the loop then fails the source.
+    pub(crate) fence_failed: AtomicBool,
 }
+
+/// How long fenced batches get to settle (skipped by the stages that had
+/// not started on them) before a write still in progress fails the source.
+const FENCE_GRACE: Duration = Duration::from_secs(1);
 
 /// What rebalances changed.
 #[derive(Debug, Default)]
@@ -143,6 +150,24 @@ impl KafkaContext {
         for &id in &ids {
             drained &= self.runtime.block_on(source.drain_partition(id, deadline));
         }
+        let mut fenced = 0;
+        if !drained {
+            // the new owner starts once this callback returns: what no stage
+            // started on is skipped, so it cannot land behind the new owner's
+            // writes (it fails as given up and the new owner reads it)
+            for &id in &ids {
+                fenced += source.fence_partition(id);
+            }
+            let grace = Instant::now() + FENCE_GRACE;
+            drained = true;
+            for &id in &ids {
+                drained &= self.runtime.block_on(source.drain_partition(id, grace));
+            }
+            if !drained {
+                // a sink is writing a batch of it right now and cannot be recalled
+                self.fence_failed.store(true, Ordering::Release);
+            }
+        }
         if lost {
             // another member owns them already: a commit would be refused
             tracing::warn!(source = %self.name, partitions = ids.len(), "partitions lost (session timed out); not committing them");
@@ -159,15 +184,19 @@ impl KafkaContext {
             }
         }
         let mut uncommitted = Self::lock(&self.uncommitted);
+        let mut map = Self::lock(&self.ids);
         for &id in &ids {
             source.forget_partition(id);
             uncommitted.remove(&id);
+            // the next assignment may reuse it, on the shard that needs one
+            map.release(id);
         }
+        drop(map);
         drop(uncommitted);
         drop(source);
         metrics::counter!(names::KAFKA_REBALANCES, "source" => self.name.clone(), "kind" => "revoke")
             .increment(1);
-        tracing::info!(source = %self.name, partitions = %list(tpl), drained, lost,
+        tracing::info!(source = %self.name, partitions = %list(tpl), drained, lost, fenced,
             took_ms = started.elapsed().as_millis() as u64, "partitions revoked");
         Self::lock(&self.changes).revoked.extend(ids);
         self.rebalanced.store(true, Ordering::Release);

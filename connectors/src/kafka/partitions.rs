@@ -1,33 +1,56 @@
-//! weir partition ids for Kafka topic-partitions: dense numbers handed out
-//! in the order partitions are first assigned, so one source can read
-//! several topics. An id never changes during a run.
+//! weir partition ids for Kafka topic-partitions, so one source can read
+//! several topics. An assigned partition keeps its id until it is revoked;
+//! ids come from the engine's [`PartitionSlots`], which spreads the
+//! partitions held right now evenly over the shards and reuses the ids of
+//! revoked ones.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The two-way map between `(topic, partition)` and weir partition ids.
-#[derive(Debug, Default)]
+use weir_engine::assign::PartitionSlots;
+
+/// The two-way map between assigned `(topic, partition)`s and weir
+/// partition ids.
+#[derive(Debug)]
 pub(crate) struct PartitionIds {
     by_name: HashMap<(Arc<str>, i32), u32>,
-    by_id: Vec<(Arc<str>, i32)>,
+    by_id: HashMap<u32, (Arc<str>, i32)>,
+    slots: PartitionSlots,
 }
 
 impl PartitionIds {
-    /// The id of a topic-partition, handing out a new one at first sight.
+    /// No partitions yet, for source `source` over `shards` shards.
+    pub(crate) fn new(source: u16, shards: usize) -> Self {
+        PartitionIds {
+            by_name: HashMap::new(),
+            by_id: HashMap::new(),
+            slots: PartitionSlots::new(source, shards),
+        }
+    }
+
+    /// The id of a topic-partition, taking a free one at first sight.
     pub(crate) fn id(&mut self, topic: &str, partition: i32) -> u32 {
         if let Some(&id) = self.by_name.get(&(Arc::from(topic), partition)) {
             return id;
         }
-        let id = u32::try_from(self.by_id.len()).expect("fewer than 2^32 partitions");
+        let id = self.slots.take();
         let topic: Arc<str> = Arc::from(topic);
-        self.by_id.push((Arc::clone(&topic), partition));
+        self.by_id.insert(id, (Arc::clone(&topic), partition));
         self.by_name.insert((topic, partition), id);
         id
     }
 
     /// The topic-partition of an id.
     pub(crate) fn get(&self, id: u32) -> Option<(&str, i32)> {
-        self.by_id.get(id as usize).map(|(t, p)| (&**t, *p))
+        self.by_id.get(&id).map(|(t, p)| (&**t, *p))
+    }
+
+    /// Frees the id of a revoked partition for the next assignment.
+    pub(crate) fn release(&mut self, id: u32) {
+        if let Some(name) = self.by_id.remove(&id) {
+            self.by_name.remove(&name);
+            self.slots.release(id);
+        }
     }
 }
 
@@ -75,13 +98,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_dense_stable_and_reversible() {
-        let mut ids = PartitionIds::default();
+    fn ids_are_stable_reversible_balanced_and_reused() {
+        let mut ids = PartitionIds::new(0, 2);
         assert_eq!(ids.id("a", 3), 0);
         assert_eq!(ids.id("b", 3), 1);
         assert_eq!(ids.id("a", 3), 0);
         assert_eq!(ids.get(1), Some(("b", 3)));
         assert_eq!(ids.get(2), None);
+        ids.release(1);
+        assert_eq!(ids.get(1), None);
+        assert_eq!(ids.id("c", 0), 1, "the freed id on the emptied shard");
+        ids.release(1);
+        assert_eq!(ids.id("b", 3), 1);
         let mut last = LastId::default();
         assert_eq!(last.lookup(0xa, 3, || ids.id("a", 3)), 0);
         assert_eq!(last.lookup(0xa, 3, || unreachable!("cached")), 0);

@@ -97,16 +97,18 @@ fn consume(
     let shutdown = source.shutdown_signal();
     let checkpoint_every = source.checkpoint_interval();
     let batch = source.batch_settings().clone();
+    let ids = PartitionIds::new(source.id(), source.shard_count());
     let context = KafkaContext {
         name: name.clone(),
         source: Mutex::new(source),
-        ids: Mutex::new(PartitionIds::default()),
+        ids: Mutex::new(ids),
         uncommitted: Mutex::default(),
         rebalanced: AtomicBool::new(false),
         changes: Mutex::new(Changes::default()),
         commit_failed: AtomicBool::new(false),
         runtime,
         revoke_timeout: options.revoke_timeout,
+        fence_failed: AtomicBool::new(false),
     };
     let consumer: BaseConsumer<KafkaContext> = options
         .client_config()
@@ -142,7 +144,11 @@ fn consume(
     let context = consumer.context();
     {
         let mut source = KafkaContext::lock(&context.source);
-        context.runtime.block_on(source.drain());
+        if result.is_ok() {
+            context.runtime.block_on(source.drain());
+        }
+        // after a failure the pipeline stops only once this returns: commit
+        // what is delivered now, without waiting for the rest
         context.commit(&consumer, &mut source, CommitMode::Sync);
     }
     // leaving the group revokes what is left (drained already) and commits nothing new
@@ -192,6 +198,12 @@ impl<'c> Loop<'c> {
             let rebalanced = &self.context().rebalanced;
             if rebalanced.load(Ordering::Relaxed) && rebalanced.swap(false, Ordering::Acquire) {
                 self.apply_rebalance();
+                if self.context().fence_failed.load(Ordering::Acquire) {
+                    return Err(Error::external(format!(
+                        "kafka source `{}`: a revoked partition still had a write in progress after `revoke_timeout` and its fenced batches; leaving the group rather than let that write land behind the new owner's (raise `revoke_timeout`, up to the group's rebalance timeout `max.poll.interval.ms`)",
+                        self.context().name
+                    )));
+                }
             }
             let mut housekeeping = true;
             match message {
