@@ -1,5 +1,6 @@
-//! SIGTERM while a key-routed source (`jetstream`) is blocked on a full
-//! shard, on a real nats-server: the dispatch that shutdown gives up is not
+//! SIGTERM while a key-routed source (`jetstream`, `postgres-cdc`) is
+//! blocked on a full shard, on a real nats-server and a real PostgreSQL
+//! server: the dispatch that shutdown gives up is not
 //! a delivery failure, so the run ends drained (`weir run` exits 0), and
 //! the given-up messages are redelivered to the next run: nothing is lost.
 //! In-process, with a sink stalled until just after the shutdown request.
@@ -33,8 +34,17 @@ fn config(url: &str) -> PipelineConfig {
     config
 }
 
+/// The tests share the stall sink: one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    stall_sink::reset();
+    guard
+}
+
 #[test]
 fn sigterm_while_a_key_routed_source_is_blocked_ends_drained_and_loses_nothing() {
+    let _alone = one_at_a_time();
     let server = common::nats::Server::start();
     server.create_stream("IN", &["in.>"]);
     let n = 5_000usize;
@@ -73,6 +83,88 @@ fn sigterm_while_a_key_routed_source_is_blocked_ends_drained_and_loses_nothing()
             started.elapsed() < Duration::from_secs(60),
             "only {} of {n} delivered over both runs",
             unique.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(running.stop().drained);
+}
+
+fn cdc_config(url: &str) -> PipelineConfig {
+    let source = ComponentConfig::from_toml(
+        "in",
+        "postgres-cdc",
+        &format!("url = \"{url}\"\npublication = \"weir_pub\"\nslot = \"weir_slot\"\ntables = [\"t\"]\nbatch = {{ max_events = 100 }}\n"),
+    )
+    .unwrap();
+    let sink = ComponentConfig::from_toml("out", "stall", "batch = { max_events = 100 }").unwrap();
+    let mut config = PipelineConfig::new_in_code(vec![source], vec![], vec![sink]);
+    config.pipeline.name = "sigterm-backpressure-cdc".into();
+    config.pipeline.shards = Some(2);
+    config.queues.inbox_max_events = 200;
+    config.queues.sink_max_events = 200;
+    config.checkpoint.interval = Duration::from_millis(100);
+    config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
+    config
+}
+
+/// The row ids of the change events written so far.
+fn written_ids() -> HashSet<i64> {
+    stall_sink::written()
+        .iter()
+        .map(|v| {
+            let v: serde_json::Value = serde_json::from_str(v).unwrap();
+            v["after"]["id"].as_i64().expect("an insert with an id")
+        })
+        .collect()
+}
+
+#[test]
+fn sigterm_while_the_change_feed_is_blocked_ends_drained_and_loses_nothing() {
+    let _alone = one_at_a_time();
+    let server = common::postgres::Server::start();
+    server.psql("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)");
+    let mut registry = weir::registry();
+    registry.sink("stall", stall_sink::build);
+    let running = common::in_process::start(&cdc_config(&server.url), &registry);
+    let started = Instant::now();
+    while server.slot_confirmed("weir_slot").is_none() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no slot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let n = 5_000i64;
+    server.psql(&format!(
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, {n}) g"
+    ));
+    // the sink holds everything: the shards fill and the source blocks
+    std::thread::sleep(Duration::from_millis(2_000));
+    let unstall = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(300));
+        stall_sink::release();
+    });
+    let report = running.stop();
+    unstall.join().unwrap();
+    assert!(
+        report.drained,
+        "a dispatch given up at shutdown made the run end undrained (weir run would exit 1)"
+    );
+    let first_run = written_ids().len();
+    eprintln!("first run delivered {first_run}");
+    assert!(
+        (first_run as i64) < n,
+        "the stall did not hold anything back"
+    );
+
+    // the next run resumes from the slot's confirmed position and gets the rest
+    let running = common::in_process::start(&cdc_config(&server.url), &registry);
+    let started = Instant::now();
+    loop {
+        if written_ids().len() as i64 == n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} of {n} delivered over both runs",
+            written_ids().len()
         );
         std::thread::sleep(Duration::from_millis(50));
     }

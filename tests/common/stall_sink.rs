@@ -37,6 +37,13 @@ pub fn build(_: &ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic> {
     Ok(Box::new(StallSink))
 }
 
+/// Stalls writes again and forgets what was written (for a test binary
+/// whose tests use the sink one after the other).
+pub fn reset() {
+    STALLED.store(true, Ordering::Relaxed);
+    WRITTEN.lock().unwrap().clear();
+}
+
 /// Lets every waiting and later write through.
 pub fn release() {
     STALLED.store(false, Ordering::Relaxed);
