@@ -100,13 +100,13 @@ impl StepChain {
     }
 
     /// Opens every instance (the steps' lifecycle hook), in order.
-    pub async fn open(&mut self) -> std::result::Result<(), String> {
+    pub async fn open(&mut self) -> crate::Result<()> {
         for stage in &mut self.stages {
             stage
                 .step
                 .open()
                 .await
-                .map_err(|e| format!("opening step `{}`: {e}", stage.name))?;
+                .map_err(|e| e.context(format!("opening step `{}`", stage.name)))?;
         }
         Ok(())
     }
@@ -120,17 +120,13 @@ impl StepChain {
 
     /// Opens `step` and, if that succeeds, puts it in place of stage
     /// `index`'s instance, which is closed. Call between batches.
-    pub async fn swap(
-        &mut self,
-        index: usize,
-        mut step: Box<dyn Step>,
-    ) -> std::result::Result<(), String> {
+    pub async fn swap(&mut self, index: usize, mut step: Box<dyn Step>) -> crate::Result<()> {
         let Some(stage) = self.stages.get_mut(index) else {
-            return Err(format!("no stage {index}"));
+            return Err(crate::Error::internal(format!("no stage {index}")));
         };
         step.open()
             .await
-            .map_err(|e| format!("opening the new instance of step `{}`: {e}", stage.name))?;
+            .map_err(|e| e.context(format!("opening the new instance of step `{}`", stage.name)))?;
         let mut old = std::mem::replace(&mut stage.step, step);
         old.close().await;
         Ok(())

@@ -36,7 +36,7 @@ impl<'a> StepContext<'a> {
 
     /// Resolves a sink a step routes events to. Routed sinks do not receive
     /// the pipeline's default output.
-    pub fn route_to(&mut self, sink: &str) -> Result<SinkId, String> {
+    pub fn route_to(&mut self, sink: &str) -> Result<SinkId, crate::Error> {
         match self.sinks.iter().position(|s| s == sink) {
             Some(i) => {
                 let id = i as SinkId;
@@ -57,7 +57,7 @@ impl<'a> StepContext<'a> {
                 if let Some(s) = suggest(sink, self.sinks.iter().map(String::as_str)) {
                     msg.push_str(&format!("; did you mean `{s}`?"));
                 }
-                Err(msg)
+                Err(crate::Error::user(msg))
             }
         }
     }

@@ -171,7 +171,7 @@ async fn run(mut plan: ShardPlan) -> Result<()> {
         chain
             .open()
             .await
-            .map_err(|e| Error::user(e).context(format!("shard {}", plan.index)))?;
+            .map_err(|e| e.context(format!("shard {}", plan.index)))?;
         running.push(chain.running_stage());
         let (tx, rx) = mpsc::unbounded_channel::<LaneItem>();
         senders.push(tx);
@@ -336,7 +336,7 @@ async fn lane(
             }
             LaneItem::Swap { stage, step, done } => match chain.swap(stage, step).await {
                 Ok(()) => done.ack(),
-                Err(e) => done.fail_with(e),
+                Err(e) => done.fail_with(e.to_string()),
             },
             LaneItem::Barrier(done) => outputs.barrier(done).await,
         }

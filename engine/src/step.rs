@@ -104,7 +104,7 @@ pub trait Step {
     /// instance before it replaces an old one (a swap): connect, load,
     /// warm caches. An error stops the pipeline at start, or keeps the old
     /// instance in a swap.
-    async fn open(&mut self) -> Result<(), String> {
+    async fn open(&mut self) -> crate::Result<()> {
         Ok(())
     }
 

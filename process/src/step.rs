@@ -53,7 +53,7 @@ pub fn build(
     for sink in &options.routes {
         let id = ctx
             .route_to(sink)
-            .map_err(|e| config.option_error("routes", e))?;
+            .map_err(|e| config.option_error("routes", e.message))?;
         routes.insert(sink.clone(), id);
     }
     let interpreter =
@@ -473,14 +473,14 @@ impl Step for ProcessStep {
     /// Starts a worker of each version (running `init`), so a handler that
     /// cannot start stops the pipeline at start, or keeps the old version
     /// in a swap.
-    async fn open(&mut self) -> Result<(), String> {
+    async fn open(&mut self) -> weir_engine::Result<()> {
         for slot in std::iter::once(&self.stable).chain(self.canary.as_ref().map(|c| &c.slot)) {
             slot.pool.checkout().await.map_err(|e| {
-                format!(
+                weir_engine::Error::user(format!(
                     "function `{}` version {}: {e}",
                     self.function.name,
                     slot.version.short_hash()
-                )
+                ))
             })?;
         }
         Ok(())

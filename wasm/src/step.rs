@@ -38,7 +38,7 @@ pub fn build(
     for sink in &options.routes {
         let id = ctx
             .route_to(sink)
-            .map_err(|e| config.option_error("routes", e))?;
+            .map_err(|e| config.option_error("routes", e.message))?;
         routes.insert(sink.clone(), id);
     }
     let module = module::load(
@@ -377,10 +377,16 @@ impl Step for WasmStep {
         }
     }
 
-    async fn open(&mut self) -> Result<(), String> {
-        self.stable.open(&self.function).await?;
+    async fn open(&mut self) -> weir_engine::Result<()> {
+        self.stable
+            .open(&self.function)
+            .await
+            .map_err(weir_engine::Error::user)?;
         if let Some(c) = &mut self.canary {
-            c.slot.open(&self.function).await?;
+            c.slot
+                .open(&self.function)
+                .await
+                .map_err(weir_engine::Error::user)?;
         }
         Ok(())
     }

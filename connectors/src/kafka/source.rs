@@ -117,6 +117,7 @@ fn consume(
             Error::user(format!(
                 "kafka source `{name}`: invalid client configuration: {e}"
             ))
+            .with_cause(e)
         })?;
     check_topics(&consumer, &options, &name)?;
     let subscription = options.subscription();
@@ -125,6 +126,7 @@ fn consume(
         Error::user(format!(
             "kafka source `{name}`: subscribing to {topics:?}: {e}"
         ))
+        .with_cause(e)
     })?;
     tracing::info!(source = %name, topics = ?topics, group = %options.group, "kafka source subscribed");
 
