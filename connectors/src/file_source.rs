@@ -32,9 +32,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::driver::{self, Positions};
 use weir_engine::{Error, Result, Source, SourceContext};
 
-use crate::line_source::{self, ChunkReader, Commit, Counting, Spec};
+use crate::line_source::{ChunkReader, Counting, LineConnector, Spec};
 use crate::lines::{Framer, LineFormat};
 
 /// Options of the `file` source.
@@ -124,10 +125,11 @@ impl Source for FileSource {
         let spec = Spec {
             format: self.options.format,
             counting: Counting::Bytes,
-            commit: Commit::Local,
+            positions: Positions::Local,
             start,
         };
-        line_source::run(&mut ctx, FileChunks(file), spec)
+        let connector = LineConnector::new(FileChunks(file), spec, ctx.batch_settings());
+        driver::drive(connector, &mut ctx)
             .await
             .map_err(|e| e.context(format!("reading `{shown}`")))
     }

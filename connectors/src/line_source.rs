@@ -1,14 +1,16 @@
-//! The read loop shared by the line-oriented sources (`file`, `stdin`):
-//! read a chunk, frame its lines, gather them into batches of partition 0,
-//! dispatch, commit on every checkpoint tick, and at end of input dispatch
-//! the rest, drain and commit once more.
+//! The connector shared by the line-oriented sources (`file`, `stdin`):
+//! read a chunk, frame its lines and gather them into batches of
+//! partition 0. The loop around it (dispatch, checkpoint ticks, drain,
+//! commits) is the engine's [`weir_engine::driver`].
 
 use std::future::Future;
 use std::io;
 
-use weir_engine::{Error, Event, Origin, Result, Routing, SourceContext};
+use async_trait::async_trait;
+use weir_engine::driver::{Connector, Input, Positions};
+use weir_engine::{Error, Event, Origin, Result};
 
-use crate::control::{now_ms, until, Control, Wake};
+use crate::control::{now_ms, until};
 use crate::lines::{Framer, Line, LineFormat};
 use crate::pending::Pending;
 
@@ -32,15 +34,6 @@ pub(crate) enum Counting {
     Lines,
 }
 
-/// What a checkpoint does with the acked positions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Commit {
-    /// Writes them to the local checkpoint store (a restart resumes there).
-    Local,
-    /// Only records them in metrics (the input cannot be replayed).
-    Metrics,
-}
-
 /// How to run the loop.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Spec {
@@ -48,62 +41,105 @@ pub(crate) struct Spec {
     pub(crate) format: LineFormat,
     /// What positions count.
     pub(crate) counting: Counting,
-    /// What a checkpoint does.
-    pub(crate) commit: Commit,
+    /// Where positions are kept: the local store (files, read again from
+    /// there after a restart) or nowhere (stdin).
+    pub(crate) positions: Positions,
     /// Position of the first byte or line read.
     pub(crate) start: u64,
 }
 
-/// Runs until end of input or shutdown; returns after the final drain and commit.
-pub(crate) async fn run(
-    ctx: &mut SourceContext,
-    mut reader: impl ChunkReader,
+/// A line-oriented input as a [`Connector`]: the engine's driver runs the
+/// loop (shutdown, checkpoint ticks, dispatch, drain, final commit).
+pub(crate) struct LineConnector<R> {
+    reader: R,
+    framer: Framer,
+    pending: Pending,
+    position: u64,
     spec: Spec,
-) -> Result<()> {
-    let mut framer = Framer::new(spec.format);
-    let mut pending = Pending::new(ctx.batch_settings());
-    let mut position = spec.start;
-    let mut control = Control::new();
-    loop {
-        let deadline = pending.deadline();
-        let input = async {
+    /// A framed line that did not fit the batch handed on before it.
+    carry: Option<Line>,
+    /// The input ended; what is left goes out, then [`Input::End`].
+    eof: bool,
+}
+
+impl<R: ChunkReader> LineConnector<R> {
+    /// A connector reading `reader` with `batch` limits.
+    pub(crate) fn new(reader: R, spec: Spec, batch: &weir_config::BatchSettings) -> Self {
+        LineConnector {
+            reader,
+            framer: Framer::new(spec.format),
+            pending: Pending::new(batch),
+            position: spec.start,
+            spec,
+            carry: None,
+            eof: false,
+        }
+    }
+
+    /// Moves framed lines into the batch; returns it once it is full (or
+    /// the next line would take it past `max_bytes`).
+    fn gather_framed(&mut self, ts: i64) -> Option<Input> {
+        if let Some(line) = self.carry.take() {
+            add(&mut self.pending, line, &mut self.position, self.spec, ts);
+        }
+        while let Some(line) = self.framer.next_line() {
+            if self.pending.would_overflow(line.len()) {
+                self.carry = Some(line);
+                return Some(self.take());
+            }
+            add(&mut self.pending, line, &mut self.position, self.spec, ts);
+            if self.pending.is_full() {
+                return Some(self.take());
+            }
+        }
+        None
+    }
+
+    /// The gathered batch (partition 0), or [`Input::Idle`] when empty.
+    fn take(&mut self) -> Input {
+        match self.pending.take() {
+            Some((events, end)) => Input::Batch {
+                partition: 0,
+                events,
+                end,
+            },
+            None => Input::Idle,
+        }
+    }
+}
+
+#[async_trait]
+impl<R: ChunkReader> Connector for LineConnector<R> {
+    async fn read(&mut self) -> Result<Input> {
+        loop {
+            if let Some(batch) = self.gather_framed(now_ms()) {
+                return Ok(batch);
+            }
+            if self.eof {
+                return Ok(match self.take() {
+                    Input::Idle => Input::End,
+                    batch => batch,
+                });
+            }
+            let deadline = self.pending.deadline();
             tokio::select! {
                 biased;
-                _ = until(deadline) => None,
-                read = reader.read(&mut framer) => Some(read),
-            }
-        };
-        match control.next(ctx, input).await {
-            Wake::Shutdown => break,
-            Wake::Checkpoint => commit(ctx, spec.commit, false).await?,
-            Wake::Input(None) => dispatch(ctx, &mut pending).await?,
-            Wake::Input(Some(Err(e))) => return Err(Error::from(e)),
-            Wake::Input(Some(Ok(0))) => {
-                if let Some(line) = framer.finish() {
-                    if pending.would_overflow(line.len()) {
-                        dispatch(ctx, &mut pending).await?;
+                _ = until(deadline) => return Ok(self.take()),
+                read = self.reader.read(&mut self.framer) => match read {
+                    Err(e) => return Err(Error::from(e)),
+                    Ok(0) => {
+                        self.eof = true;
+                        self.carry = self.framer.finish();
                     }
-                    add(&mut pending, line, &mut position, spec, now_ms());
-                }
-                dispatch(ctx, &mut pending).await?;
-                break;
-            }
-            Wake::Input(Some(Ok(_))) => {
-                let ts = now_ms();
-                while let Some(line) = framer.next_line() {
-                    if pending.would_overflow(line.len()) {
-                        dispatch(ctx, &mut pending).await?;
-                    }
-                    add(&mut pending, line, &mut position, spec, ts);
-                    if pending.is_full() {
-                        dispatch(ctx, &mut pending).await?;
-                    }
-                }
+                    Ok(_) => {}
+                },
             }
         }
     }
-    ctx.drain().await;
-    commit(ctx, spec.commit, true).await
+
+    fn positions(&self) -> Positions {
+        self.spec.positions
+    }
 }
 
 /// Adds a framed line to the batch and moves the position past it.
@@ -149,33 +185,6 @@ fn from_envelope(line: bytes::Bytes, ts: i64) -> Event {
             )],
             timestamp_ms: ts,
             origin: Origin::default(),
-        },
-    }
-}
-
-/// Dispatches the gathered events, if any, to partition 0.
-async fn dispatch(ctx: &mut SourceContext, pending: &mut Pending) -> Result<()> {
-    match pending.take() {
-        Some((events, end)) => ctx.dispatch(0, events, end, Routing::Partition).await,
-        None => Ok(()),
-    }
-}
-
-/// Commits acked positions. A failed periodic commit is logged and retried
-/// at the next tick; a failed final commit is returned.
-async fn commit(ctx: &mut SourceContext, how: Commit, last: bool) -> Result<()> {
-    match how {
-        Commit::Metrics => {
-            ctx.take_checkpoints();
-            Ok(())
-        }
-        Commit::Local => match ctx.commit_local().await {
-            Ok(_) => Ok(()),
-            Err(e) if last => Err(e.context("committing the final checkpoint")),
-            Err(e) => {
-                tracing::warn!(source = %ctx.name(), error = %e, "checkpoint commit failed; retrying at the next tick");
-                Ok(())
-            }
         },
     }
 }

@@ -30,9 +30,10 @@ use bytes::BytesMut;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::driver::{self, Positions};
 use weir_engine::{Error, Result, Source, SourceContext};
 
-use crate::line_source::{self, ChunkReader, Commit, Counting, Spec};
+use crate::line_source::{ChunkReader, Counting, LineConnector, Spec};
 use crate::lines::{Framer, LineFormat, CHUNK, MIN_READ};
 
 /// Chunks read ahead of the source, at most.
@@ -143,10 +144,11 @@ impl Source for StdinSource {
         let spec = Spec {
             format: options.format,
             counting: Counting::Lines,
-            commit: Commit::Metrics,
+            positions: Positions::Untracked,
             start: 0,
         };
-        line_source::run(&mut ctx, ThreadChunks(rx), spec)
+        let connector = LineConnector::new(ThreadChunks(rx), spec, ctx.batch_settings());
+        driver::drive(connector, &mut ctx)
             .await
             .map_err(|e| e.context("reading stdin"))
     }

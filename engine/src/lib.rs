@@ -15,6 +15,7 @@ pub mod chain;
 pub mod checkpoint_store;
 pub mod control;
 pub mod dead_letter;
+pub mod driver;
 pub mod error;
 pub mod event;
 pub mod latency;

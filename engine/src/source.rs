@@ -685,13 +685,16 @@ fn after(d: Duration) -> Option<Instant> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::queue::{bounded, QueueLimits, QueueReceiver};
     use crate::shutdown::shutdown_channel;
     use crate::telemetry::QueueMetrics;
 
-    fn context(
+    /// A context over `shards` fresh inboxes of `max_events` each, with
+    /// their receivers and the shutdown trigger (also used by other
+    /// modules' tests).
+    pub(crate) fn context(
         shards: usize,
         max_events: usize,
     ) -> (
