@@ -204,10 +204,13 @@ mod tests {
     use crate::ack::AckStatus;
     use crate::source::tests::context;
 
+    /// Every commit a connector was asked for: (positions, last).
+    type Commits = Arc<Mutex<Vec<(Vec<Checkpoint>, bool)>>>;
+
     /// Hands out scripted inputs, then waits forever; records commits.
     struct Scripted {
         inputs: VecDeque<Input>,
-        commits: Arc<Mutex<Vec<(Vec<Checkpoint>, bool)>>>,
+        commits: Commits,
     }
 
     #[async_trait]
@@ -279,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn a_revoked_partition_that_does_not_finish_is_fenced_committed_and_forgotten() {
         let (mut ctx, mut rx, trigger) = context(1, 1000);
-        let commits: Arc<Mutex<Vec<(Vec<Checkpoint>, bool)>>> = Arc::default();
+        let commits: Commits = Arc::default();
         let connector = Scripted {
             inputs: VecDeque::from([
                 Input::Assigned(vec![(0, 0), (1, 0)]),
