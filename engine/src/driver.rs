@@ -91,6 +91,17 @@ pub trait Connector: Send {
     fn revoke_timeout(&self) -> Duration {
         Duration::from_secs(10)
     }
+
+    /// At shutdown: what the connector gathered and has not handed on. A
+    /// connector whose input can be read again returns `None` (the next run
+    /// reads it); one whose input cannot (core NATS) hands it on, and the
+    /// driver dispatches it if there is room before the drain.
+    fn rest(&mut self) -> Option<Input> {
+        None
+    }
+
+    /// Called last, after the final commit: close connections cleanly.
+    async fn close(&mut self) {}
 }
 
 /// Runs a [`Connector`] as a [`Source`].
@@ -136,8 +147,19 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
             Input::End => break,
         }
     }
+    if let Some(Input::Batch {
+        partition,
+        events,
+        end,
+    }) = connector.rest()
+    {
+        ctx.dispatch(partition, events, end, connector.routing())
+            .await?;
+    }
     ctx.drain().await;
-    commit(&mut connector, ctx, true).await
+    let committed = commit(&mut connector, ctx, true).await;
+    connector.close().await;
+    committed
 }
 
 /// Takes the moved positions, stores or commits them.

@@ -97,6 +97,12 @@ pub struct SourceContext {
     stuck: Vec<u32>,
     /// Where `on_stuck = "fail"` reports, to stop the pipeline.
     failures: Option<tokio::sync::mpsc::UnboundedSender<Error>>,
+    /// Set once the source watches batches one by one
+    /// ([`dispatch_tracked`](Self::dispatch_tracked),
+    /// [`dispatch_with_reply`](Self::dispatch_with_reply)): it settles each
+    /// failed batch upstream itself (a JetStream nak, an HTTP error answer),
+    /// so no position is held behind it and `on_stuck` does not apply.
+    acks_per_batch: bool,
 }
 
 /// Parts to build a [`SourceContext`] (used by the pipeline and by tests).
@@ -156,6 +162,7 @@ impl SourceContext {
             on_stuck: parts.on_stuck,
             stuck: Vec::new(),
             failures: parts.failures,
+            acks_per_batch: false,
         }
     }
 
@@ -245,6 +252,7 @@ impl SourceContext {
         routing: Routing,
         reply: ReplyTo,
     ) -> Result<Option<Arc<AckState>>> {
+        self.acks_per_batch = true;
         self.dispatch_inner(partition, events, end, routing, Some(reply))
             .await
     }
@@ -499,6 +507,13 @@ impl SourceContext {
         for stuck in self.ledger.take_newly_stuck() {
             self.incomplete
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+            if self.acks_per_batch {
+                tracing::error!(
+                    source = %self.name, partition = stuck.partition,
+                    "a batch failed delivery; the source settles it upstream"
+                );
+                continue;
+            }
             match self.on_stuck {
                 OnStuck::Pause => {
                     tracing::error!(
@@ -656,6 +671,7 @@ impl SourceContext {
         end: u64,
         routing: Routing,
     ) -> Result<Option<Arc<AckState>>> {
+        self.acks_per_batch = true;
         self.dispatch_inner(partition, events, end, routing, None)
             .await
     }

@@ -34,11 +34,12 @@ use bytes::BytesMut;
 use serde::Deserialize;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use weir_config::{parse_duration, ComponentConfig, Diagnostic};
-use weir_engine::{Error, Event, Origin, Result, Routing, Source, SourceContext};
+use weir_engine::driver::{self, Connector, Input, Positions};
+use weir_engine::{Error, Event, Origin, Result, Source, SourceContext};
 
 pub use schedule::Schedule;
 
-use crate::control::{now_ms, Control, Wake};
+use crate::control::now_ms;
 use crate::template::{Template, Vars, XorShift};
 
 /// The default payload template.
@@ -207,55 +208,75 @@ impl Source for CronSource {
             template,
             count,
         } = *self;
-        let mut clock = Clock::new(timing);
-        let mut rng = XorShift::default();
-        let mut control = Control::new();
-        let mut seq: u64 = 0;
-        while !matches!(count, Some(count) if seq >= count) {
-            match control.next(&mut ctx, clock.fire()).await {
-                Wake::Shutdown => break,
-                Wake::Checkpoint => {
-                    ctx.take_checkpoints();
-                }
-                Wake::Input(fire) => {
-                    let ts_ms = fire?;
-                    let value = match template.fixed() {
-                        Some(fixed) => fixed.clone(),
-                        None => {
-                            let mut buf = BytesMut::with_capacity(template.max_len(0));
-                            template.render(
-                                &Vars {
-                                    seq,
-                                    partition: 0,
-                                    key: b"",
-                                    ts_ms,
-                                },
-                                &mut rng,
-                                &mut buf,
-                            );
-                            buf.freeze()
-                        }
-                    };
-                    let origin = Origin {
-                        offset: seq,
-                        ..Origin::default()
-                    };
-                    let event = Event {
-                        key: None,
-                        value,
-                        headers: Vec::new(),
-                        timestamp_ms: ts_ms,
-                        origin,
-                    };
-                    ctx.dispatch(0, vec![event], seq + 1, Routing::Partition)
-                        .await?;
-                    seq += 1;
-                }
-            }
+        let connector = CronConnector {
+            clock: Clock::new(timing),
+            template,
+            rng: XorShift::default(),
+            count,
+            seq: 0,
+        };
+        driver::drive(connector, &mut ctx).await
+    }
+}
+
+/// The schedule as a [`Connector`]: each fire is a batch of one event;
+/// the engine's driver runs the loop.
+struct CronConnector {
+    clock: Clock,
+    template: Template,
+    rng: XorShift,
+    count: Option<u64>,
+    /// Fires so far.
+    seq: u64,
+}
+
+#[async_trait]
+impl Connector for CronConnector {
+    async fn read(&mut self) -> Result<Input> {
+        if matches!(self.count, Some(count) if self.seq >= count) {
+            return Ok(Input::End);
         }
-        ctx.drain().await;
-        ctx.take_checkpoints();
-        Ok(())
+        // cancel safe: a fire not yet due is simply waited for again
+        let ts_ms = self.clock.fire().await?;
+        let seq = self.seq;
+        let value = match self.template.fixed() {
+            Some(fixed) => fixed.clone(),
+            None => {
+                let mut buf = BytesMut::with_capacity(self.template.max_len(0));
+                self.template.render(
+                    &Vars {
+                        seq,
+                        partition: 0,
+                        key: b"",
+                        ts_ms,
+                    },
+                    &mut self.rng,
+                    &mut buf,
+                );
+                buf.freeze()
+            }
+        };
+        let origin = Origin {
+            offset: seq,
+            ..Origin::default()
+        };
+        let event = Event {
+            key: None,
+            value,
+            headers: Vec::new(),
+            timestamp_ms: ts_ms,
+            origin,
+        };
+        self.seq += 1;
+        Ok(Input::Batch {
+            partition: 0,
+            events: vec![event],
+            end: seq + 1,
+        })
+    }
+
+    fn positions(&self) -> Positions {
+        Positions::Untracked
     }
 }
 

@@ -11,12 +11,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::driver::{self, Connector, Input, Positions};
 use weir_engine::{Error, Event, Origin, Result, Routing, Source, SourceContext};
 
 use super::client::connect;
 use super::config::NatsSourceOptions;
 use super::subject::event_headers;
-use crate::control::{now_ms, until, Control, Wake};
+use crate::control::{now_ms, until};
 use crate::pending::Pending;
 
 /// Builds a `nats` source.
@@ -52,83 +53,126 @@ impl Source for NatsSource {
             })?;
             subscriptions.push(sub);
         }
-        let mut messages = futures_util::stream::select_all(subscriptions);
-        let mut pending = Pending::new(ctx.batch_settings());
-        let mut control = Control::new();
-        let mut position = 0u64;
-        let mut last_subject: Option<Bytes> = None;
-        let mut clock = now_ms();
-        loop {
-            let deadline = pending.deadline();
-            let input = async {
-                tokio::select! {
-                    biased;
-                    _ = until(deadline) => None,
-                    m = messages.next() => Some(m),
-                }
-            };
-            match control.next(&mut ctx, input).await {
-                Wake::Shutdown => break,
-                Wake::Checkpoint => {
-                    ctx.take_checkpoints();
-                }
-                Wake::Input(None) => dispatch(&mut ctx, &mut pending).await?,
-                Wake::Input(Some(None)) => {
-                    return Err(Error::retryable(format!(
-                        "nats source `{name}`: the subscriptions ended (connection closed)"
-                    )))
-                }
-                Wake::Input(Some(Some(first))) => {
-                    // take what is already buffered without another wait
-                    let mut next = Some(first);
-                    while let Some(m) = next.take() {
-                        // runs of one subject share one key buffer; the clock
-                        // is read once per 256 messages
-                        if last_subject.as_deref() != Some(m.subject.as_bytes()) {
-                            last_subject = Some(Bytes::copy_from_slice(m.subject.as_bytes()));
-                        }
-                        if position.is_multiple_of(256) {
-                            clock = now_ms();
-                        }
-                        let event = Event {
-                            key: last_subject.clone(),
-                            value: m.payload,
-                            headers: event_headers(m.headers.as_ref()),
-                            timestamp_ms: clock,
-                            origin: Origin {
-                                offset: position,
-                                ..Origin::default()
-                            },
-                        };
-                        position += 1;
-                        if pending.would_overflow(event.value.len()) {
-                            dispatch(&mut ctx, &mut pending).await?;
-                        }
-                        pending.push(event, position);
-                        if pending.is_full() {
-                            dispatch(&mut ctx, &mut pending).await?;
-                            break;
-                        }
-                        next = messages.next().now_or_never().flatten();
-                    }
-                }
-            }
-        }
-        // what was gathered but not dispatched is lost with core NATS anyway;
-        // hand it on so a clean stop loses nothing it had received
-        if let Some((events, end)) = pending.take() {
-            let _ = ctx.dispatch(0, events, end, Routing::Key).await;
-        }
-        ctx.drain().await;
-        ctx.take_checkpoints();
-        let _ = client.drain().await;
-        Ok(())
+        let connector = NatsConnector {
+            name,
+            client,
+            messages: futures_util::stream::select_all(subscriptions),
+            pending: Pending::new(ctx.batch_settings()),
+            position: 0,
+            last_subject: None,
+            clock: now_ms(),
+            carry: None,
+        };
+        driver::drive(connector, &mut ctx).await
     }
 }
 
-async fn dispatch(ctx: &mut SourceContext, pending: &mut Pending) -> Result<()> {
-    match pending.take() {
-        Some((events, end)) => ctx.dispatch(0, events, end, Routing::Key).await,
-        None => Ok(()),
+/// The subscriptions as a [`Connector`]; the engine's driver runs the loop.
+struct NatsConnector {
+    name: String,
+    client: async_nats::Client,
+    messages: futures_util::stream::SelectAll<async_nats::Subscriber>,
+    pending: Pending,
+    /// Messages received so far (an event's offset).
+    position: u64,
+    /// The subject of the last message: runs of one subject share one key.
+    last_subject: Option<Bytes>,
+    /// Read once per 256 messages.
+    clock: i64,
+    /// An event that did not fit the batch handed on before it.
+    carry: Option<(Event, u64)>,
+}
+
+impl NatsConnector {
+    fn event_of(&mut self, m: async_nats::Message) -> (Event, u64) {
+        if self.last_subject.as_deref() != Some(m.subject.as_bytes()) {
+            self.last_subject = Some(Bytes::copy_from_slice(m.subject.as_bytes()));
+        }
+        if self.position.is_multiple_of(256) {
+            self.clock = now_ms();
+        }
+        let event = Event {
+            key: self.last_subject.clone(),
+            value: m.payload,
+            headers: event_headers(m.headers.as_ref()),
+            timestamp_ms: self.clock,
+            origin: Origin {
+                offset: self.position,
+                ..Origin::default()
+            },
+        };
+        self.position += 1;
+        (event, self.position)
+    }
+
+    fn take(&mut self) -> Input {
+        match self.pending.take() {
+            Some((events, end)) => Input::Batch {
+                partition: 0,
+                events,
+                end,
+            },
+            None => Input::Idle,
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for NatsConnector {
+    async fn read(&mut self) -> Result<Input> {
+        if let Some((event, end)) = self.carry.take() {
+            self.pending.push(event, end);
+        }
+        let deadline = self.pending.deadline();
+        let first = tokio::select! {
+            biased;
+            _ = until(deadline) => return Ok(self.take()),
+            m = self.messages.next() => m,
+        };
+        let Some(first) = first else {
+            return Err(Error::retryable(format!(
+                "nats source `{}`: the subscriptions ended (connection closed)",
+                self.name
+            )));
+        };
+        // take what is already buffered without another wait
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            let (event, end) = self.event_of(m);
+            if self.pending.would_overflow(event.value.len()) {
+                self.carry = Some((event, end));
+                return Ok(self.take());
+            }
+            self.pending.push(event, end);
+            if self.pending.is_full() {
+                return Ok(self.take());
+            }
+            next = self.messages.next().now_or_never().flatten();
+        }
+        Ok(Input::Idle)
+    }
+
+    fn routing(&self) -> Routing {
+        Routing::Key
+    }
+
+    fn positions(&self) -> Positions {
+        Positions::Untracked
+    }
+
+    /// Core NATS keeps nothing: what was received is handed on at a clean
+    /// stop rather than lost.
+    fn rest(&mut self) -> Option<Input> {
+        if let Some((event, end)) = self.carry.take() {
+            self.pending.push(event, end);
+        }
+        match self.take() {
+            Input::Idle => None,
+            batch => Some(batch),
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = self.client.drain().await;
     }
 }
