@@ -15,14 +15,15 @@
 //! cancel-safe futures such as `read_buf`, `mpsc::Receiver::recv` or
 //! `sleep_until`).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::event::Event;
+use crate::event::{size_of_events, Event};
 use crate::ledger::Checkpoint;
-use crate::source::{Routing, Source, SourceContext};
+use crate::source::{Routing, Source, SourceContext, TryDispatchError};
 
 /// What a connector read.
 #[derive(Debug)]
@@ -92,6 +93,20 @@ pub trait Connector: Send {
         Duration::from_secs(10)
     }
 
+    /// Whether the connector can stop reading a single partition
+    /// ([`pause`](Self::pause)). If it can (and routes by partition), a
+    /// batch that finds its shard full is parked and its partition paused
+    /// while the others go on; otherwise the driver waits for room.
+    fn can_pause(&self) -> bool {
+        false
+    }
+
+    /// Stops (`true`) or resumes reading `partition`: while it is paused,
+    /// `read` returns no batch of it (and waits if nothing else is left).
+    fn pause(&mut self, partition: u32, paused: bool) {
+        let _ = (partition, paused);
+    }
+
     /// At shutdown: what the connector gathered and has not handed on. A
     /// connector whose input can be read again returns `None` (the next run
     /// reads it); one whose input cannot (core NATS) hands it on, and the
@@ -117,7 +132,14 @@ impl<C: Connector + 'static> Source for Driven<C> {
 /// The loop: until the input ends or shutdown is requested, then a drain
 /// and a final commit.
 pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> Result<()> {
+    let parking = connector.can_pause() && connector.routing() == Routing::Partition;
+    let mut parked = Parked::default();
     loop {
+        if !parked.is_empty() && parked.retry(&mut connector, ctx)? == Retry::Stop {
+            break;
+        }
+        // room for the oldest parked batch wakes the loop to retry it
+        let room = parked.room(ctx);
         let shutdown = ctx.shutdown();
         let input = tokio::select! {
             biased;
@@ -126,9 +148,19 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
                 commit(&mut connector, ctx, false).await?;
                 continue;
             }
+            _ = room => continue,
             input = connector.read() => input?,
         };
         match input {
+            Input::Batch {
+                partition,
+                events,
+                end,
+            } if parking => {
+                if parked.dispatch(&mut connector, ctx, partition, events, end)? == Retry::Stop {
+                    break;
+                }
+            }
             Input::Batch {
                 partition,
                 events,
@@ -144,9 +176,19 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
             }
             Input::Revoked(partitions) => revoke(&mut connector, ctx, &partitions).await?,
             Input::Idle => {}
-            Input::End => break,
+            Input::End => {
+                // the input ended: what is parked goes out, waiting for room
+                for (partition, events, end) in parked.batches.drain(..) {
+                    ctx.dispatch(partition, events, end, Routing::Partition)
+                        .await?;
+                }
+                break;
+            }
         }
     }
+    // anything still parked was never dispatched: it is read again after a
+    // restart (nothing after it was committed)
+    drop(parked);
     if let Some(Input::Batch {
         partition,
         events,
@@ -160,6 +202,103 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
     let committed = commit(&mut connector, ctx, true).await;
     connector.close().await;
     committed
+}
+
+/// Whether the loop goes on after a dispatch attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Retry {
+    Go,
+    /// A dispatch was given up at shutdown: stop reading.
+    Stop,
+}
+
+/// Batches a full shard refused, oldest first, at most one per partition
+/// the connector was told to pause (so what a source holds this way is
+/// bounded by its partitions, and order per partition holds).
+#[derive(Default)]
+struct Parked {
+    batches: VecDeque<(u32, Vec<Event>, u64)>,
+}
+
+impl Parked {
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Dispatches without waiting; a refused batch is parked and its
+    /// partition paused.
+    fn dispatch<C: Connector>(
+        &mut self,
+        connector: &mut C,
+        ctx: &mut SourceContext,
+        partition: u32,
+        events: Vec<Event>,
+        end: u64,
+    ) -> Result<Retry> {
+        if self.batches.iter().any(|(p, _, _)| *p == partition) {
+            // keep the partition's order behind what is parked already
+            self.batches.push_back((partition, events, end));
+            return Ok(Retry::Go);
+        }
+        match ctx.try_dispatch(partition, events, end) {
+            Ok(()) => Ok(Retry::Go),
+            Err(TryDispatchError::Full(events)) => {
+                connector.pause(partition, true);
+                self.batches.push_back((partition, events, end));
+                Ok(Retry::Go)
+            }
+            Err(TryDispatchError::ShuttingDown(_)) => Ok(Retry::Stop),
+            Err(TryDispatchError::Closed) => Err(shard_gone()),
+        }
+    }
+
+    /// Dispatches every parked batch whose shard has room now, in order per
+    /// partition; resumes the partitions that emptied.
+    fn retry<C: Connector>(&mut self, connector: &mut C, ctx: &mut SourceContext) -> Result<Retry> {
+        let mut refused: Vec<u32> = Vec::new();
+        for _ in 0..self.batches.len() {
+            let Some((partition, events, end)) = self.batches.pop_front() else {
+                break;
+            };
+            if refused.contains(&partition) {
+                self.batches.push_back((partition, events, end));
+                continue;
+            }
+            match ctx.try_dispatch(partition, events, end) {
+                Ok(()) => {
+                    if !self.batches.iter().any(|(p, _, _)| *p == partition) {
+                        connector.pause(partition, false);
+                    }
+                }
+                Err(TryDispatchError::Full(events)) => {
+                    refused.push(partition);
+                    self.batches.push_back((partition, events, end));
+                }
+                Err(TryDispatchError::ShuttingDown(_)) => return Ok(Retry::Stop),
+                Err(TryDispatchError::Closed) => return Err(shard_gone()),
+            }
+        }
+        Ok(Retry::Go)
+    }
+
+    /// Completes when the oldest parked batch's shard has room; never when
+    /// nothing is parked.
+    fn room(&self, ctx: &SourceContext) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let wait = self
+            .batches
+            .front()
+            .map(|(p, events, _)| ctx.ready(*p, events.len(), size_of_events(events)));
+        async move {
+            match wait {
+                Some(wait) => wait.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+fn shard_gone() -> crate::error::Error {
+    crate::error::Error::internal("a shard stopped while the source runs")
 }
 
 /// Takes the moved positions, stores or commits them.
@@ -352,5 +491,97 @@ mod tests {
             ctx.stuck_partitions().is_empty(),
             "a fenced batch is not a stuck partition"
         );
+    }
+
+    /// Two partitions, six batches of five events each, alternating;
+    /// honours pauses; records them.
+    struct TwoPartitions {
+        next: [u64; 2],
+        turn: usize,
+        paused: [bool; 2],
+        pauses: Arc<Mutex<Vec<(u32, bool)>>>,
+    }
+
+    #[async_trait]
+    impl Connector for TwoPartitions {
+        async fn read(&mut self) -> Result<Input> {
+            for _ in 0..2 {
+                let p = self.turn;
+                self.turn = 1 - self.turn;
+                if !self.paused[p] && self.next[p] < 30 {
+                    self.next[p] += 5;
+                    return Ok(batch(p as u32, 5, self.next[p]));
+                }
+            }
+            if self.next.iter().all(|&n| n >= 30) && !self.paused.contains(&true) {
+                return Ok(Input::End);
+            }
+            std::future::pending().await
+        }
+
+        fn positions(&self) -> Positions {
+            Positions::Untracked
+        }
+
+        fn can_pause(&self) -> bool {
+            true
+        }
+
+        fn pause(&mut self, partition: u32, paused: bool) {
+            self.paused[partition as usize] = paused;
+            self.pauses.lock().unwrap().push((partition, paused));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_shard_pauses_only_its_partition_until_there_is_room() {
+        let (mut ctx, rx, _trigger) = context(2, 10);
+        let (s0, s1) = (ctx.shard_of(0), ctx.shard_of(1));
+        assert_ne!(s0, s1);
+        let pauses = Arc::new(Mutex::new(Vec::new()));
+        let connector = TwoPartitions {
+            next: [0, 0],
+            turn: 0,
+            paused: [false, false],
+            pauses: Arc::clone(&pauses),
+        };
+        let mut rx: Vec<Option<crate::queue::QueueReceiver<crate::batch::Batch>>> =
+            rx.into_iter().map(Some).collect();
+        let mut rx0 = rx[s0].take().unwrap();
+        let mut rx1 = rx[s1].take().unwrap();
+        let driver = tokio::spawn(async move { drive(connector, &mut ctx).await });
+        // partition 1's shard is served: all of its 30 events arrive while
+        // partition 0's shard (room for 10) stays full
+        let mut got1 = Vec::new();
+        while got1.len() < 30 {
+            let (b, _permit) = tokio::time::timeout(Duration::from_secs(5), rx1.recv())
+                .await
+                .expect("partition 1 is not held up by partition 0")
+                .unwrap();
+            got1.extend(b.events.iter().map(|e| e.origin.offset));
+            b.ack.ack();
+        }
+        assert_eq!(got1, (0..30).collect::<Vec<_>>());
+        assert!(
+            pauses.lock().unwrap().contains(&(0, true)),
+            "partition 0 was paused"
+        );
+        // now partition 0's shard drains: it resumes and everything arrives in order
+        let mut got0 = Vec::new();
+        while got0.len() < 30 {
+            let (b, permit) = tokio::time::timeout(Duration::from_secs(5), rx0.recv())
+                .await
+                .expect("partition 0 resumes")
+                .unwrap();
+            got0.extend(b.events.iter().map(|e| e.origin.offset));
+            b.ack.ack();
+            drop(permit);
+        }
+        assert_eq!(got0, (0..30).collect::<Vec<_>>());
+        assert!(
+            pauses.lock().unwrap().contains(&(0, false)),
+            "partition 0 was resumed"
+        );
+        driver.await.unwrap().unwrap();
     }
 }

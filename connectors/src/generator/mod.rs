@@ -38,13 +38,13 @@ use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
 use tokio::time::Instant;
 use weir_config::{ComponentConfig, Diagnostic};
-use weir_engine::source::TryDispatchError;
+use weir_engine::driver::{self, Connector, Input, Positions};
 use weir_engine::{Event, Origin, Result, Routing, Source, SourceContext};
 
 pub use config::{GeneratorOptions, DEFAULT_PAYLOAD};
 pub use plan::{BatchPlan, Planner, MAX_PARTITIONS};
 
-use crate::control::{now_ms, Control, Wake};
+use crate::control::now_ms;
 use crate::numbers::{put_u64, MAX_DIGITS};
 use crate::template::{Vars, XorShift};
 use config::Settings;
@@ -153,69 +153,75 @@ impl Renderer {
     }
 }
 
-fn shard_gone() -> weir_engine::Error {
-    weir_engine::Error::internal("a shard stopped while the generator runs")
+/// The generator as a [`Connector`]: the engine's driver runs the loop,
+/// parks a batch whose shard is full and pauses its partition (the other
+/// partitions keep going), and resumes it once the batch went out.
+struct GeneratorConnector {
+    planner: Planner,
+    renderer: Renderer,
+    /// Events per batch.
+    batch_len: u64,
+    /// Events per second, if limited.
+    rate: Option<f64>,
+    started: Instant,
+    /// Events made so far (paces `rate`).
+    emitted: u64,
+    routing: Routing,
+    /// Partitions the driver paused: no batch of theirs is made.
+    paused: Vec<u32>,
 }
 
-/// Batches whose shard was full, one per paused partition, oldest first.
-/// A paused partition gets no new batch until its parked one is dispatched,
-/// so offsets stay in order; the other partitions keep going.
-#[derive(Default)]
-struct Parked {
-    batches: std::collections::VecDeque<(BatchPlan, Vec<Event>)>,
-}
-
-impl Parked {
-    fn len(&self) -> usize {
-        self.batches.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.batches.is_empty()
-    }
-
-    fn holds(&self, partition: u32) -> bool {
-        self.batches
-            .iter()
-            .any(|(plan, _)| plan.partition == partition)
-    }
-
-    fn park(&mut self, plan: BatchPlan, events: Vec<Event>) {
-        self.batches.push_back((plan, events));
-    }
-
-    /// Dispatches every parked batch whose shard has room now.
-    fn retry(&mut self, ctx: &mut SourceContext) -> Result<()> {
-        for _ in 0..self.batches.len() {
-            let Some((plan, events)) = self.batches.pop_front() else {
-                break;
-            };
-            match ctx.try_dispatch(plan.partition, events, plan.end()) {
-                Ok(()) => {}
-                Err(TryDispatchError::Full(events)) => self.batches.push_back((plan, events)),
-                Err(TryDispatchError::Closed) => return Err(shard_gone()),
-                // stopping: the rest is generated again after a restart
-                Err(TryDispatchError::ShuttingDown(_)) => return Ok(()),
+#[async_trait]
+impl Connector for GeneratorConnector {
+    async fn read(&mut self) -> Result<Input> {
+        let due = match self.rate {
+            None => Due::Now,
+            Some(rate) => Duration::try_from_secs_f64(self.emitted as f64 / rate)
+                .ok()
+                .and_then(|after| self.started.checked_add(after))
+                .map_or(Due::Never, Due::At),
+        };
+        due.wait().await; // cancel safe: nothing is made before it completes
+        let paused = &self.paused;
+        let plan = self
+            .planner
+            .next_batch_skipping(self.batch_len, |p| paused.contains(&p));
+        let Some(plan) = plan else {
+            if self.paused.is_empty() {
+                return Ok(Input::End);
             }
-        }
-        Ok(())
+            // what is left belongs to paused partitions: the driver resumes them
+            return std::future::pending().await;
+        };
+        let events = self.renderer.fill(&self.planner, &plan, now_ms());
+        self.emitted += plan.len;
+        Ok(Input::Batch {
+            partition: plan.partition,
+            events,
+            end: plan.end(),
+        })
     }
 
-    /// Waits until the oldest parked batch is dispatched.
-    async fn wait_oldest(&mut self, ctx: &mut SourceContext) -> Result<()> {
-        if let Some((plan, events)) = self.batches.pop_front() {
-            ctx.dispatch(plan.partition, events, plan.end(), Routing::Partition)
-                .await?;
-        }
-        Ok(())
+    fn routing(&self) -> Routing {
+        self.routing
     }
 
-    /// Dispatches everything still parked, waiting as needed.
-    async fn flush(&mut self, ctx: &mut SourceContext) -> Result<()> {
-        while !self.is_empty() {
-            self.wait_oldest(ctx).await?;
+    fn positions(&self) -> Positions {
+        Positions::Untracked
+    }
+
+    fn can_pause(&self) -> bool {
+        true
+    }
+
+    fn pause(&mut self, partition: u32, paused: bool) {
+        if paused {
+            if !self.paused.contains(&partition) {
+                self.paused.push(partition);
+            }
+        } else {
+            self.paused.retain(|&p| p != partition);
         }
-        Ok(())
     }
 }
 
@@ -229,7 +235,7 @@ impl Source for GeneratorSource {
                 .clamp(1, MAX_PARTITIONS),
             n => n,
         };
-        let mut planner = Planner::new(partitions, settings.count);
+        let planner = Planner::new(partitions, settings.count);
         let key_len = if settings.key_cardinality.is_some() {
             MAX_KEY_LEN
         } else {
@@ -251,73 +257,22 @@ impl Source for GeneratorSource {
             Routing::Partition
         };
         let rate = settings.rate;
-        let mut renderer = Renderer {
-            settings,
-            buf: BytesMut::new(),
-            rng: XorShift::default(),
-            per_event,
+        let connector = GeneratorConnector {
+            planner,
+            renderer: Renderer {
+                settings,
+                buf: BytesMut::new(),
+                rng: XorShift::default(),
+                per_event,
+            },
+            batch_len,
+            rate,
+            started: Instant::now(),
+            emitted: 0,
+            routing,
+            paused: Vec::new(),
         };
-        let started = Instant::now();
-        let mut emitted: u64 = 0;
-        let mut control = Control::new();
-        let mut parked = Parked::default();
-        loop {
-            let due = match rate {
-                None => Due::Now,
-                Some(rate) => Duration::try_from_secs_f64(emitted as f64 / rate)
-                    .ok()
-                    .and_then(|after| started.checked_add(after))
-                    .map_or(Due::Never, Due::At),
-            };
-            match control.next(&mut ctx, due.wait()).await {
-                Wake::Shutdown => {
-                    // parked batches were never dispatched: nothing to deliver or commit
-                    parked = Parked::default();
-                    break;
-                }
-                Wake::Checkpoint => {
-                    ctx.take_checkpoints();
-                }
-                Wake::Input(()) => {
-                    if routing == Routing::Partition {
-                        // a full shard pauses only its partitions: retry those first
-                        parked.retry(&mut ctx)?;
-                        if parked.len() == partitions as usize {
-                            parked.wait_oldest(&mut ctx).await?;
-                            continue;
-                        }
-                    }
-                    let plan = planner.next_batch_skipping(batch_len, |p| parked.holds(p));
-                    let Some(plan) = plan else {
-                        if parked.is_empty() {
-                            break;
-                        }
-                        parked.wait_oldest(&mut ctx).await?;
-                        continue;
-                    };
-                    let events = renderer.fill(&planner, &plan, now_ms());
-                    emitted += plan.len;
-                    match routing {
-                        Routing::Key => {
-                            ctx.dispatch(plan.partition, events, plan.end(), routing)
-                                .await?
-                        }
-                        Routing::Partition => {
-                            match ctx.try_dispatch(plan.partition, events, plan.end()) {
-                                Ok(()) => {}
-                                Err(TryDispatchError::Full(events)) => parked.park(plan, events),
-                                Err(TryDispatchError::Closed) => return Err(shard_gone()),
-                                Err(TryDispatchError::ShuttingDown(_)) => {}
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        parked.flush(&mut ctx).await?;
-        ctx.drain().await;
-        ctx.take_checkpoints();
-        Ok(())
+        driver::drive(connector, &mut ctx).await
     }
 }
 
