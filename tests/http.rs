@@ -448,6 +448,18 @@ struct Receiver {
     auth: Mutex<Option<String>>,
 }
 
+impl Receiver {
+    /// A receiver that answers 503 to the first `fail_first` requests.
+    fn new(fail_first: usize) -> Arc<Receiver> {
+        Arc::new(Receiver {
+            fail_first,
+            seen: AtomicUsize::new(0),
+            accepted: Mutex::new(Vec::new()),
+            auth: Mutex::new(None),
+        })
+    }
+}
+
 impl Handler for Receiver {
     fn handle(
         self: Arc<Self>,
@@ -479,26 +491,8 @@ impl Handler for Receiver {
 
 #[test]
 fn the_http_sink_retries_until_accepted_and_dead_letters_rejections() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let receiver = Arc::new(Receiver {
-        fail_first: 2,
-        seen: AtomicUsize::new(0),
-        accepted: Mutex::new(Vec::new()),
-        auth: Mutex::new(None),
-    });
-    let (port, _server) = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let options = ServeOptions {
-            header_timeout: Duration::from_secs(5),
-            tls: None,
-        };
-        (port, serve::spawn(listener, options, Arc::clone(&receiver)))
-    });
+    let receiver = Receiver::new(2);
+    let (port, _runtime, _server) = start_receiver(&receiver);
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write(
         dir.path(),
@@ -630,12 +624,7 @@ on_stuck = "{on_stuck}"
 
 #[test]
 fn a_stuck_partition_is_paused_and_the_process_is_not_ready() {
-    let receiver = Arc::new(Receiver {
-        fail_first: 0,
-        seen: AtomicUsize::new(0),
-        accepted: Mutex::new(Vec::new()),
-        auth: Mutex::new(None),
-    });
+    let receiver = Receiver::new(0);
     let (port, _runtime, _server) = start_receiver(&receiver);
     let dir = tempfile::tempdir().unwrap();
     let pipeline = stuck_pipeline(dir.path(), port, "pause");
@@ -693,12 +682,7 @@ fn a_stuck_partition_is_paused_and_the_process_is_not_ready() {
 
 #[test]
 fn a_stuck_partition_fails_the_pipeline_when_asked() {
-    let receiver = Arc::new(Receiver {
-        fail_first: 0,
-        seen: AtomicUsize::new(0),
-        accepted: Mutex::new(Vec::new()),
-        auth: Mutex::new(None),
-    });
+    let receiver = Receiver::new(0);
     let (port, _runtime, _server) = start_receiver(&receiver);
     let dir = tempfile::tempdir().unwrap();
     let pipeline = stuck_pipeline(dir.path(), port, "fail");

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use common::kafka::Broker;
 use common::metrics::{metric, recorder as metrics};
 use common::stall_sink;
-use weir_config::{ComponentConfig, PipelineConfig};
 
 const PARTITIONS: i32 = 64;
 const BATCH: usize = 100;
@@ -36,30 +35,17 @@ fn sixty_four_partitions_into_a_stalled_sink_stay_within_the_memory_bound() {
         }),
     );
 
-    let mut registry = weir::registry();
-    registry.sink("stall", stall_sink::build);
-    let source = ComponentConfig::from_toml(
-        "in",
+    let (registry, config) = stall_sink::pipeline(
+        "kafka-memory",
         "kafka",
         &format!(
-            "brokers = \"{}\"\ntopics = [\"in\"]\ngroup = \"memory\"\nbatch = {{ max_events = {BATCH}, max_wait = \"20ms\" }}\n",
+            "brokers = \"{}\"\ntopics = [\"in\"]\ngroup = \"memory\"",
             broker.bootstrap
         ),
-    )
-    .unwrap();
-    let sink = ComponentConfig::from_toml(
-        "out",
-        "stall",
-        &format!("batch = {{ max_events = {BATCH} }}"),
-    )
-    .unwrap();
-    let mut config = PipelineConfig::new_in_code(vec![source], vec![], vec![sink]);
-    config.pipeline.name = "kafka-memory".into();
-    config.pipeline.shards = Some(2);
-    config.queues.inbox_max_events = 1_000;
-    config.queues.sink_max_events = 500;
-    config.checkpoint.interval = Duration::from_millis(100);
-    config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
+        BATCH,
+        1_000,
+        500,
+    );
     let running = common::in_process::start(&config, &registry);
 
     // wait until the source stops reading: dispatched and held both steady

@@ -21,7 +21,6 @@ use common::stall_sink;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::ClientConfig;
-use weir_config::{ComponentConfig, PipelineConfig};
 
 const PARTITIONS: i32 = 4;
 const PER_PARTITION: usize = 2_000;
@@ -45,32 +44,19 @@ fn revoked_partitions_whose_writes_do_not_finish_are_fenced_and_the_source_leave
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 
-    let mut registry = weir::registry();
-    registry.sink("stall", stall_sink::build);
-    let source = ComponentConfig::from_toml(
-        "in",
-        "kafka",
-        &format!(
-            "brokers = \"{}\"\ntopics = [\"in\"]\ngroup = \"fence\"\nrevoke_timeout = \"2s\"\nbatch = {{ max_events = {BATCH}, max_wait = \"20ms\" }}\n",
-            broker.bootstrap
-        ),
-    )
-    .unwrap();
-    let sink = ComponentConfig::from_toml(
-        "out",
-        "stall",
-        &format!("batch = {{ max_events = {BATCH} }}"),
-    )
-    .unwrap();
-    let mut config = PipelineConfig::new_in_code(vec![source], vec![], vec![sink]);
-    config.pipeline.name = "kafka-fence".into();
-    config.pipeline.shards = Some(2);
     // room for every event in the shards' inboxes: every partition has
     // batches in flight when the second member joins
-    config.queues.inbox_max_events = 10_000;
-    config.queues.sink_max_events = 500;
-    config.checkpoint.interval = Duration::from_millis(100);
-    config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
+    let (registry, config) = stall_sink::pipeline(
+        "kafka-fence",
+        "kafka",
+        &format!(
+            "brokers = \"{}\"\ntopics = [\"in\"]\ngroup = \"fence\"\nrevoke_timeout = \"2s\"",
+            broker.bootstrap
+        ),
+        BATCH,
+        10_000,
+        500,
+    );
     let running = common::in_process::start(&config, &registry);
 
     // the source fills weir's queues and stops

@@ -14,24 +14,18 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::stall_sink;
-use weir_config::{ComponentConfig, PipelineConfig};
 
-fn config(url: &str) -> PipelineConfig {
-    let source = ComponentConfig::from_toml(
-        "in",
+/// A jetstream source into the stall sink, with small queues: the source
+/// soon blocks in dispatch.
+fn config(url: &str) -> (weir_engine::Registry, weir_config::PipelineConfig) {
+    stall_sink::pipeline(
+        "sigterm-backpressure",
         "jetstream",
-        &format!("url = \"{url}\"\nstream = \"IN\"\nconsumer = \"weir\"\nack_wait = \"5s\"\nbatch = {{ max_events = 100 }}\n"),
+        &format!("url = \"{url}\"\nstream = \"IN\"\nconsumer = \"weir\"\nack_wait = \"5s\""),
+        100,
+        200,
+        200,
     )
-    .unwrap();
-    let sink = ComponentConfig::from_toml("out", "stall", "batch = { max_events = 100 }").unwrap();
-    let mut config = PipelineConfig::new_in_code(vec![source], vec![], vec![sink]);
-    config.pipeline.name = "sigterm-backpressure".into();
-    config.pipeline.shards = Some(2);
-    // small queues: the source soon blocks in dispatch
-    config.queues.inbox_max_events = 200;
-    config.queues.sink_max_events = 200;
-    config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
-    config
 }
 
 /// The tests share the stall sink: one at a time.
@@ -49,10 +43,8 @@ fn sigterm_while_a_key_routed_source_is_blocked_ends_drained_and_loses_nothing()
     server.create_stream("IN", &["in.>"]);
     let n = 5_000usize;
     server.publish((0..n).map(|i| (format!("in.{}", i % 10), format!("{{\"id\":{i}}}"))));
-    let mut registry = weir::registry();
-    registry.sink("stall", stall_sink::build);
-
-    let running = common::in_process::start(&config(&server.url), &registry);
+    let (registry, config) = config(&server.url);
+    let running = common::in_process::start(&config, &registry);
     // the sink holds everything: the shards fill and the source blocks
     std::thread::sleep(Duration::from_millis(2_000));
     // the sink recovers just after the shutdown request, within the drain
@@ -71,7 +63,7 @@ fn sigterm_while_a_key_routed_source_is_blocked_ends_drained_and_loses_nothing()
     assert!(first_run < n, "the stall did not hold anything back");
 
     // the next run gets what the first did not deliver
-    let running = common::in_process::start(&config(&server.url), &registry);
+    let running = common::in_process::start(&config, &registry);
     let started = Instant::now();
     loop {
         let unique: HashSet<String> = stall_sink::written().into_iter().collect();
@@ -89,22 +81,18 @@ fn sigterm_while_a_key_routed_source_is_blocked_ends_drained_and_loses_nothing()
     assert!(running.stop().drained);
 }
 
-fn cdc_config(url: &str) -> PipelineConfig {
-    let source = ComponentConfig::from_toml(
-        "in",
+/// A postgres-cdc source into the stall sink, with small queues.
+fn cdc_config(url: &str) -> (weir_engine::Registry, weir_config::PipelineConfig) {
+    stall_sink::pipeline(
+        "sigterm-backpressure-cdc",
         "postgres-cdc",
-        &format!("url = \"{url}\"\npublication = \"weir_pub\"\nslot = \"weir_slot\"\ntables = [\"t\"]\nbatch = {{ max_events = 100 }}\n"),
+        &format!(
+            "url = \"{url}\"\npublication = \"weir_pub\"\nslot = \"weir_slot\"\ntables = [\"t\"]"
+        ),
+        100,
+        200,
+        200,
     )
-    .unwrap();
-    let sink = ComponentConfig::from_toml("out", "stall", "batch = { max_events = 100 }").unwrap();
-    let mut config = PipelineConfig::new_in_code(vec![source], vec![], vec![sink]);
-    config.pipeline.name = "sigterm-backpressure-cdc".into();
-    config.pipeline.shards = Some(2);
-    config.queues.inbox_max_events = 200;
-    config.queues.sink_max_events = 200;
-    config.checkpoint.interval = Duration::from_millis(100);
-    config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
-    config
 }
 
 /// The row ids of the change events written so far.
@@ -123,9 +111,8 @@ fn sigterm_while_the_change_feed_is_blocked_ends_drained_and_loses_nothing() {
     let _alone = one_at_a_time();
     let server = common::postgres::Server::start();
     server.psql("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)");
-    let mut registry = weir::registry();
-    registry.sink("stall", stall_sink::build);
-    let running = common::in_process::start(&cdc_config(&server.url), &registry);
+    let (registry, config) = cdc_config(&server.url);
+    let running = common::in_process::start(&config, &registry);
     let started = Instant::now();
     while server.slot_confirmed("weir_slot").is_none() {
         assert!(started.elapsed() < Duration::from_secs(30), "no slot");
@@ -155,7 +142,7 @@ fn sigterm_while_the_change_feed_is_blocked_ends_drained_and_loses_nothing() {
     );
 
     // the next run resumes from the slot's confirmed position and gets the rest
-    let running = common::in_process::start(&cdc_config(&server.url), &registry);
+    let running = common::in_process::start(&config, &registry);
     let started = Instant::now();
     loop {
         if written_ids().len() as i64 == n {

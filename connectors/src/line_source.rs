@@ -97,14 +97,7 @@ impl<R: ChunkReader> LineConnector<R> {
 
     /// The gathered batch (partition 0), or [`Input::Idle`] when empty.
     fn take(&mut self) -> Input {
-        match self.pending.take() {
-            Some((events, end)) => Input::Batch {
-                partition: 0,
-                events,
-                end,
-            },
-            None => Input::Idle,
-        }
+        self.pending.take_input(0)
     }
 }
 

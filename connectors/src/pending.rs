@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use weir_config::BatchSettings;
+use weir_engine::driver::Input;
 use weir_engine::Event;
 
 /// Events gathered for one partition, and the position after the last one.
@@ -65,6 +66,19 @@ impl Pending {
     /// When the batch must go even if not full; `None` while empty.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// The batch as a driver input for `partition`, leaving an empty
+    /// batch; [`Input::Idle`] when there is nothing to hand on.
+    pub(crate) fn take_input(&mut self, partition: u32) -> Input {
+        match self.take() {
+            Some((events, end)) => Input::Batch {
+                partition,
+                events,
+                end,
+            },
+            None => Input::Idle,
+        }
     }
 
     /// The events and their end position, leaving an empty batch; `None`

@@ -417,6 +417,38 @@ mod tests {
     use crate::queue::{bounded, QueueLimits};
     use crate::telemetry::QueueMetrics;
 
+    /// A runner for `sink` (batches of up to `max_events`, `max_wait`),
+    /// retrying at once, without a dead-letter sink; and its input.
+    fn runner(
+        sink: &str,
+        max_events: usize,
+        max_wait: Duration,
+    ) -> (QueueSender<SinkBatch>, SinkRunner) {
+        let (tx, rx) = bounded(
+            QueueLimits {
+                max_events: 10_000,
+                max_bytes: 1 << 24,
+            },
+            QueueMetrics::new(&format!("{sink}-test")),
+        );
+        let runner = SinkRunner {
+            name: sink.into(),
+            input: rx,
+            batch: BatchSettings {
+                max_events,
+                max_wait,
+                ..BatchSettings::default()
+            },
+            retry: RetrySettings {
+                initial_backoff: Duration::from_millis(1),
+                ..RetrySettings::default()
+            },
+            dead_letter: None,
+            source_names: Arc::from(Vec::<Arc<str>>::new()),
+        };
+        (tx, runner)
+    }
+
     /// Confirms each batch through a oneshot the test completes by hand;
     /// writes (the retry path) succeed at once.
     struct ManualSink {
@@ -446,27 +478,7 @@ mod tests {
 
     #[tokio::test]
     async fn deliveries_stay_in_flight_settle_in_order_and_failures_are_retried() {
-        let (tx, rx) = bounded(
-            QueueLimits {
-                max_events: 1000,
-                max_bytes: 1 << 20,
-            },
-            QueueMetrics::new("sink-test"),
-        );
-        let runner = SinkRunner {
-            name: "manual".into(),
-            input: rx,
-            batch: BatchSettings {
-                max_events: 1,
-                ..BatchSettings::default()
-            },
-            retry: RetrySettings {
-                initial_backoff: Duration::from_millis(1),
-                ..RetrySettings::default()
-            },
-            dead_letter: None,
-            source_names: Arc::from(Vec::<Arc<str>>::new()),
-        };
+        let (tx, runner) = runner("manual", 1, BatchSettings::default().max_wait);
         let confirms = Arc::new(Mutex::new(Vec::new()));
         let retried = Arc::new(Mutex::new(Vec::new()));
         let sink = ManualSink {
@@ -583,28 +595,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retried_delivery_never_leaves_a_stale_value_behind_later_writes_of_its_keys() {
-        let (tx, rx) = bounded(
-            QueueLimits {
-                max_events: 10_000,
-                max_bytes: 1 << 24,
-            },
-            QueueMetrics::new("order-test"),
-        );
-        let runner = SinkRunner {
-            name: "every-7th".into(),
-            input: rx,
-            batch: BatchSettings {
-                max_events: 5,
-                max_wait: Duration::from_millis(1),
-                ..BatchSettings::default()
-            },
-            retry: RetrySettings {
-                initial_backoff: Duration::from_millis(1),
-                ..RetrySettings::default()
-            },
-            dead_letter: None,
-            source_names: Arc::from(Vec::<Arc<str>>::new()),
-        };
+        let (tx, runner) = runner("every-7th", 5, Duration::from_millis(1));
         let landed = Arc::new(Mutex::new(Vec::new()));
         let sink = EverySeventhFails {
             landed: Arc::clone(&landed),

@@ -53,3 +53,39 @@ pub fn release() {
 pub fn written() -> Vec<String> {
     WRITTEN.lock().unwrap().clone()
 }
+
+/// A pipeline `name` reading source `in` (`kind` with `options`, batches
+/// of `batch` events) into this sink (`out`, the same batches) on two
+/// shards with inboxes of `inbox` events and a sink queue of `sink_queue`,
+/// checkpointing every 100 ms; and a registry that knows the sink.
+pub fn pipeline(
+    name: &str,
+    kind: &str,
+    options: &str,
+    batch: usize,
+    inbox: usize,
+    sink_queue: usize,
+) -> (weir_engine::Registry, weir_config::PipelineConfig) {
+    let mut registry = weir::registry();
+    registry.sink("stall", build);
+    let source = ComponentConfig::from_toml(
+        "in",
+        kind,
+        &format!("{options}\nbatch = {{ max_events = {batch}, max_wait = \"20ms\" }}\n"),
+    )
+    .unwrap();
+    let sink = ComponentConfig::from_toml(
+        "out",
+        "stall",
+        &format!("batch = {{ max_events = {batch} }}"),
+    )
+    .unwrap();
+    let mut config = weir_config::PipelineConfig::new_in_code(vec![source], vec![], vec![sink]);
+    config.pipeline.name = name.into();
+    config.pipeline.shards = Some(2);
+    config.queues.inbox_max_events = inbox;
+    config.queues.sink_max_events = sink_queue;
+    config.checkpoint.interval = Duration::from_millis(100);
+    config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
+    (registry, config)
+}

@@ -106,14 +106,7 @@ impl NatsConnector {
     }
 
     fn take(&mut self) -> Input {
-        match self.pending.take() {
-            Some((events, end)) => Input::Batch {
-                partition: 0,
-                events,
-                end,
-            },
-            None => Input::Idle,
-        }
+        self.pending.take_input(0)
     }
 }
 
