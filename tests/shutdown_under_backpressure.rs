@@ -28,6 +28,23 @@ fn config(url: &str) -> (weir_engine::Registry, weir_config::PipelineConfig) {
     )
 }
 
+/// Lets the stalled sink fill the shards until the source blocks, asks
+/// for shutdown, lets the sink recover just after (within the drain), and
+/// checks the run still ended drained.
+fn stop_while_blocked(running: common::in_process::InProcess) {
+    std::thread::sleep(Duration::from_millis(2_000));
+    let unstall = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(300));
+        stall_sink::release();
+    });
+    let report = running.stop();
+    unstall.join().unwrap();
+    assert!(
+        report.drained,
+        "a dispatch given up at shutdown made the run end undrained (weir run would exit 1)"
+    );
+}
+
 /// The tests share the stall sink: one at a time.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -45,19 +62,7 @@ fn sigterm_while_a_key_routed_source_is_blocked_ends_drained_and_loses_nothing()
     server.publish((0..n).map(|i| (format!("in.{}", i % 10), format!("{{\"id\":{i}}}"))));
     let (registry, config) = config(&server.url);
     let running = common::in_process::start(&config, &registry);
-    // the sink holds everything: the shards fill and the source blocks
-    std::thread::sleep(Duration::from_millis(2_000));
-    // the sink recovers just after the shutdown request, within the drain
-    let unstall = std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_millis(300));
-        stall_sink::release();
-    });
-    let report = running.stop();
-    unstall.join().unwrap();
-    assert!(
-        report.drained,
-        "a dispatch given up at shutdown made the run end undrained (weir run would exit 1)"
-    );
+    stop_while_blocked(running);
     let first_run = stall_sink::written().len();
     eprintln!("first run delivered {first_run}");
     assert!(first_run < n, "the stall did not hold anything back");
@@ -122,18 +127,7 @@ fn sigterm_while_the_change_feed_is_blocked_ends_drained_and_loses_nothing() {
     server.psql(&format!(
         "INSERT INTO t SELECT g, 0 FROM generate_series(1, {n}) g"
     ));
-    // the sink holds everything: the shards fill and the source blocks
-    std::thread::sleep(Duration::from_millis(2_000));
-    let unstall = std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_millis(300));
-        stall_sink::release();
-    });
-    let report = running.stop();
-    unstall.join().unwrap();
-    assert!(
-        report.drained,
-        "a dispatch given up at shutdown made the run end undrained (weir run would exit 1)"
-    );
+    stop_while_blocked(running);
     let first_run = written_ids().len();
     eprintln!("first run delivered {first_run}");
     assert!(
