@@ -92,9 +92,11 @@ fn revoked_partitions_whose_writes_do_not_finish_are_fenced_and_the_source_leave
             let started = Instant::now();
             while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(90) {
                 let _ = member.poll(Duration::from_millis(100));
+                // the first assignment: the partitions revoked from weir
+                // (once weir left, the member takes the rest too)
                 if let Ok(assignment) = member.assignment() {
-                    for e in assignment.elements() {
-                        taken.insert(e.partition() as i64);
+                    if taken.is_empty() {
+                        taken.extend(assignment.elements().iter().map(|e| e.partition() as i64));
                     }
                 }
             }

@@ -70,8 +70,14 @@ pub trait Connector: Send {
     async fn read(&mut self) -> Result<Input>;
 
     /// Makes `positions` durable upstream; `last` is the commit after the
-    /// final drain. A failed periodic commit is logged and retried at the
-    /// next tick; a failed last commit fails the source.
+    /// final drain. With [`Positions::Upstream`] it is called at every
+    /// checkpoint tick, with what moved since the last call (maybe
+    /// nothing: a connector that keeps unconfirmed positions commits them
+    /// again). A failed periodic commit is logged and retried at the next
+    /// tick; a failed last commit fails the source. While partitions are
+    /// being revoked (between [`Input::Revoked`] and
+    /// [`revoked`](Self::revoked)) the commit is the revocation's: it
+    /// should be synchronous.
     async fn commit(&mut self, positions: &[Checkpoint], last: bool) -> Result<()> {
         let _ = (positions, last);
         Ok(())
@@ -105,6 +111,20 @@ pub trait Connector: Send {
     /// `read` returns no batch of it (and waits if nothing else is left).
     fn pause(&mut self, partition: u32, paused: bool) {
         let _ = (partition, paused);
+    }
+
+    /// The revoked partitions are drained (or fenced), committed and
+    /// forgotten: the connector may release them (a consumer group's
+    /// rebalance goes on).
+    async fn revoked(&mut self, partitions: &[u32]) {
+        let _ = partitions;
+    }
+
+    /// Events read and not handed on yet (a batch being built, read ahead
+    /// in a channel): with the batches the driver parks, what
+    /// `weir_source_held_events` reports.
+    fn held(&self) -> usize {
+        0
     }
 
     /// At shutdown: what the connector gathered and has not handed on. A
@@ -146,6 +166,7 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
             _ = shutdown => break,
             _ = ctx.checkpoint_tick() => {
                 commit(&mut connector, ctx, false).await?;
+                ctx.set_held(parked.events() + connector.held());
                 continue;
             }
             _ = room => continue,
@@ -174,7 +195,12 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
                     ctx.restore(partition, position);
                 }
             }
-            Input::Revoked(partitions) => revoke(&mut connector, ctx, &partitions).await?,
+            Input::Revoked(partitions) => {
+                // parked batches of them were never dispatched: the next
+                // owner reads them
+                parked.forget(&partitions);
+                revoke(&mut connector, ctx, &partitions).await?
+            }
             Input::Idle => {}
             Input::End => {
                 // the input ended: what is parked goes out, waiting for room
@@ -223,6 +249,16 @@ struct Parked {
 impl Parked {
     fn is_empty(&self) -> bool {
         self.batches.is_empty()
+    }
+
+    /// Events parked.
+    fn events(&self) -> usize {
+        self.batches.iter().map(|(_, events, _)| events.len()).sum()
+    }
+
+    /// Drops the batches of revoked partitions.
+    fn forget(&mut self, partitions: &[u32]) {
+        self.batches.retain(|(p, _, _)| !partitions.contains(p));
     }
 
     /// Dispatches without waiting; a refused batch is parked and its
@@ -318,9 +354,6 @@ async fn commit<C: Connector>(
         },
         Positions::Upstream => {
             let moved = ctx.take_checkpoints();
-            if moved.is_empty() && !last {
-                return Ok(());
-            }
             connector.commit(&moved, last).await
         }
     };
@@ -334,25 +367,56 @@ async fn commit<C: Connector>(
     }
 }
 
-/// A revoked partition: wait for its batches, fence what did not finish,
-/// commit what was delivered, forget it.
+/// How long fenced batches get to settle (skipped by the stages that had
+/// not started on them) before a write still in progress fails the source.
+const FENCE_GRACE: Duration = Duration::from_secs(1);
+
+/// Revoked partitions: wait for their batches, fence what did not finish,
+/// commit what was delivered, forget them, tell the connector.
+///
+/// A fenced batch that a sink is writing right now cannot be recalled: if
+/// such a write is still going after [`FENCE_GRACE`], the source fails
+/// (and so leaves its group) rather than let that write land behind the
+/// new owner's writes of the same keys.
 async fn revoke<C: Connector>(
     connector: &mut C,
     ctx: &mut SourceContext,
     partitions: &[u32],
 ) -> Result<()> {
-    let deadline = Instant::now() + connector.revoke_timeout();
+    let started = Instant::now();
+    let deadline = started + connector.revoke_timeout();
+    let mut fenced = 0;
     for &partition in partitions {
         if !ctx.drain_partition(partition, deadline).await {
-            let fenced = ctx.fence_partition(partition);
-            tracing::warn!(source = %ctx.name(), partition, fenced,
+            let n = ctx.fence_partition(partition);
+            fenced += n;
+            tracing::warn!(source = %ctx.name(), partition, fenced = n,
                 "a revoked partition did not finish in time: its waiting batches are fenced");
+        }
+    }
+    if fenced > 0 {
+        let grace = Instant::now() + FENCE_GRACE;
+        for &partition in partitions {
+            if !ctx.drain_partition(partition, grace).await {
+                // the group moves on without this process: nothing of it
+                // that waits may be written behind the next owners' writes
+                let all = ctx.fence_all();
+                tracing::error!(source = %ctx.name(), fenced = all,
+                    "a write of a revoked partition is still in progress: fencing every partition and stopping");
+                return Err(crate::error::Error::external(format!(
+                    "source `{}`: a revoked partition still had a write in progress after `revoke_timeout` and the fencing of its waiting batches; stopping, and so leaving the group, rather than let that write land behind the new owner's (raise `revoke_timeout`, up to the group's rebalance timeout)",
+                    ctx.name()
+                )));
+            }
         }
     }
     commit(connector, ctx, false).await?;
     for &partition in partitions {
         ctx.forget_partition(partition);
     }
+    connector.revoked(partitions).await;
+    tracing::info!(source = %ctx.name(), partitions = partitions.len(), fenced,
+        took_ms = started.elapsed().as_millis() as u64, "partitions revoked");
     Ok(())
 }
 

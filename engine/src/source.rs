@@ -684,6 +684,15 @@ impl SourceContext {
         self.ledger.fence(partition)
     }
 
+    /// Fences the waiting batches of every partition: before a source that
+    /// must leave its group stops, so that nothing of it still waiting in
+    /// the shards is written after the partitions' next owner took over.
+    /// Returns how many were fenced.
+    pub fn fence_all(&mut self) -> usize {
+        let partitions: Vec<u32> = self.ledger.partitions().collect();
+        partitions.iter().map(|&p| self.ledger.fence(p)).sum()
+    }
+
     /// Stops tracking a revoked partition (after its final commit).
     pub fn forget_partition(&mut self, partition: u32) {
         self.ledger.forget(partition);

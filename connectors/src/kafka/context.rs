@@ -1,35 +1,65 @@
-//! The consumer's librdkafka context: where rebalances are handled.
+//! The consumer's librdkafka context: rebalance and commit callbacks, and
+//! the state the consumer thread shares with the source's connector.
 //!
 //! librdkafka calls the rebalance callback from inside `poll`, on the
-//! source's consumer thread. A revocation is handled there, before the
-//! partitions are released: stop dispatching them, wait (up to
-//! `revoke_timeout`) until their in-flight batches are acked, commit the
-//! acked watermark synchronously, and forget them. The next owner then
-//! starts exactly after what this process delivered.
+//! consumer thread. A revocation is handed to the source driver (through
+//! the same channel as the batches, so it comes after every batch of the
+//! partitions already read) and the callback waits until the driver has
+//! drained, fenced, committed and forgotten the partitions: only then does
+//! librdkafka release them, and the next owner starts exactly after what
+//! this process delivered.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{Offset, Statistics, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
 use weir_engine::telemetry::names;
-use weir_engine::SourceContext;
+use weir_engine::{Checkpoint, Error, Event};
 
 use super::partitions::PartitionIds;
 
-/// State shared by the consume loop and the callbacks. Both run on the
-/// consumer thread, so the locks are never contended; the loop takes them
-/// once per batch, never per message.
+/// What the consumer thread hands the connector, in order.
+#[derive(Debug)]
+pub(crate) enum Message {
+    /// A batch of one partition.
+    Batch {
+        /// The weir partition id.
+        partition: u32,
+        /// The events, in offset order.
+        events: Vec<Event>,
+        /// The offset after the last event.
+        end: u64,
+    },
+    /// Partitions being revoked: `done` is answered once the driver
+    /// committed and forgot them; librdkafka releases them after that.
+    Revoked {
+        /// Their weir partition ids.
+        partitions: Vec<u32>,
+        /// The assignment was lost (the session timed out): another member
+        /// owns them already, so nothing of them is committed.
+        lost: bool,
+        /// Answered when the driver is done with them.
+        done: oneshot::Sender<()>,
+    },
+    /// The consumer failed for good.
+    Failed(Error),
+}
+
+/// State shared by the consumer thread (loop and callbacks) and the
+/// connector on the runtime. The locks are taken per batch, rebalance or
+/// commit, never per message.
 pub(crate) struct KafkaContext {
     /// The source's name, for logs and metrics.
     pub(crate) name: String,
-    /// The engine's side of the source: dispatch, ledger, drain.
-    pub(crate) source: Mutex<SourceContext>,
+    /// To the connector: batches, revocations, failures.
+    pub(crate) tx: mpsc::Sender<Message>,
     /// Topic-partition ↔ weir partition ids.
     pub(crate) ids: Mutex<PartitionIds>,
     /// Acked watermarks not yet known to be committed, by partition id.
@@ -38,31 +68,67 @@ pub(crate) struct KafkaContext {
     pub(crate) rebalanced: AtomicBool,
     /// Partitions revoked and assigned since the loop last looked.
     pub(crate) changes: Mutex<Changes>,
-    /// Set when an asynchronous commit failed: commit everything again.
-    pub(crate) commit_failed: AtomicBool,
-    /// Runs the engine's async drain from the callback.
-    pub(crate) runtime: tokio::runtime::Handle,
-    /// Longest drain of a revoked partition.
-    pub(crate) revoke_timeout: Duration,
-    /// Set when a revoked partition still had a write in progress after
-    /// its batches were fenced: the loop then fails the source.
-    pub(crate) fence_failed: AtomicBool,
+    /// Events in batches the loop is building (updated at its
+    /// housekeeping).
+    pub(crate) staged: AtomicUsize,
+    /// Events sent and not yet received by the connector.
+    pub(crate) queued: AtomicUsize,
+    /// Set when the connector is gone: the loop stops.
+    pub(crate) stop: AtomicBool,
+    /// Partitions the driver paused: the loop keeps their batches staged
+    /// instead of sending them, so a paused partition holds at most the
+    /// batch the driver parked and the one being built, however far the
+    /// loop had read ahead.
+    pub(crate) paused: Mutex<HashSet<u32>>,
+    /// Whether `paused` is not empty (read without the lock).
+    pub(crate) any_paused: AtomicBool,
 }
-
-/// How long fenced batches get to settle (skipped by the stages that had
-/// not started on them) before a write still in progress fails the source.
-const FENCE_GRACE: Duration = Duration::from_secs(1);
 
 /// What rebalances changed.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
-    /// Revoked partition ids: their staged and parked batches are dropped.
+    /// Revoked partition ids: their staged batches are dropped.
     pub(crate) revoked: Vec<u32>,
     /// Newly assigned partition ids: they start unpaused.
     pub(crate) assigned: Vec<u32>,
 }
 
 impl KafkaContext {
+    /// A context sending to `tx`.
+    pub(crate) fn new(name: String, ids: PartitionIds, tx: mpsc::Sender<Message>) -> Self {
+        KafkaContext {
+            name,
+            tx,
+            ids: Mutex::new(ids),
+            uncommitted: Mutex::default(),
+            rebalanced: AtomicBool::new(false),
+            changes: Mutex::new(Changes::default()),
+            staged: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            paused: Mutex::default(),
+            any_paused: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks partitions paused or not.
+    pub(crate) fn set_paused(&self, ids: &[u32], paused: bool) {
+        let mut set = Self::lock(&self.paused);
+        for &id in ids {
+            if paused {
+                set.insert(id);
+            } else {
+                set.remove(&id);
+            }
+        }
+        self.any_paused.store(!set.is_empty(), Ordering::Release);
+    }
+
+    /// Whether the driver paused partition `id`.
+    pub(crate) fn is_paused(&self, id: u32) -> bool {
+        self.any_paused.load(Ordering::Acquire) && Self::lock(&self.paused).contains(&id)
+    }
+
     /// Locks a mutex that a panic elsewhere may have poisoned (the data is
     /// still consistent: every critical section is a few assignments).
     pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,13 +136,18 @@ impl KafkaContext {
     }
 
     /// Takes the moved watermarks into `uncommitted` and returns, as a
-    /// commit list, every watermark not yet confirmed committed.
-    pub(crate) fn offsets_to_commit(&self, source: &mut SourceContext) -> TopicPartitionList {
-        let moved = source.take_checkpoints();
+    /// commit list, every watermark not yet confirmed committed, except
+    /// those of `skip` (lost partitions: dropped).
+    pub(crate) fn offsets_to_commit(
+        &self,
+        moved: &[Checkpoint],
+        skip: &[u32],
+    ) -> TopicPartitionList {
         let mut uncommitted = Self::lock(&self.uncommitted);
         for cp in moved {
             uncommitted.insert(cp.partition, cp.position);
         }
+        uncommitted.retain(|id, _| !skip.contains(id));
         let ids = Self::lock(&self.ids);
         let mut tpl = TopicPartitionList::with_capacity(uncommitted.len());
         for (&id, &position) in uncommitted.iter() {
@@ -90,7 +161,7 @@ impl KafkaContext {
 
     /// Forgets confirmed commits: everything in `committed` at or below
     /// the offset committed.
-    fn confirmed(&self, committed: &TopicPartitionList) {
+    pub(crate) fn confirmed(&self, committed: &TopicPartitionList) {
         let ids = Self::lock(&self.ids);
         let mut uncommitted = Self::lock(&self.uncommitted);
         uncommitted.retain(|&id, &mut position| {
@@ -107,26 +178,9 @@ impl KafkaContext {
         });
     }
 
-    /// Commits the acked watermarks; `Sync` waits for the broker.
-    pub(crate) fn commit(
-        &self,
-        consumer: &BaseConsumer<KafkaContext>,
-        source: &mut SourceContext,
-        mode: CommitMode,
-    ) {
-        let tpl = self.offsets_to_commit(source);
-        if tpl.count() == 0 {
-            return;
-        }
-        match consumer.commit(&tpl, mode) {
-            Ok(()) if matches!(mode, CommitMode::Sync) => self.confirmed(&tpl),
-            Ok(()) => {}
-            Err(e) => self.commit_error(&e),
-        }
-    }
-
-    fn commit_error(&self, e: &KafkaError) {
-        self.commit_failed.store(true, Ordering::Relaxed);
+    /// Counts and logs a failed commit (retried at the next tick: the
+    /// watermark stays in `uncommitted`).
+    pub(crate) fn commit_error(&self, e: &KafkaError) {
         metrics::counter!(names::CHECKPOINT_ERRORS, "source" => self.name.clone()).increment(1);
         tracing::warn!(source = %self.name, error = %e, "committing offsets failed; retrying at the next checkpoint");
     }
@@ -140,64 +194,47 @@ impl KafkaContext {
             .collect()
     }
 
+    /// The topic-partition list of weir ids.
+    pub(crate) fn list_of(&self, ids: &[u32]) -> TopicPartitionList {
+        let map = Self::lock(&self.ids);
+        let mut tpl = TopicPartitionList::with_capacity(ids.len());
+        for &id in ids {
+            if let Some((topic, partition)) = map.get(id) {
+                tpl.add_partition(topic, partition);
+            }
+        }
+        tpl
+    }
+
     fn revoke(&self, consumer: &BaseConsumer<KafkaContext>, tpl: &TopicPartitionList) {
         let started = Instant::now();
         let lost = consumer.assignment_lost();
         let ids = self.ids_of(tpl);
-        let mut source = Self::lock(&self.source);
-        let deadline = Instant::now() + self.revoke_timeout;
-        let mut drained = true;
-        for &id in &ids {
-            drained &= self.runtime.block_on(source.drain_partition(id, deadline));
-        }
-        let mut fenced = 0;
-        if !drained {
-            // the new owner starts once this callback returns: what no stage
-            // started on is skipped, so it cannot land behind the new owner's
-            // writes (it fails as given up and the new owner reads it)
-            for &id in &ids {
-                fenced += source.fence_partition(id);
-            }
-            let grace = Instant::now() + FENCE_GRACE;
-            drained = true;
-            for &id in &ids {
-                drained &= self.runtime.block_on(source.drain_partition(id, grace));
-            }
-            if !drained {
-                // a sink is writing a batch of it right now and cannot be recalled
-                self.fence_failed.store(true, Ordering::Release);
-            }
-        }
-        if lost {
-            // another member owns them already: a commit would be refused
-            tracing::warn!(source = %self.name, partitions = ids.len(), "partitions lost (session timed out); not committing them");
-        } else {
-            // commit, then release: retry a failed commit (coordinator
-            // moving, a rebalance in progress) until the revoke deadline
-            loop {
-                self.commit_failed.store(false, Ordering::Relaxed);
-                self.commit(consumer, &mut source, CommitMode::Sync);
-                if !self.commit_failed.load(Ordering::Relaxed) || Instant::now() >= deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+        let (done, finished) = oneshot::channel();
+        let sent = self
+            .tx
+            .blocking_send(Message::Revoked {
+                partitions: ids.clone(),
+                lost,
+                done,
+            })
+            .is_ok();
+        // the driver drains, fences and commits them; a driver that is gone
+        // (stopping, failed) drops `done`
+        let handled = sent && finished.blocking_recv().is_ok();
         let mut uncommitted = Self::lock(&self.uncommitted);
         let mut map = Self::lock(&self.ids);
         for &id in &ids {
-            source.forget_partition(id);
             uncommitted.remove(&id);
             // the next assignment may reuse it, on the shard that needs one
             map.release(id);
         }
         drop(map);
         drop(uncommitted);
-        drop(source);
         metrics::counter!(names::KAFKA_REBALANCES, "source" => self.name.clone(), "kind" => "revoke")
             .increment(1);
-        tracing::info!(source = %self.name, partitions = %list(tpl), drained, lost, fenced,
-            took_ms = started.elapsed().as_millis() as u64, "partitions revoked");
+        tracing::info!(source = %self.name, partitions = %list(tpl), lost, handled,
+            took_ms = started.elapsed().as_millis() as u64, "kafka partitions released");
         Self::lock(&self.changes).revoked.extend(ids);
         self.rebalanced.store(true, Ordering::Release);
     }

@@ -14,9 +14,12 @@
 //! docs/connectors/kafka.md is the user's guide.
 
 pub mod config;
+mod connector;
 mod context;
+mod headers;
 mod metadata;
 mod partitions;
+mod poller;
 pub mod sink;
 pub mod source;
 mod staging;
