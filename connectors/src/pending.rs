@@ -36,6 +36,11 @@ impl Pending {
         }
     }
 
+    /// Events gathered.
+    pub(crate) fn len(&self) -> usize {
+        self.events.len()
+    }
+
     /// Adds an event; `end` is the position after it.
     pub(crate) fn push(&mut self, event: Event, end: u64) {
         if self.events.is_empty() {

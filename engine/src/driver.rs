@@ -16,10 +16,12 @@
 //! `sleep_until`).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::ack::AckState;
 use crate::error::Result;
 use crate::event::{size_of_events, Event};
 use crate::ledger::Checkpoint;
@@ -113,6 +115,30 @@ pub trait Connector: Send {
         let _ = (partition, paused);
     }
 
+    /// Whether the connector settles each batch upstream itself (a
+    /// JetStream ack per message): it is then told, in order, what became
+    /// of every batch it read ([`dispatched`](Self::dispatched)). Only for
+    /// connectors that do not pause ([`can_pause`](Self::can_pause)).
+    fn tracks_batches(&self) -> bool {
+        false
+    }
+
+    /// The outcome of the oldest batch read and not yet reported: its
+    /// completion state to await, or `None` if it was never dispatched
+    /// (given up at shutdown, or read ahead and left at the stop). Called
+    /// when [`tracks_batches`](Self::tracks_batches).
+    fn dispatched(&mut self, outcome: Option<Arc<AckState>>) {
+        let _ = outcome;
+    }
+
+    /// How many inputs the driver reads ahead while a dispatch waits for
+    /// room (0: none). For a source whose server has already sent what it
+    /// reads (a JetStream pull): read ahead, those messages can be kept
+    /// alive (in-progress acks) instead of timing out unread.
+    fn read_ahead(&self) -> usize {
+        0
+    }
+
     /// The revoked partitions are drained (or fenced), committed and
     /// forgotten: the connector may release them (a consumer group's
     /// rebalance goes on).
@@ -154,9 +180,20 @@ impl<C: Connector + 'static> Source for Driven<C> {
 pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> Result<()> {
     let parking = connector.can_pause() && connector.routing() == Routing::Partition;
     let mut parked = Parked::default();
+    let mut ahead: VecDeque<Input> = VecDeque::new();
     loop {
         if !parked.is_empty() && parked.retry(&mut connector, ctx)? == Retry::Stop {
             break;
+        }
+        if let Some(input) = ahead.pop_front() {
+            if ctx.is_shutdown() {
+                ahead.push_front(input);
+                break;
+            }
+            if handle(&mut connector, ctx, &mut ahead, input).await? == Retry::Stop {
+                break;
+            }
+            continue;
         }
         // room for the oldest parked batch wakes the loop to retry it
         let room = parked.room(ctx);
@@ -172,49 +209,45 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
             _ = room => continue,
             input = connector.read() => input?,
         };
-        match input {
-            Input::Batch {
+        if parking {
+            if let Input::Batch {
                 partition,
                 events,
                 end,
-            } if parking => {
+            } = input
+            {
                 if parked.dispatch(&mut connector, ctx, partition, events, end)? == Retry::Stop {
                     break;
                 }
+                continue;
             }
-            Input::Batch {
-                partition,
-                events,
-                end,
-            } => {
-                ctx.dispatch(partition, events, end, connector.routing())
-                    .await?
-            }
-            Input::Assigned(partitions) => {
-                for (partition, position) in partitions {
-                    ctx.restore(partition, position);
-                }
-            }
-            Input::Revoked(partitions) => {
+            if let Input::Revoked(partitions) = &input {
                 // parked batches of them were never dispatched: the next
                 // owner reads them
-                parked.forget(&partitions);
-                revoke(&mut connector, ctx, &partitions).await?
+                parked.forget(partitions);
             }
-            Input::Idle => {}
-            Input::End => {
+            if matches!(input, Input::End) {
                 // the input ended: what is parked goes out, waiting for room
                 for (partition, events, end) in parked.batches.drain(..) {
                     ctx.dispatch(partition, events, end, Routing::Partition)
                         .await?;
                 }
-                break;
             }
+        }
+        if handle(&mut connector, ctx, &mut ahead, input).await? == Retry::Stop {
+            break;
         }
     }
     // anything still parked was never dispatched: it is read again after a
     // restart (nothing after it was committed)
     drop(parked);
+    if connector.tracks_batches() {
+        for input in ahead.drain(..) {
+            if matches!(input, Input::Batch { .. }) {
+                connector.dispatched(None);
+            }
+        }
+    }
     if let Some(Input::Batch {
         partition,
         events,
@@ -228,6 +261,62 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
     let committed = commit(&mut connector, ctx, true).await;
     connector.close().await;
     committed
+}
+
+/// Handles one input (a batch of a connector that does not pause, or
+/// anything else).
+async fn handle<C: Connector>(
+    connector: &mut C,
+    ctx: &mut SourceContext,
+    ahead: &mut VecDeque<Input>,
+    input: Input,
+) -> Result<Retry> {
+    match input {
+        Input::Batch {
+            partition,
+            events,
+            end,
+        } => dispatch(connector, ctx, ahead, partition, events, end).await?,
+        Input::Assigned(partitions) => {
+            for (partition, position) in partitions {
+                ctx.restore(partition, position);
+            }
+        }
+        Input::Revoked(partitions) => revoke(connector, ctx, &partitions).await?,
+        Input::Idle => {}
+        Input::End => return Ok(Retry::Stop),
+    }
+    Ok(Retry::Go)
+}
+
+/// Dispatches a batch, waiting for room; meanwhile reads ahead up to
+/// [`Connector::read_ahead`] inputs.
+async fn dispatch<C: Connector>(
+    connector: &mut C,
+    ctx: &mut SourceContext,
+    ahead: &mut VecDeque<Input>,
+    partition: u32,
+    events: Vec<Event>,
+    end: u64,
+) -> Result<()> {
+    let routing = connector.routing();
+    if !connector.tracks_batches() {
+        return ctx.dispatch(partition, events, end, routing).await;
+    }
+    let limit = connector.read_ahead();
+    let outcome = {
+        let send = ctx.dispatch_tracked(partition, events, end, routing);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut send => break outcome?,
+                input = connector.read(), if ahead.len() < limit => ahead.push_back(input?),
+            }
+        }
+    };
+    connector.dispatched(outcome);
+    Ok(())
 }
 
 /// Whether the loop goes on after a dispatch attempt.

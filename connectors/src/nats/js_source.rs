@@ -13,13 +13,16 @@
 //! redelivered at once.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use weir_config::{ComponentConfig, Diagnostic};
+use weir_engine::ack::AckState;
+use weir_engine::driver::{drive, Connector, Input, Positions};
 use weir_engine::telemetry::names;
 use weir_engine::{Error, Event, Origin, Result, Routing, Source, SourceContext};
 
@@ -103,7 +106,7 @@ impl Source for JetStreamSource {
             .max_events
             .min(o.max_ack_pending as usize)
             .max(1);
-        let mut messages = consumer
+        let messages = consumer
             .stream()
             .max_messages_per_batch(batch_max)
             .heartbeat(Duration::from_secs(5))
@@ -112,15 +115,7 @@ impl Source for JetStreamSource {
             .await
             .map_err(|e| Error::retryable(format!("jetstream source `{name}`: pulling: {e}")))?;
         tracing::info!(source = %name, stream = %o.stream, consumer = %o.consumer, "jetstream source pulling");
-
-        let mut convert = Convert {
-            name: name.clone(),
-            redeliveries: metrics::counter!(names::JETSTREAM_REDELIVERIES, "source" => name.clone()),
-            last_subject: None,
-        };
-        let mut pending = Pending::new(ctx.batch_settings());
-        let mut replies: Vec<Delivered> = Vec::new();
-        let mut acker = Acker::start(
+        let acker = Acker::start(
             client.clone(),
             AckerSettings {
                 name: name.clone(),
@@ -129,72 +124,179 @@ impl Source for JetStreamSource {
                 ack_wait: o.ack_wait,
             },
         );
-        let mut blocked = WhileBlocked {
-            backlog: VecDeque::new(),
-            // the server delivers at most max_ack_pending unacked messages, so
-            // that bounds what is held; a smaller cap would leave the pull
-            // stream's prefetched messages unread (and redelivered)
-            cap: o.max_ack_pending.max(1) as usize,
-            client: client.clone(),
-            every: (o.ack_wait / 3).max(Duration::from_millis(50)),
+        let connector = JetStreamConnector {
+            convert: Convert {
+                name: name.clone(),
+                redeliveries: metrics::counter!(names::JETSTREAM_REDELIVERIES, "source" => name.clone()),
+                last_subject: None,
+            },
+            name,
+            messages,
+            pending: Pending::new(ctx.batch_settings()),
+            replies: Vec::new(),
+            carry: None,
+            position: 0,
+            acker: Some(acker),
+            read: VecDeque::new(),
+            // the server delivers at most max_ack_pending unacked messages:
+            // read ahead that many (in batches, and the one being built) so
+            // none of them waits unread while its ack_wait runs
+            read_ahead: (o.max_ack_pending.max(1) as usize).div_ceil(batch_max) + 1,
+            client,
         };
-        let mut position = 0u64;
-        let shutdown = ctx.shutdown();
-        tokio::pin!(shutdown);
-        'read: loop {
-            // what was read while a dispatch waited goes first, in order
-            while let Some((event, delivered)) = blocked.backlog.pop_front() {
-                if ctx.is_shutdown() {
-                    blocked.backlog.push_front((event, delivered));
-                    break 'read;
-                }
-                accept(
-                    event,
-                    delivered,
-                    &mut position,
-                    &mut pending,
-                    &mut replies,
-                    &mut ctx,
-                    &mut acker,
-                    &mut messages,
-                    &mut convert,
-                    &mut blocked,
-                )
-                .await?;
+        drive(connector, &mut ctx).await
+    }
+}
+
+/// The `jetstream` source's connector: pulls messages into batches; every
+/// batch's messages are held by the acker (in-progress acks) from the moment
+/// the batch is complete until it settles.
+struct JetStreamConnector {
+    name: String,
+    client: async_nats::Client,
+    messages: jetstream::consumer::pull::Stream,
+    convert: Convert,
+    /// The batch being built.
+    pending: Pending,
+    /// Its messages' ack addresses.
+    replies: Vec<Delivered>,
+    /// A message that did not fit in the batch just handed on.
+    carry: Option<(Event, Delivered)>,
+    /// Events numbered so far (the ledger's positions).
+    position: u64,
+    /// Settles the messages; taken at close.
+    acker: Option<Acker>,
+    /// Acker ids of the batches read and not yet reported dispatched, oldest
+    /// first.
+    read: VecDeque<u64>,
+    /// Inputs the driver reads ahead while a dispatch waits.
+    read_ahead: usize,
+}
+
+impl JetStreamConnector {
+    fn acker(&mut self) -> &mut Acker {
+        self.acker.as_mut().expect("the acker is taken at close")
+    }
+
+    /// Hands the batch being built on; its messages are held by the acker.
+    fn take(&mut self) -> Input {
+        let Some((events, end)) = self.pending.take() else {
+            return Input::Idle;
+        };
+        let replies = std::mem::take(&mut self.replies);
+        let id = self.acker().hold(replies);
+        self.read.push_back(id);
+        Input::Batch {
+            partition: 0,
+            events,
+            end,
+        }
+    }
+
+    /// Adds a message to the batch; returns a full batch to hand on.
+    fn add(&mut self, event: Event, delivered: Delivered) -> Option<Input> {
+        if self.pending.would_overflow(event.value.len()) {
+            self.carry = Some((event, delivered));
+            return Some(self.take());
+        }
+        self.position += 1;
+        self.pending.push(event, self.position);
+        self.replies.push(delivered);
+        self.pending.is_full().then(|| self.take())
+    }
+}
+
+#[async_trait]
+impl Connector for JetStreamConnector {
+    async fn read(&mut self) -> Result<Input> {
+        if let Some((event, delivered)) = self.carry.take() {
+            if let Some(full) = self.add(event, delivered) {
+                return Ok(full);
             }
-            let deadline = pending.deadline();
-            tokio::select! {
+        }
+        loop {
+            let deadline = self.pending.deadline();
+            // both cancel safe: the stream keeps what it has not returned
+            let m = tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
-                _ = ctx.checkpoint_tick() => {
-                    ctx.take_checkpoints(); // keeps the ledger short and its metrics current
-                }
-                _ = until(deadline) => {
-                    dispatch(&mut ctx, &mut pending, &mut replies, &mut acker, &mut messages, &mut convert, &mut blocked).await?;
-                }
-                m = messages.next() => match m {
-                    Some(Ok(m)) => {
-                        let Some((event, delivered)) = convert.message(m) else { continue };
-                        accept(event, delivered, &mut position, &mut pending, &mut replies, &mut ctx, &mut acker, &mut messages, &mut convert, &mut blocked).await?;
+                _ = until(deadline) => return Ok(self.take()),
+                m = self.messages.next() => m,
+            };
+            match m {
+                Some(Ok(m)) => {
+                    let Some((event, delivered)) = self.convert.message(m) else {
+                        continue;
+                    };
+                    if let Some(full) = self.add(event, delivered) {
+                        return Ok(full);
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(source = %name, error = %e, "jetstream pull error; continuing");
-                    }
-                    None => return Err(Error::retryable(format!("jetstream source `{name}`: the message stream ended"))),
-                },
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(source = %self.name, error = %e, "jetstream pull error; continuing");
+                }
+                None => {
+                    return Err(Error::retryable(format!(
+                        "jetstream source `{}`: the message stream ended",
+                        self.name
+                    )))
+                }
             }
         }
-        replies.extend(blocked.backlog.drain(..).map(|(_, d)| d));
-        // not dispatched: ask for redelivery now rather than after ack_wait
-        for m in replies.drain(..) {
-            let _ = client.publish(m.reply, Bytes::from_static(b"-NAK")).await;
+    }
+
+    fn routing(&self) -> Routing {
+        Routing::Key
+    }
+
+    fn positions(&self) -> Positions {
+        // each batch is settled upstream by the acker
+        Positions::Untracked
+    }
+
+    fn tracks_batches(&self) -> bool {
+        true
+    }
+
+    fn dispatched(&mut self, outcome: Option<Arc<AckState>>) {
+        let Some(id) = self.read.pop_front() else {
+            return;
+        };
+        match outcome {
+            Some(state) => self.acker().dispatched(id, state),
+            // never dispatched: nak now, redelivered at once
+            None => self.acker().given_up(id),
         }
-        drop(pending);
-        ctx.drain().await;
-        ctx.take_checkpoints();
-        acker.finish().await?;
-        let _ = client.flush().await;
-        Ok(())
+    }
+
+    fn read_ahead(&self) -> usize {
+        self.read_ahead
+    }
+
+    fn held(&self) -> usize {
+        self.pending.len()
+    }
+
+    async fn close(&mut self) {
+        // gathered, or received and not read yet: ask for redelivery now
+        // rather than after ack_wait
+        let mut unread: Vec<async_nats::Subject> =
+            self.replies.drain(..).map(|d| d.reply).collect();
+        unread.extend(self.carry.take().map(|(_, d)| d.reply));
+        while let Some(Some(Ok(m))) = self.messages.next().now_or_never() {
+            unread.extend(m.message.reply.clone());
+        }
+        for reply in unread {
+            let _ = self
+                .client
+                .publish(reply, Bytes::from_static(b"-NAK"))
+                .await;
+        }
+        if let Some(acker) = self.acker.take() {
+            if let Err(e) = acker.finish().await {
+                tracing::warn!(source = %self.name, error = %e, "settling the last jetstream acks failed");
+            }
+        }
+        let _ = self.client.flush().await;
     }
 }
 
@@ -242,92 +344,4 @@ impl Convert {
         };
         Some((event, Delivered { reply, delivered }))
     }
-}
-
-/// What the source keeps doing while a dispatch waits on a full shard: the
-/// pull stream has already received the next messages from the server (their
-/// `ack_wait` runs), so they are read into a backlog of at most `cap`
-/// (`max_ack_pending`: the server delivers no more unacked messages) and
-/// kept alive with in-progress acks until the dispatch is through.
-struct WhileBlocked {
-    backlog: VecDeque<(Event, Delivered)>,
-    cap: usize,
-    client: async_nats::Client,
-    every: Duration,
-}
-
-type Messages = jetstream::consumer::pull::Stream;
-
-/// Adds one message to the batch being built, dispatching when it is full.
-#[allow(clippy::too_many_arguments)]
-async fn accept(
-    event: Event,
-    delivered: Delivered,
-    position: &mut u64,
-    pending: &mut Pending,
-    replies: &mut Vec<Delivered>,
-    ctx: &mut SourceContext,
-    acker: &mut Acker,
-    messages: &mut Messages,
-    convert: &mut Convert,
-    blocked: &mut WhileBlocked,
-) -> Result<()> {
-    if pending.would_overflow(event.value.len()) {
-        dispatch(ctx, pending, replies, acker, messages, convert, blocked).await?;
-    }
-    *position += 1;
-    pending.push(event, *position);
-    replies.push(delivered);
-    if pending.is_full() {
-        dispatch(ctx, pending, replies, acker, messages, convert, blocked).await?;
-    }
-    Ok(())
-}
-
-async fn dispatch(
-    ctx: &mut SourceContext,
-    pending: &mut Pending,
-    replies: &mut Vec<Delivered>,
-    acker: &mut Acker,
-    messages: &mut Messages,
-    convert: &mut Convert,
-    blocked: &mut WhileBlocked,
-) -> Result<()> {
-    let Some((events, end)) = pending.take() else {
-        return Ok(());
-    };
-    let id = acker.hold(std::mem::take(replies));
-    let send = ctx.dispatch_tracked(0, events, end, Routing::Key);
-    tokio::pin!(send);
-    let mut progress =
-        tokio::time::interval_at(tokio::time::Instant::now() + blocked.every, blocked.every);
-    let mut ended = false;
-    let result = loop {
-        tokio::select! {
-            biased;
-            result = &mut send => break result,
-            m = messages.next(), if !ended && blocked.backlog.len() < blocked.cap => match m {
-                Some(Ok(m)) => {
-                    if let Some(item) = convert.message(m) {
-                        blocked.backlog.push_back(item);
-                    }
-                }
-                // the main loop reports errors and the stream's end
-                Some(Err(_)) => {}
-                None => ended = true,
-            },
-            _ = progress.tick() => {
-                for (_, d) in &blocked.backlog {
-                    let _ = blocked.client.publish(d.reply.clone(), Bytes::from_static(b"+WPI")).await;
-                }
-                let _ = blocked.client.flush().await;
-            }
-        }
-    };
-    match result? {
-        Some(state) => acker.dispatched(id, state),
-        // given up at shutdown: never delivered, ask for redelivery now
-        None => acker.given_up(id),
-    }
-    Ok(())
 }
