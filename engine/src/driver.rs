@@ -40,6 +40,18 @@ pub enum Input {
         /// The position after the last event.
         end: u64,
     },
+    /// A batch ordered against every other: dispatched only once
+    /// everything dispatched before it was settled, and nothing after it
+    /// is read until it settled (a change that concerns several keys, such
+    /// as a truncate). Shutdown while it waits stops the source.
+    Ordered {
+        /// The partition the events belong to.
+        partition: u32,
+        /// The events, in order.
+        events: Vec<Event>,
+        /// The position after the last event.
+        end: u64,
+    },
     /// Partitions now owned, each resuming after the given position.
     Assigned(Vec<(u32, u64)>),
     /// Partitions no longer owned: the driver drains, fences, commits and
@@ -115,11 +127,19 @@ pub trait Connector: Send {
         let _ = (partition, paused);
     }
 
-    /// Whether the connector settles each batch upstream itself (a
-    /// JetStream ack per message): it is then told, in order, what became
-    /// of every batch it read ([`dispatched`](Self::dispatched)). Only for
-    /// connectors that do not pause ([`can_pause`](Self::can_pause)).
+    /// Whether the connector is told, in order, what became of every
+    /// batch it read ([`dispatched`](Self::dispatched)): to settle each
+    /// batch upstream (a JetStream ack per message), or to know what was
+    /// dispatched. Only for connectors that do not pause
+    /// ([`can_pause`](Self::can_pause)).
     fn tracks_batches(&self) -> bool {
+        false
+    }
+
+    /// Whether the connector settles each batch upstream itself, so a
+    /// failed batch does not stop its partition (`on_stuck` does not
+    /// apply).
+    fn settles_each_batch(&self) -> bool {
         false
     }
 
@@ -179,6 +199,9 @@ impl<C: Connector + 'static> Source for Driven<C> {
 /// and a final commit.
 pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> Result<()> {
     let parking = connector.can_pause() && connector.routing() == Routing::Partition;
+    if connector.settles_each_batch() {
+        ctx.settle_each_batch();
+    }
     let mut parked = Parked::default();
     let mut ahead: VecDeque<Input> = VecDeque::new();
     loop {
@@ -243,7 +266,7 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
     drop(parked);
     if connector.tracks_batches() {
         for input in ahead.drain(..) {
-            if matches!(input, Input::Batch { .. }) {
+            if matches!(input, Input::Batch { .. } | Input::Ordered { .. }) {
                 connector.dispatched(None);
             }
         }
@@ -277,6 +300,19 @@ async fn handle<C: Connector>(
             events,
             end,
         } => dispatch(connector, ctx, ahead, partition, events, end).await?,
+        Input::Ordered {
+            partition,
+            events,
+            end,
+        } => {
+            if !settled(ctx).await {
+                return Ok(Retry::Stop);
+            }
+            dispatch(connector, ctx, ahead, partition, events, end).await?;
+            if !settled(ctx).await {
+                return Ok(Retry::Stop);
+            }
+        }
         Input::Assigned(partitions) => {
             for (partition, position) in partitions {
                 ctx.restore(partition, position);
@@ -305,7 +341,7 @@ async fn dispatch<C: Connector>(
     }
     let limit = connector.read_ahead();
     let outcome = {
-        let send = ctx.dispatch_tracked(partition, events, end, routing);
+        let send = ctx.dispatch_observed(partition, events, end, routing);
         tokio::pin!(send);
         loop {
             tokio::select! {
@@ -317,6 +353,16 @@ async fn dispatch<C: Connector>(
     };
     connector.dispatched(outcome);
     Ok(())
+}
+
+/// Waits until everything dispatched settled; false if shutdown came first.
+async fn settled(ctx: &mut SourceContext) -> bool {
+    let shutdown = ctx.shutdown();
+    tokio::select! {
+        biased;
+        _ = shutdown => false,
+        _ = ctx.drain() => true,
+    }
 }
 
 /// Whether the loop goes on after a dispatch attempt.

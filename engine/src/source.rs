@@ -676,6 +676,29 @@ impl SourceContext {
             .await
     }
 
+    /// Like [`dispatch`](Self::dispatch), and returns the batch's
+    /// completion state (`None`: given up at shutdown). Unlike
+    /// [`dispatch_tracked`](Self::dispatch_tracked) it leaves the
+    /// stuck-partition policy on: the source still relies on the ledger's
+    /// checkpoints.
+    pub async fn dispatch_observed(
+        &mut self,
+        partition: u32,
+        events: Vec<Event>,
+        end: u64,
+        routing: Routing,
+    ) -> Result<Option<Arc<AckState>>> {
+        self.dispatch_inner(partition, events, end, routing, None)
+            .await
+    }
+
+    /// The source settles each batch upstream itself (acks, naks, HTTP
+    /// answers): a failed batch does not stop its partition
+    /// (`on_stuck` does not apply).
+    pub fn settle_each_batch(&mut self) {
+        self.acks_per_batch = true;
+    }
+
     /// Fences the in-flight batches of a revoked partition that did not
     /// drain in time: shards and sinks that have not started on them skip
     /// them (they fail as given up, not as delivery failures, and the

@@ -257,6 +257,10 @@ impl Connector for JetStreamConnector {
         true
     }
 
+    fn settles_each_batch(&self) -> bool {
+        true
+    }
+
     fn dispatched(&mut self, outcome: Option<Arc<AckState>>) {
         let Some(id) = self.read.pop_front() else {
             return;

@@ -9,6 +9,7 @@
 
 mod cdc_config;
 pub mod conninfo;
+mod feed;
 pub mod json;
 pub mod lsn;
 pub mod pgoutput;
@@ -17,7 +18,7 @@ pub mod sink;
 mod sink_config;
 pub mod snapshot;
 pub mod source;
-mod stream;
+mod status;
 mod tls;
 pub mod wire;
 

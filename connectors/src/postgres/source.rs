@@ -13,22 +13,19 @@
 //! re-established with backoff. With `single_active`, an advisory lock
 //! lets one process stream while others wait to take over.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use weir_config::{ComponentConfig, Diagnostic};
-use weir_engine::telemetry::names;
+use weir_engine::driver::drive;
 use weir_engine::{Error, Result, Source, SourceContext};
 
 use super::cdc_config::{qualified, CdcOptions, SnapshotMode};
 use super::conninfo::ConnInfo;
+use super::feed::CdcConnector;
 use super::lsn::Lsn;
-use super::pgoutput::Decoder;
 use super::progress::Progress;
 use super::snapshot::copy_tables;
-use super::stream::{status_loop, Failure, Reader, StatusShared};
 use super::wire::{quote_ident, quote_literal, Connection, PgError};
 use crate::pending::Pending;
 
@@ -53,29 +50,15 @@ impl Source for CdcSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<()> {
         let CdcSource { options: o, info } = *self;
         let name = ctx.name().to_string();
-        let fail = |what: &str, e: PgError| {
-            let hint = match e.code() {
-                Some("42501") if what.contains("replication") => {
-                    "; the role needs the REPLICATION attribute (ALTER ROLE … REPLICATION) or superuser"
-                }
-                Some("42501") => "; the role needs ownership of the tables (to create the publication) or an existing publication",
-                _ => "",
-            };
-            let msg = format!("postgres-cdc source `{name}` ({info}): {what}: {e}{hint}");
-            if e.is_transient() {
-                Error::retryable(msg)
-            } else {
-                Error::external(msg)
-            }
-        };
+        let fail = |what: &str, e: PgError| classify(&name, &info, what, e);
         let mut lock = None;
         if o.single_active {
-            match acquire_lock(&info, &o.slot, &ctx, &name)
-                .await
-                .map_err(|e| fail("advisory lock", e))?
-            {
-                Some(conn) => lock = Some(conn),
-                None => return Ok(()), // shut down while waiting
+            let shutdown = ctx.shutdown();
+            tokio::select! {
+                _ = shutdown => return Ok(()), // shut down while waiting
+                taken = acquire_lock(&info, &o.slot, &name) => {
+                    lock = Some(taken.map_err(|e| fail("advisory lock", e))?);
+                }
             }
         }
         let mut conn = Connection::connect(&info, true)
@@ -119,174 +102,39 @@ impl Source for CdcSource {
                 tracing::info!(source = %name, slot = %o.slot, at = %progress.confirmed, "created the replication slot");
             }
         }
-        let shared = Arc::new(StatusShared::default());
-        shared
-            .confirmed
-            .store(progress.confirmed.0, Ordering::Release);
-        let mut decoder = Decoder::new();
-        let mut pending = Pending::new(ctx.batch_settings());
-        let mut backoff = Duration::from_millis(100);
-        let mut conn = Some(conn);
-        loop {
-            let attempt = async {
-                let mut c = match conn.take() {
-                    Some(c) => c,
-                    None => Connection::connect(&info, true).await?,
-                };
-                c.start_copy_both(&format!(
-                    "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})",
-                    quote_ident(&o.slot),
-                    progress.confirmed,
-                    quote_literal(&quote_ident(&o.publication)),
-                ))
-                .await?;
-                Ok::<_, PgError>(c)
-            };
-            let result = match attempt.await {
-                Err(e) => Err(Failure::Pg(e)),
-                Ok(c) => {
-                    backoff = Duration::from_millis(100);
-                    tracing::info!(source = %name, slot = %o.slot, from = %progress.confirmed, "streaming changes");
-                    let (mut read, write) = c.split();
-                    shared.stop.store(false, Ordering::Release);
-                    let status =
-                        tokio::spawn(status_loop(write, Arc::clone(&shared), o.status_interval));
-                    let mut reader = Reader {
-                        name: &name,
-                        ctx: &mut ctx,
-                        progress: &mut progress,
-                        pending: &mut pending,
-                        decoder: &mut decoder,
-                        shared: &shared,
-                    };
-                    let result = reader.run(&mut read).await;
-                    if result.is_ok() {
-                        // stopping: what was gathered is not dispatched (the
-                        // server sends it again); wait for what was
-                        reader.pending.take();
-                        reader.progress.rewind();
-                        reader.ctx.drain().await;
-                        reader.checkpoint();
-                        shared
-                            .confirmed
-                            .store(reader.progress.confirmed.0, Ordering::Release);
-                        shared.stop.store(true, Ordering::Release);
-                        shared.wake.notify_one();
-                        let abort = status.abort_handle();
-                        if tokio::time::timeout(Duration::from_secs(5), status)
-                            .await
-                            .is_err()
-                        {
-                            abort.abort();
-                        }
-                        tracing::info!(source = %name, confirmed = %progress.confirmed, "change feed stopped");
-                        return Ok(());
-                    }
-                    status.abort();
-                    result
-                }
-            };
-            let Err(failure) = result else {
-                return Err(Error::internal(
-                    "postgres-cdc: a clean stop went on streaming",
-                ));
-            };
-            match failure {
-                Failure::Fatal(e) => return Err(e),
-                Failure::Shutdown => {
-                    ctx.drain().await;
-                    return Ok(());
-                }
-                Failure::Pg(e) if !e.is_transient() => return Err(fail("streaming", e)),
-                Failure::Pg(e) => {
-                    pending.take();
-                    progress.rewind();
-                    tracing::warn!(source = %name, error = %e, retry_in = ?backoff, "replication connection lost; reconnecting");
-                    metrics::counter!(names::PG_CDC_RECONNECTS, "source" => name.clone())
-                        .increment(1);
-                    if !pause(&mut ctx, &mut backoff, o.max_reconnect_backoff).await {
-                        return Ok(());
-                    }
-                    // the lock's session may have died with the server
-                    if o.single_active
-                        && !relock(&mut lock, &info, &o, &mut ctx, &name, &mut backoff).await
-                    {
-                        return Ok(());
-                    }
-                }
-            }
-        }
+        let pending = Pending::new(ctx.batch_settings());
+        let mut connector = CdcConnector::new(name.clone(), info.clone(), o, progress, pending);
+        connector.lock = lock;
+        connector.first = Some(conn);
+        drive(connector, &mut ctx).await
     }
 }
 
-/// Sleeps `backoff` and doubles it (up to `max`); on shutdown drains and
-/// returns false instead.
-async fn pause(ctx: &mut SourceContext, backoff: &mut Duration, max: Duration) -> bool {
-    let shutdown = ctx.shutdown();
-    tokio::select! {
-        _ = shutdown => {
-            ctx.drain().await;
-            return false;
+/// The error of a failed step: retryable when the failure is transient,
+/// with a hint for missing privileges.
+pub(crate) fn classify(name: &str, info: &ConnInfo, what: &str, e: PgError) -> Error {
+    let hint = match e.code() {
+        Some("42501") if what.contains("replication") => {
+            "; the role needs the REPLICATION attribute (ALTER ROLE … REPLICATION) or superuser"
         }
-        _ = tokio::time::sleep(*backoff) => {}
-    }
-    *backoff = (*backoff * 2).min(max);
-    true
-}
-
-/// After a lost connection: keeps the advisory lock if its session still
-/// answers (within the connect timeout: after a failover it may be
-/// half-open), else takes it again, waiting as long as it takes — weir
-/// never streams without it. False on shutdown (after a drain).
-async fn relock(
-    lock: &mut Option<Connection>,
-    info: &ConnInfo,
-    o: &CdcOptions,
-    ctx: &mut SourceContext,
-    name: &str,
-    backoff: &mut Duration,
-) -> bool {
-    if let Some(c) = lock.as_mut() {
-        let shutdown = ctx.shutdown();
-        let probe = tokio::time::timeout(info.connect_timeout, c.query("SELECT 1"));
-        tokio::select! {
-            _ = shutdown => {
-                ctx.drain().await;
-                return false;
-            }
-            r = probe => if matches!(r, Ok(Ok(_))) {
-                return true;
-            },
-        }
-    }
-    *lock = None;
-    loop {
-        match acquire_lock(info, &o.slot, ctx, name).await {
-            Ok(Some(c)) => {
-                *lock = Some(c);
-                return true;
-            }
-            Ok(None) => {
-                ctx.drain().await;
-                return false;
-            }
-            Err(e) => {
-                tracing::warn!(source = %name, error = %e, retry_in = ?backoff, "re-taking the advisory lock failed");
-                if !pause(ctx, backoff, o.max_reconnect_backoff).await {
-                    return false;
-                }
-            }
-        }
+        Some("42501") => "; the role needs ownership of the tables (to create the publication) or an existing publication",
+        _ => "",
+    };
+    let msg = format!("postgres-cdc source `{name}` ({info}): {what}: {e}{hint}");
+    if e.is_transient() {
+        Error::retryable(msg)
+    } else {
+        Error::external(msg)
     }
 }
 
-/// Waits for the advisory lock of `slot`, polling; `None` if shutdown came first.
-async fn acquire_lock(
+/// Waits for the advisory lock of `slot`, polling (cancel it to stop
+/// waiting).
+pub(crate) async fn acquire_lock(
     info: &ConnInfo,
     slot: &str,
-    ctx: &SourceContext,
     name: &str,
-) -> Result<Option<Connection>, PgError> {
+) -> Result<Connection, PgError> {
     let mut conn = Connection::connect(info, false).await?;
     let sql = format!(
         "SELECT pg_try_advisory_lock(hashtext({}))",
@@ -298,17 +146,13 @@ async fn acquire_lock(
             if waiting {
                 tracing::info!(source = %name, slot, "took over: this process now streams the slot");
             }
-            return Ok(Some(conn));
+            return Ok(conn);
         }
         if !waiting {
             tracing::info!(source = %name, slot, "another process streams this slot; standing by to take over");
             waiting = true;
         }
-        let shutdown = ctx.shutdown();
-        tokio::select! {
-            _ = shutdown => return Ok(None),
-            _ = tokio::time::sleep(LOCK_POLL) => {}
-        }
+        tokio::time::sleep(LOCK_POLL).await;
     }
 }
 
