@@ -173,6 +173,8 @@ pub fn view(shape: &Shape, now: &Snapshot, before: Option<&Snapshot>, elapsed: D
                 "dead_letters": now.get(kind::STEP, s, "dead_letters"),
                 "latency": latency(kind::STEP, s),
                 "backpressure": level(shard_wait),
+                // instances whose health hook reports a problem, with why
+                "degraded": now.degraded.get(s.as_str()).cloned().unwrap_or_default(),
             })
         })
         .collect();

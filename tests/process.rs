@@ -234,6 +234,60 @@ def handler(context, events):
 }
 
 #[test]
+fn a_dead_worker_marks_the_step_degraded_until_a_batch_runs_cleanly() {
+    // the step's health hook: the lane asks after its first batch, then
+    // once a second, and after every batch while degraded; the worker dies
+    // in the first batch, the later ones run cleanly
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("killed-once");
+    let handler = write(
+        dir.path(),
+        "h.py",
+        &format!(
+            r#"
+import json, os, signal, time
+MARKER = {marker:?}
+
+def handler(context, events):
+    if json.loads(events[0].value)["n"] == 0 and not os.path.exists(MARKER):
+        open(MARKER, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.05)
+"#,
+            marker = marker.display().to_string()
+        ),
+    );
+    let out = run_pipeline(
+        dir.path(),
+        &json_input(4000),
+        &format!(
+            "[[steps]]\ntype = \"python\"\nname = \"k\"\nhandler = '{}'\n",
+            handler.display()
+        ),
+        100,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(marker.exists(), "the worker was killed");
+    assert_eq!(read_lines(&dir.path().join("out.jsonl")).len(), 4000);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let degraded = log
+        .find("step instance degraded")
+        .unwrap_or_else(|| panic!("never reported degraded:\n{log}"));
+    assert!(
+        log[degraded..]
+            .lines()
+            .next()
+            .unwrap()
+            .contains("died mid-batch"),
+        "{log}"
+    );
+    let healthy = log
+        .find("step instance healthy again")
+        .unwrap_or_else(|| panic!("never reported healthy again:\n{log}"));
+    assert!(healthy > degraded, "{log}");
+}
+
+#[test]
 fn a_handler_stuck_past_the_timeout_is_killed_and_only_its_event_is_dead_lettered() {
     for (kind, file, source) in [
         (

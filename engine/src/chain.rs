@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,8 +12,9 @@ use weir_config::RetrySettings;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::live;
 use crate::retry::backoff;
-use crate::step::{Failure, SinkId, Step, StepFactory, StepOutput};
+use crate::step::{Failure, Health, SinkId, Step, StepFactory, StepOutput};
 use crate::telemetry::StepMetrics;
 
 /// A configured step: its name, how to build instances, its metrics.
@@ -56,7 +58,47 @@ struct Stage {
     name: Arc<str>,
     step: Box<dyn Step>,
     metrics: StepMetrics,
+    /// This lane's slot among the step's instances (health reports).
+    instance: u64,
+    /// What the instance last reported, if degraded.
+    degraded: Option<String>,
 }
+
+impl Stage {
+    /// Publishes the instance's health if it changed.
+    fn report(&mut self, health: Health) {
+        let now = match health {
+            Health::Healthy => None,
+            Health::Degraded(why) => Some(why),
+        };
+        if now == self.degraded {
+            return;
+        }
+        if let Some(why) = &now {
+            tracing::warn!(step = %self.name, reason = %why, "step instance degraded");
+        } else {
+            // at the level of the warning it ends, so whoever saw one sees both
+            tracing::warn!(step = %self.name, "step instance healthy again");
+        }
+        self.publish(now);
+    }
+
+    /// The instance leaves: whatever it reported no longer counts.
+    fn withdraw(&mut self) {
+        if self.degraded.is_some() {
+            self.publish(None);
+        }
+    }
+
+    fn publish(&mut self, now: Option<String>) {
+        let degraded = live::step_health(&self.name, self.instance, now.as_deref());
+        self.metrics.degraded.set(degraded as u64);
+        self.degraded = now;
+    }
+}
+
+/// Numbers the step instances of this process (health reports).
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
 /// One instance of each step.
 pub struct StepChain {
@@ -84,6 +126,8 @@ impl StepChain {
                 name: Arc::clone(&spec.name),
                 step,
                 metrics: spec.metrics.clone(),
+                instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+                degraded: None,
             });
         }
         Ok(StepChain {
@@ -115,6 +159,22 @@ impl StepChain {
     pub async fn close(&mut self) {
         for stage in &mut self.stages {
             stage.step.close().await;
+            stage.withdraw();
+        }
+    }
+
+    /// Whether an instance last reported itself degraded.
+    pub fn is_degraded(&self) -> bool {
+        self.stages.iter().any(|s| s.degraded.is_some())
+    }
+
+    /// Asks every instance how it is (the steps' health hook) and
+    /// publishes what changed: the admin API and
+    /// `weir_step_degraded_instances` read it. Call between batches.
+    pub fn check_health(&mut self) {
+        for stage in &mut self.stages {
+            let health = stage.step.health();
+            stage.report(health);
         }
     }
 
@@ -129,6 +189,7 @@ impl StepChain {
             .map_err(|e| e.context(format!("opening the new instance of step `{}`", stage.name)))?;
         let mut old = std::mem::replace(&mut stage.step, step);
         old.close().await;
+        stage.withdraw();
         Ok(())
     }
 

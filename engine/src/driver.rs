@@ -692,6 +692,124 @@ mod tests {
         );
     }
 
+    /// Hands out scripted inputs (then the end), tracks its batches and
+    /// records what it was told of each; reads ahead up to `ahead`.
+    struct Tracking {
+        inputs: VecDeque<Input>,
+        ahead: usize,
+        outcomes: Arc<Mutex<Vec<bool>>>,
+        reads: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl Connector for Tracking {
+        async fn read(&mut self) -> Result<Input> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(self.inputs.pop_front().unwrap_or(Input::End))
+        }
+
+        fn routing(&self) -> Routing {
+            Routing::Key
+        }
+
+        fn positions(&self) -> Positions {
+            Positions::Untracked
+        }
+
+        fn tracks_batches(&self) -> bool {
+            true
+        }
+
+        fn dispatched(&mut self, outcome: Option<Arc<AckState>>) {
+            self.outcomes.lock().unwrap().push(outcome.is_some());
+        }
+
+        fn read_ahead(&self) -> usize {
+            self.ahead
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_dispatch_reads_ahead_and_every_batch_gets_its_outcome_in_order() {
+        // room for one batch of 5: the second waits while the driver reads
+        // ahead two more; then shutdown: the waiting one is given up and
+        // the two read ahead are reported never dispatched
+        let (mut ctx, mut rx, trigger) = context(1, 5);
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let connector = Tracking {
+            inputs: (0..4).map(|i| batch(0, 5, 5 * (i + 1))).collect(),
+            ahead: 2,
+            outcomes: Arc::clone(&outcomes),
+            reads: Arc::clone(&reads),
+        };
+        let driver = tokio::spawn(async move { drive(connector, &mut ctx).await });
+        let (first, _permit) = rx[0].recv().await.unwrap();
+        let started = Instant::now();
+        while reads.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never read ahead"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::SeqCst),
+            4,
+            "read ahead no further than allowed"
+        );
+        trigger.trigger();
+        first.ack.ack();
+        driver.await.unwrap().unwrap();
+        assert_eq!(*outcomes.lock().unwrap(), vec![true, false, false, false]);
+    }
+
+    #[tokio::test]
+    async fn an_ordered_batch_waits_for_everything_before_it_and_holds_back_what_follows() {
+        let (mut ctx, mut rx, _trigger) = context(1, 1000);
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let connector = Tracking {
+            inputs: VecDeque::from([
+                batch(0, 3, 3),
+                Input::Ordered {
+                    partition: 0,
+                    events: vec![Event::new("t").with_offset(3)],
+                    end: 4,
+                },
+                batch(0, 2, 6),
+            ]),
+            ahead: 0,
+            outcomes: Arc::clone(&outcomes),
+            reads: Arc::clone(&reads),
+        };
+        let driver = tokio::spawn(async move { drive(connector, &mut ctx).await });
+        let (b1, _p1) = rx[0].recv().await.unwrap();
+        // the ordered batch is not dispatched while the first is pending
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), rx[0].recv())
+                .await
+                .is_err(),
+            "dispatched before what came first settled"
+        );
+        b1.ack.ack();
+        let (b2, _p2) = rx[0].recv().await.unwrap();
+        assert_eq!(b2.events.len(), 1);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), rx[0].recv())
+                .await
+                .is_err(),
+            "what follows was dispatched before the ordered batch settled"
+        );
+        b2.ack.ack();
+        let (b3, _p3) = rx[0].recv().await.unwrap();
+        assert_eq!(b3.events.len(), 2);
+        b3.ack.ack();
+        driver.await.unwrap().unwrap();
+        assert_eq!(*outcomes.lock().unwrap(), vec![true, true, true]);
+    }
+
     /// Two partitions, six batches of five events each, alternating;
     /// honours pauses; records them.
     struct TwoPartitions {

@@ -53,5 +53,5 @@ pub use reply::{reply_channel, EventReply, Outcome, ReplyReceiver, ReplyTo};
 pub use shutdown::{shutdown_channel, ShutdownSignal, ShutdownTrigger};
 pub use sink::Sink;
 pub use source::{Routing, Source, SourceContext, SourceContextParts};
-pub use step::{Failure, SinkId, Step, StepFactory, StepOutput};
+pub use step::{Failure, Health, SinkId, Step, StepFactory, StepOutput};
 pub use weir_config;

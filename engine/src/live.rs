@@ -36,6 +36,8 @@ struct Registry {
     latencies: Mutex<BTreeMap<(&'static str, String), Arc<LatencyHistogram>>>,
     /// (source, partition) → (committed position, lag).
     partitions: Mutex<BTreeMap<(String, u32), (u64, u64)>>,
+    /// (step, instance) → why that instance is degraded.
+    degraded: Mutex<BTreeMap<(String, u64), String>>,
 }
 
 fn registry() -> &'static Registry {
@@ -68,6 +70,22 @@ pub fn latency(kind: &'static str, name: &str) -> Arc<LatencyHistogram> {
 /// Records a source partition's committed position and lag.
 pub fn partition(source: &str, partition: u32, position: u64, lag: u64) {
     lock(&registry().partitions).insert((source.to_string(), partition), (position, lag));
+}
+
+/// Records that instance `instance` of step `step` is degraded (`Some`,
+/// why) or healthy again (`None`); returns how many of the step's
+/// instances are degraded now.
+pub fn step_health(step: &str, instance: u64, degraded: Option<&str>) -> usize {
+    let mut map = lock(&registry().degraded);
+    match degraded {
+        Some(why) => {
+            map.insert((step.to_string(), instance), why.to_string());
+        }
+        None => {
+            map.remove(&(step.to_string(), instance));
+        }
+    }
+    map.keys().filter(|(s, _)| s == step).count()
 }
 
 /// A counter exported to Prometheus and kept live.
@@ -151,6 +169,8 @@ pub struct Snapshot {
     pub latencies: BTreeMap<(String, String), (u64, u64, u64)>,
     /// (source, partition) → (committed position, lag).
     pub partitions: BTreeMap<(String, u32), (u64, u64)>,
+    /// step → why its degraded instances are degraded (one entry each).
+    pub degraded: BTreeMap<String, Vec<String>>,
 }
 
 impl Snapshot {
@@ -197,10 +217,15 @@ pub fn snapshot() -> Snapshot {
         })
         .collect();
     let partitions = lock(&r.partitions).clone();
+    let mut degraded: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ((step, _), why) in lock(&r.degraded).iter() {
+        degraded.entry(step.clone()).or_default().push(why.clone());
+    }
     Snapshot {
         values,
         latencies,
         partitions,
+        degraded,
     }
 }
 

@@ -301,6 +301,10 @@ fn panic_message(e: tokio::task::JoinError) -> String {
         .unwrap_or_else(|| "(no message)".to_string())
 }
 
+/// How often a lane asks its step instances how they are (between
+/// batches: an idle lane asks at its next batch).
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn lane(
     mut rx: mpsc::UnboundedReceiver<LaneItem>,
     mut chain: StepChain,
@@ -308,6 +312,7 @@ async fn lane(
     metrics: ShardMetrics,
 ) {
     let mut out = ChainOutput::default();
+    let mut next_health = Instant::now();
     while let Some(item) = rx.recv().await {
         match item {
             LaneItem::Batch(batch, permit) => {
@@ -324,10 +329,17 @@ async fn lane(
                     .as_ref()
                     .map(|_| batch.events.iter().map(|e| e.origin.offset).collect());
                 chain.run(batch.events, &mut out).await;
+                let finished = Instant::now();
                 metrics
                     .busy_micros
-                    .increment(started.elapsed().as_micros() as u64);
+                    .increment((finished - started).as_micros() as u64);
                 metrics.batches.increment(1);
+                // a degraded instance is asked after every batch, so the
+                // first clean batch clears it
+                if finished >= next_health || chain.is_degraded() {
+                    chain.check_health();
+                    next_health = finished + HEALTH_EVERY;
+                }
                 if let (Some(reply), Some(inputs)) = (&batch.reply, inputs) {
                     reply.send(build_replies(&inputs, &out));
                 }

@@ -111,6 +111,22 @@ pub trait Step {
     /// Called once when the instance leaves: the lane ends, or a swap
     /// replaced it (after its last batch).
     async fn close(&mut self) {}
+
+    /// What the instance says of itself, asked between batches at most
+    /// once a second (see [`crate::health`]): e.g. a worker process that
+    /// died or a guest that trapped on the last batch. Must be cheap.
+    fn health(&self) -> Health {
+        Health::Healthy
+    }
+}
+
+/// A step instance's own view of its health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Working normally.
+    Healthy,
+    /// Working, or able to, but something is wrong: why.
+    Degraded(String),
 }
 
 /// Builds instances of a step. Built once from the configuration (where all

@@ -56,6 +56,8 @@ pub mod names {
     pub const STEP_RETRIES: &str = "weir_step_retries_total";
     /// Seconds a step took per batch, by `step`.
     pub const STEP_LATENCY: &str = "weir_step_batch_seconds";
+    /// Instances of a step that report themselves degraded, by `step`.
+    pub const STEP_DEGRADED: &str = "weir_step_degraded_instances";
     /// Batches processed per shard, by `shard`.
     pub const SHARD_BATCHES: &str = "weir_shard_batches_total";
     /// Microseconds a shard spent processing batches, by `shard` (busy time; load = rate of this).
@@ -127,6 +129,7 @@ pub mod names {
         STEP_ERRORS,
         STEP_RETRIES,
         STEP_LATENCY,
+        STEP_DEGRADED,
         SHARD_BATCHES,
         SHARD_BUSY_MICROS,
         SINK_EVENTS,
@@ -371,6 +374,8 @@ pub struct StepMetrics {
     pub lost: Tally,
     /// Samples of the events leaving the step (`weir tap`).
     pub tap: std::sync::Arc<crate::tap::Tap>,
+    /// Instances reporting themselves degraded.
+    pub degraded: Level,
 }
 
 impl StepMetrics {
@@ -420,7 +425,18 @@ impl StepMetrics {
                 step,
                 "dead_letters",
             ),
-            lost: Tally::new(counter!(names::DROPPED, "stage" => s), k, step, "lost"),
+            lost: Tally::new(
+                counter!(names::DROPPED, "stage" => s.clone()),
+                k,
+                step,
+                "lost",
+            ),
+            degraded: Level::new(
+                gauge!(names::STEP_DEGRADED, "step" => s),
+                k,
+                step,
+                "degraded",
+            ),
             tap: crate::tap::tap(&format!("step:{step}")),
         }
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use weir_config::{ComponentConfig, Diagnostic};
-use weir_engine::{Event, SinkId, Step, StepContext, StepFactory, StepOutput};
+use weir_engine::{Event, Health, SinkId, Step, StepContext, StepFactory, StepOutput};
 use weir_versions::metrics::VersionMetrics;
 use weir_versions::split::{CanarySplit, Parts};
 use weir_versions::{CanarySpec, VersionStats};
@@ -200,6 +200,7 @@ impl StepFactory for ProcessFactory {
             }),
             frame: FrameBuf::default(),
             parts: Parts::default(),
+            trouble: None,
         }))
     }
 }
@@ -243,6 +244,9 @@ pub struct ProcessStep {
     frame: FrameBuf,
     /// The parts of a batch under a canary (kept across batches).
     parts: Parts,
+    /// What went wrong with the workers in the last batch (the health
+    /// hook reports it until a batch runs cleanly).
+    trouble: Option<String>,
 }
 
 /// Why a call did not give outcomes.
@@ -268,6 +272,8 @@ struct Run<'a> {
     /// function's time, so left out of its per-version counters (a canary
     /// is judged on what its calls cost, not on how busy its pool is).
     waited: Duration,
+    /// What went wrong with a worker in this batch.
+    trouble: &'a mut Option<String>,
 }
 
 impl Run<'_> {
@@ -287,9 +293,25 @@ impl Run<'_> {
         let failed_before = output.failed.len();
         let mut result = self.call(slot, input, output).await;
         if let Err(CallError::Crashed(reason)) = &result {
+            *self.trouble = Some(format!(
+                "a worker of version {} died mid-batch: {reason}",
+                slot.version.short_hash()
+            ));
             tracing::warn!(function = %self.function.name, version = %slot.version.short_hash(), %reason,
                 events = input.len(), "worker died mid-batch; running the batch again on a new worker");
             result = self.call(slot, input, output).await;
+        }
+        match &result {
+            Err(CallError::Start(reason)) => {
+                *self.trouble = Some(format!("no worker could start: {reason}"))
+            }
+            Err(CallError::Crashed(reason)) => {
+                *self.trouble = Some(format!("a worker died again: {reason}"))
+            }
+            Err(CallError::Timeout(reason)) => {
+                *self.trouble = Some(format!("a worker was killed: {reason}"))
+            }
+            _ => {}
         }
         match result {
             Ok(()) => {}
@@ -451,10 +473,12 @@ fn error_clone(error: &CallError) -> CallError {
 #[async_trait(?Send)]
 impl Step for ProcessStep {
     async fn process(&mut self, input: &mut Vec<Event>, output: &mut StepOutput) {
+        self.trouble = None;
         let mut run = Run {
             function: &self.function,
             frame: &mut self.frame,
             waited: Duration::ZERO,
+            trouble: &mut self.trouble,
         };
         match &self.canary {
             None => run.batch(&self.stable, input, output, None).await,
@@ -467,6 +491,15 @@ impl Step for ProcessStep {
                     .await;
                 run.batch(&c.slot, &mut parts.canary, output, None).await;
             }
+        }
+    }
+
+    /// Degraded while the last batch met a dead, stuck or unstartable
+    /// worker.
+    fn health(&self) -> Health {
+        match &self.trouble {
+            Some(why) => Health::Degraded(why.clone()),
+            None => Health::Healthy,
         }
     }
 

@@ -37,6 +37,10 @@ use crate::pending::Pending;
 /// Most buffered messages handled in one `read` before it returns.
 const BUDGET: usize = 4096;
 
+/// What a connection attempt gives back: the stream, and the advisory
+/// lock's session (kept whether or not the attempt succeeded).
+type Opened = (Result<Connection, PgError>, Option<Connection>);
+
 /// A live replication connection.
 struct Streaming {
     read: ReadSide,
@@ -69,7 +73,7 @@ pub(crate) struct CdcConnector {
     /// When the next connection attempt may start.
     retry_at: Option<tokio::time::Instant>,
     /// The connection attempt under way.
-    connecting: Option<tokio::task::JoinHandle<(Result<Connection, PgError>, Option<Connection>)>>,
+    connecting: Option<tokio::task::JoinHandle<Opened>>,
 }
 
 impl CdcConnector {
@@ -437,7 +441,7 @@ async fn open_stream(
     mut lock: Option<Connection>,
     relock: bool,
     start: String,
-) -> (Result<Connection, PgError>, Option<Connection>) {
+) -> Opened {
     if relock {
         let alive = match lock.as_mut() {
             Some(c) => matches!(
