@@ -671,8 +671,8 @@ impl SourceContext {
         end: u64,
         routing: Routing,
     ) -> Result<Option<Arc<AckState>>> {
-        self.acks_per_batch = true;
-        self.dispatch_inner(partition, events, end, routing, None)
+        self.settle_each_batch();
+        self.dispatch_observed(partition, events, end, routing)
             .await
     }
 
