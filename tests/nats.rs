@@ -339,7 +339,7 @@ type = "blackhole"
 name = "down"
 [sources.in]
 type = "nats"
-url = "nats://127.0.0.1:1"
+url = "nats://weir:hunter2@127.0.0.1:1"
 subjects = ["x"]
 connect_timeout = "2s"
 [sinks.out]
@@ -348,7 +348,17 @@ type = "blackhole"
     );
     let started = Instant::now();
     let out = common::run_in(dir.path(), &["run", down.to_str().unwrap()]);
-    common::assert_failed_with(&out, "cannot connect to NATS at `nats://127.0.0.1:1`");
+    // the password in the URL is not shown anywhere
+    common::assert_failed_with(
+        &out,
+        "cannot connect to NATS at `nats://weir:***@127.0.0.1:1`",
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!said.contains("hunter2"), "{said}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 

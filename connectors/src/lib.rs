@@ -21,6 +21,7 @@ pub mod nats;
 mod numbers;
 mod pending;
 pub mod postgres;
+pub mod redact;
 pub mod stdin;
 pub mod stdout;
 pub mod template;

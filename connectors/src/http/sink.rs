@@ -127,6 +127,8 @@ type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 struct Target {
     client: Client<Https, Full<Bytes>>,
     uri: Uri,
+    /// `uri` fit for logs and dead-letter reasons (no credentials).
+    shown: std::sync::Arc<str>,
     method: Method,
     headers: std::sync::Arc<HeaderMap>,
     timeout: Duration,
@@ -214,6 +216,7 @@ pub fn build(config: &ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic> {
     Ok(Box::new(HttpSink {
         target: Target {
             client,
+            shown: crate::redact::url(&o.url).into(),
             uri,
             method,
             headers: std::sync::Arc::new(headers),
@@ -264,7 +267,7 @@ impl Target {
             attempt += 1;
             let delay = jittered(self.initial_backoff, self.max_backoff, attempt)
                 .max(after.unwrap_or_default());
-            tracing::debug!(uri = %self.uri, attempt, %reason, ?delay, "http request failed; retrying");
+            tracing::debug!(uri = %self.shown, attempt, %reason, ?delay, "http request failed; retrying");
             metrics::counter!("weir_http_sink_retries_total").increment(1);
             tokio::time::sleep(delay).await;
         }
@@ -304,10 +307,10 @@ impl Target {
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => Attempt::Retry(
-                format!("no response from {} within {:?}", self.uri, self.timeout),
+                format!("no response from {} within {:?}", self.shown, self.timeout),
                 None,
             ),
-            Ok(Err(e)) => Attempt::Retry(format!("request to {} failed: {e}", self.uri), None),
+            Ok(Err(e)) => Attempt::Retry(format!("request to {} failed: {e}", self.shown), None),
             Ok(Ok((status, retry_after, body))) => {
                 if status.is_success() {
                     return Attempt::Done;
@@ -315,7 +318,7 @@ impl Target {
                 let excerpt = String::from_utf8_lossy(&body[..body.len().min(256)])
                     .trim()
                     .to_string();
-                let reason = format!("HTTP {status} from {}: {excerpt}", self.uri);
+                let reason = format!("HTTP {status} from {}: {excerpt}", self.shown);
                 if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                     Attempt::Retry(reason, retry_after)
                 } else {

@@ -28,13 +28,14 @@ pub(crate) async fn connect(
     }
     let servers: Vec<&str> = url.split(',').map(str::trim).collect();
     let connect = options.connect(servers.as_slice());
+    let shown = crate::redact::url(url);
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(Error::retryable(format!(
-            "cannot connect to NATS at `{url}`: {e}"
+            "cannot connect to NATS at `{shown}`: {e}"
         ))),
         Err(_) => Err(Error::retryable(format!(
-            "cannot connect to NATS at `{url}` within {timeout:?}"
+            "cannot connect to NATS at `{shown}` within {timeout:?}"
         ))),
     }
 }

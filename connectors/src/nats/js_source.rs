@@ -72,7 +72,7 @@ impl Source for JetStreamSource {
             Err(e) => {
                 return Err(Error::user(format!(
                     "jetstream source `{name}`: stream `{}` not found on `{}`: {e} (create it, or set `create_stream = true` with `subjects`)",
-                    o.stream, o.url
+                    o.stream, crate::redact::url(&o.url)
                 )))
             }
         };
