@@ -24,4 +24,6 @@ fi
 bash scripts/build-guests.sh
 
 cargo build --workspace --all-targets --locked
+# the Kubernetes manifests in deploy/ (schemas, references, the shipped pipeline)
+bash scripts/validate-deploy.sh
 cargo test --workspace --locked -- --test-threads="${WEIR_TEST_THREADS:-2}"

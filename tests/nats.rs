@@ -363,6 +363,66 @@ type = "blackhole"
 }
 
 #[test]
+fn tls_carries_jetstream_both_ways_and_an_unknown_certificate_is_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    common::certs::make(certs.path());
+    let server = Server::start_tls(certs.path());
+    server.create_stream("IN", &["in.>"]);
+    server.create_stream("OUT", &["out.>"]);
+    let n = 500;
+    server.publish(numbered(n));
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = |name: &str, ca: &str| {
+        write(
+            dir.path(),
+            &format!("{name}.toml"),
+            &format!(
+                r#"
+[pipeline]
+name = "{name}"
+[sources.in]
+type = "jetstream"
+url = "{url}"
+stream = "IN"
+consumer = "weir"
+connect_timeout = "3s"
+tls = {{ ca = "{ca}" }}
+[sinks.out]
+type = "jetstream"
+url = "{url}"
+subject = "out.{{{{key}}}}"
+connect_timeout = "3s"
+tls = {{ ca = "{ca}" }}
+"#,
+                url = server.url,
+            ),
+        )
+    };
+    let ca = certs.path().join("ca.crt").display().to_string();
+    let other = certs.path().join("other.crt").display().to_string();
+
+    // a certificate signed by a CA the pipeline does not trust: refused
+    let refused = pipeline("refused", &other);
+    let out = common::run_in(dir.path(), &["run", refused.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", common::show(&out));
+    common::assert_failed_with(&out, "cannot connect to NATS");
+
+    // the right CA: every message through, over TLS both ways
+    let good = pipeline("tls", &ca);
+    let weir = start_weir(dir.path(), &good);
+    let got = server.read("OUT", n as usize, Duration::from_secs(60));
+    await_all_acked(&server, "IN", "weir", n, Duration::from_secs(30));
+    let (status, log) = stop_weir(weir);
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert_eq!(got.len(), n as usize, "{log}");
+
+    // a `tls` file that does not exist is a configuration error
+    let missing = pipeline("missing", "/nonexistent/ca.pem");
+    let out = common::run_in(dir.path(), &["validate", missing.to_str().unwrap()]);
+    common::assert_failed_with(&out, "`tls.ca`: no file `/nonexistent/ca.pem`");
+}
+
+#[test]
 fn a_batch_that_fails_delivery_is_nakked_then_terminated_after_max_deliver() {
     let server = Server::start();
     server.create_stream("IN", &["in.>"]);

@@ -888,23 +888,19 @@ fn bad_connections_missing_permissions_and_missing_publications_are_clear_errors
 /// A CA and a server certificate for 127.0.0.1 signed by it, made with
 /// the openssl command; the key readable by the server's OS user.
 fn make_certs(dir: &Path) {
-    let script = r#"set -e
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=weir test CA" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > san.ext
-openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null
-openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt -days 2 -subj "/CN=another CA" 2>/dev/null
-chmod 600 server.key
-if [ "$(id -u)" = 0 ]; then chown postgres: server.key server.crt; fi
-"#;
+    common::certs::make(dir);
+    // the server (run as postgres when the tests run as root) reads them
     let out = std::process::Command::new("bash")
-        .args(["-c", script])
+        .args([
+            "-c",
+            "if [ \"$(id -u)\" = 0 ]; then chown postgres: server.key server.crt; fi",
+        ])
         .current_dir(dir)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "openssl: {}",
+        "chown: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

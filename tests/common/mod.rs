@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod certs;
 pub mod dev_server;
 pub mod http;
 pub mod in_process;

@@ -16,19 +16,41 @@ pub struct Server {
     port: u16,
     dir: PathBuf,
     rt: tokio::runtime::Runtime,
+    /// The CA the test client trusts when the server requires TLS.
+    ca: Option<PathBuf>,
     _tmp: tempfile::TempDir,
 }
 
-fn start_in(dir: &Path, port: Option<u16>) -> String {
-    dev_server::start("nats-dev.sh", dir, port, &[], "NATS_URL")
+fn start_in(dir: &Path, port: Option<u16>, extra: &[&str]) -> String {
+    dev_server::start("nats-dev.sh", dir, port, extra, "NATS_URL")
 }
 
 impl Server {
     /// Starts a server with JetStream on a free port.
     pub fn start() -> Server {
+        Self::start_with(&[], None)
+    }
+
+    /// Starts a server that requires TLS, with the certificate and key in
+    /// `certs` (see [`super::certs::make`]); the test client trusts `ca.crt`.
+    pub fn start_tls(certs: &Path) -> Server {
+        let file = |f: &str| certs.join(f).display().to_string();
+        let args = [
+            "--".to_string(),
+            "--tls".into(),
+            "--tlscert".into(),
+            file("server.crt"),
+            "--tlskey".into(),
+            file("server.key"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_with(&args, Some(certs.join("ca.crt")))
+    }
+
+    fn start_with(extra: &[&str], ca: Option<PathBuf>) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("nats");
-        let url = start_in(&dir, None);
+        let url = start_in(&dir, None, extra);
         let port = url.rsplit(':').next().unwrap().parse().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -40,6 +62,7 @@ impl Server {
             port,
             dir,
             rt,
+            ca,
             _tmp: tmp,
         }
     }
@@ -51,14 +74,18 @@ impl Server {
 
     /// Starts it again on the same port and data.
     pub fn restart(&self) {
-        start_in(&self.dir, Some(self.port));
+        start_in(&self.dir, Some(self.port), &[]);
     }
 
     fn js(&self) -> jetstream::Context {
         let url = self.url.clone();
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(ca) = &self.ca {
+            options = options.require_tls(true).add_root_certificates(ca.clone());
+        }
         let client = self
             .rt
-            .block_on(async move { async_nats::connect(url).await })
+            .block_on(async move { options.connect(url).await })
             .expect("connect");
         let _runtime = self.rt.enter(); // the context spawns its acker task
         jetstream::new(client)

@@ -6,6 +6,8 @@ use async_nats::{Client, ConnectOptions, Event};
 use weir_engine::telemetry::names;
 use weir_engine::{Error, Result};
 
+use super::config::NatsTls;
+
 /// Connects to `url` (comma-separated servers) as component `name`.
 /// `capacity` sizes each subscription's buffer (messages).
 pub(crate) async fn connect(
@@ -13,6 +15,7 @@ pub(crate) async fn connect(
     name: &str,
     capacity: Option<usize>,
     timeout: Duration,
+    tls: Option<&NatsTls>,
 ) -> Result<Client> {
     let component = name.to_string();
     let mut options = ConnectOptions::new()
@@ -25,6 +28,15 @@ pub(crate) async fn connect(
         });
     if let Some(capacity) = capacity {
         options = options.subscription_capacity(capacity.max(1));
+    }
+    if let Some(tls) = tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            options = options.add_root_certificates(ca.into());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            options = options.add_client_certificate(cert.into(), key.into());
+        }
     }
     let servers: Vec<&str> = url.split(',').map(str::trim).collect();
     let connect = options.connect(servers.as_slice());

@@ -42,6 +42,9 @@ pub struct NatsSourceOptions {
         deserialize_with = "weir_config::deserialize_duration"
     )]
     pub connect_timeout: Duration,
+    /// TLS: required when set (a `tls://` URL asks for it too).
+    #[serde(default)]
+    pub tls: Option<NatsTls>,
 }
 
 /// Options of the `nats` (core NATS) sink.
@@ -60,6 +63,25 @@ pub struct NatsSinkOptions {
         deserialize_with = "weir_config::deserialize_duration"
     )]
     pub connect_timeout: Duration,
+    /// TLS: required when set (a `tls://` URL asks for it too).
+    #[serde(default)]
+    pub tls: Option<NatsTls>,
+}
+
+/// TLS towards the NATS servers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTls {
+    /// PEM file of the CA(s) that sign the servers' certificates, besides
+    /// the system's roots.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// PEM client certificate (with `key`), for servers that verify clients.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// Where a new durable consumer starts.
@@ -118,6 +140,9 @@ pub struct JetStreamSourceOptions {
         deserialize_with = "weir_config::deserialize_duration"
     )]
     pub connect_timeout: Duration,
+    /// TLS: required when set (a `tls://` URL asks for it too).
+    #[serde(default)]
+    pub tls: Option<NatsTls>,
 }
 
 fn default_ack_wait() -> Duration {
@@ -155,11 +180,32 @@ pub struct JetStreamSinkOptions {
         deserialize_with = "weir_config::deserialize_duration"
     )]
     pub connect_timeout: Duration,
+    /// TLS: required when set (a `tls://` URL asks for it too).
+    #[serde(default)]
+    pub tls: Option<NatsTls>,
 }
 
 fn check_url(config: &ComponentConfig, url: &str) -> Result<(), Diagnostic> {
     if url.trim().is_empty() {
         return Err(config.option_error("url", "`url` must not be empty"));
+    }
+    Ok(())
+}
+
+/// The TLS files exist, and a client certificate comes with its key.
+fn check_tls(config: &ComponentConfig, tls: Option<&NatsTls>) -> Result<(), Diagnostic> {
+    let Some(tls) = tls else {
+        return Ok(());
+    };
+    if tls.cert.is_some() != tls.key.is_some() {
+        return Err(config.option_error("tls", "`tls.cert` and `tls.key` go together"));
+    }
+    for (name, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+        if let Some(path) = path {
+            if !std::path::Path::new(path).is_file() {
+                return Err(config.option_error("tls", format!("`tls.{name}`: no file `{path}`")));
+            }
+        }
     }
     Ok(())
 }
@@ -173,6 +219,7 @@ impl NatsSourceOptions {
     pub fn from_config(config: &ComponentConfig) -> Result<Self, Diagnostic> {
         let o: Self = config.options()?;
         check_url(config, &o.url)?;
+        check_tls(config, o.tls.as_ref())?;
         if o.subjects.is_empty() || o.subjects.iter().any(|s| s.trim().is_empty()) {
             return Err(config.option_error(
                 "subjects",
@@ -193,6 +240,7 @@ impl NatsSinkOptions {
     ) -> Result<(Self, SubjectTemplate), Diagnostic> {
         let o: Self = config.options()?;
         check_url(config, &o.url)?;
+        check_tls(config, o.tls.as_ref())?;
         let t = check_subject(config, &o.subject)?;
         Ok((o, t))
     }
@@ -203,6 +251,7 @@ impl JetStreamSourceOptions {
     pub fn from_config(config: &ComponentConfig) -> Result<Self, Diagnostic> {
         let o: Self = config.options()?;
         check_url(config, &o.url)?;
+        check_tls(config, o.tls.as_ref())?;
         if o.stream.trim().is_empty() {
             return Err(config.option_error("stream", "`stream` must not be empty"));
         }
@@ -234,6 +283,7 @@ impl JetStreamSinkOptions {
     ) -> Result<(Self, SubjectTemplate), Diagnostic> {
         let o: Self = config.options()?;
         check_url(config, &o.url)?;
+        check_tls(config, o.tls.as_ref())?;
         if o.max_inflight_batches == 0 {
             return Err(config.option_error(
                 "max_inflight_batches",

@@ -42,6 +42,7 @@ impl Sink for NatsSink {
             &self.name,
             None,
             self.options.connect_timeout,
+            self.options.tls.as_ref(),
         )
         .await?;
         self.client = Some(client);

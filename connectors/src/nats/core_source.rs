@@ -37,9 +37,15 @@ impl Source for NatsSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<()> {
         let o = self.options;
         let name = ctx.name().to_string();
-        let client = connect(&o.url, &name, Some(o.capacity), o.connect_timeout)
-            .await
-            .map_err(|e| e.context(format!("nats source `{name}`")))?;
+        let client = connect(
+            &o.url,
+            &name,
+            Some(o.capacity),
+            o.connect_timeout,
+            o.tls.as_ref(),
+        )
+        .await
+        .map_err(|e| e.context(format!("nats source `{name}`")))?;
         let mut subscriptions = Vec::new();
         for subject in &o.subjects {
             let sub = match &o.queue_group {

@@ -59,6 +59,7 @@ impl Sink for JetStreamSink {
             &self.name,
             None,
             self.options.connect_timeout,
+            self.options.tls.as_ref(),
         )
         .await?;
         let js = jetstream::ContextBuilder::new()

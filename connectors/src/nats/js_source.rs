@@ -53,7 +53,7 @@ impl Source for JetStreamSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<()> {
         let o = self.options;
         let name = ctx.name().to_string();
-        let client = connect(&o.url, &name, None, o.connect_timeout)
+        let client = connect(&o.url, &name, None, o.connect_timeout, o.tls.as_ref())
             .await
             .map_err(|e| e.context(format!("jetstream source `{name}`")))?;
         let js = jetstream::new(client.clone());
