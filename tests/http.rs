@@ -661,6 +661,20 @@ fn a_stuck_partition_is_paused_and_the_process_is_not_ready() {
         metrics.contains("weir_source_partitions_stuck{source=\"gen\"} 1"),
         "{metrics}"
     );
+    // batches dispatched before the pause may still be finishing in the
+    // sink (a later batch written again after the failed one): wait until
+    // the count holds for half a second
+    let settle = Instant::now();
+    let mut last = receiver.accepted.lock().unwrap().len();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = receiver.accepted.lock().unwrap().len();
+        if now == last {
+            break;
+        }
+        last = now;
+        assert!(settle.elapsed() < Duration::from_secs(10), "never settled");
+    }
     // the source no longer reads: nothing more reaches the sink (at 400/s
     // it would be another ~400 events in a second)
     let before = receiver.accepted.lock().unwrap().len();
