@@ -538,10 +538,10 @@ async fn revoke<C: Connector>(
                 let all = ctx.fence_all();
                 tracing::error!(source = %ctx.name(), fenced = all,
                     "a write of a revoked partition is still in progress: fencing every partition and stopping");
-                return Err(crate::error::Error::external(format!(
-                    "source `{}`: a revoked partition still had a write in progress after `revoke_timeout` and the fencing of its waiting batches; stopping, and so leaving the group, rather than let that write land behind the new owner's (raise `revoke_timeout`, up to the group's rebalance timeout)",
-                    ctx.name()
-                )));
+                // (the pipeline names the source in front of this)
+                return Err(crate::error::Error::external(
+                    "a revoked partition still had a write in progress after `revoke_timeout` and the fencing of its waiting batches; stopping, and so leaving the group, rather than let that write land behind the new owner's (raise `revoke_timeout`, up to the group's rebalance timeout)",
+                ));
             }
         }
     }

@@ -505,15 +505,17 @@ impl SourceContext {
             self.metrics.committed(cp.partition, cp.position, lag);
         }
         for stuck in self.ledger.take_newly_stuck() {
-            self.incomplete
-                .store(true, std::sync::atomic::Ordering::Relaxed);
             if self.acks_per_batch {
+                // handed back (a nak): the server delivers it again, so it
+                // neither holds a checkpoint nor makes the run incomplete
                 tracing::error!(
                     source = %self.name, partition = stuck.partition,
                     "a batch failed delivery; the source settles it upstream"
                 );
                 continue;
             }
+            self.incomplete
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             match self.on_stuck {
                 OnStuck::Pause => {
                     tracing::error!(
@@ -527,8 +529,8 @@ impl SourceContext {
                 }
                 OnStuck::Fail => {
                     let e = Error::external(format!(
-                        "source `{}` partition {}: a batch failed delivery and nothing took it (on_stuck = \"fail\"); the checkpoint stays {} and a restart reads the batch again",
-                        self.name, stuck.partition, match stuck.watermark {
+                        "partition {}: a batch failed delivery and nothing took it (on_stuck = \"fail\"); the checkpoint stays {} and a restart reads the batch again",
+                        stuck.partition, match stuck.watermark {
                             Some(w) => format!("at {w}"),
                             None => "at the start".to_string(),
                         }

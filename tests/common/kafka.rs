@@ -48,6 +48,11 @@ impl Broker {
     pub fn restart(&self) {
         start_in(&self.dir, Some(self.port));
     }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        super::faults::pid_in(&self.dir.join("kafka.pid"))
+    }
 }
 
 impl std::ops::Deref for Broker {
@@ -216,6 +221,29 @@ impl Client {
             }
         }
         out
+    }
+
+    /// The end (high watermark) offsets of `topic`'s partitions `0..partitions`.
+    pub fn end_offsets(&self, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        // a broker just back from a freeze or a restart answers "not
+        // leader" for a while: ask again for up to a minute
+        let started = Instant::now();
+        (0..partitions)
+            .map(|p| loop {
+                match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                    Ok((_, high)) => break (p, high),
+                    Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                        eprintln!("watermarks of {topic}/{p}: {e}; asking again");
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    Err(e) => panic!("watermarks of {topic}/{p}: {e}"),
+                }
+            })
+            .collect()
     }
 
     /// The committed offsets of `group` on `topic`, by partition; empty

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod certs;
 pub mod dev_server;
+pub mod faults;
 pub mod http;
 pub mod in_process;
 pub mod kafka;

@@ -77,6 +77,11 @@ impl Server {
         start_in(&self.dir, Some(self.port), &[]);
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        super::faults::pid_in(&self.dir.join("nats.pid"))
+    }
+
     fn js(&self) -> jetstream::Context {
         let url = self.url.clone();
         let mut options = async_nats::ConnectOptions::new();

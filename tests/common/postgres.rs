@@ -67,6 +67,11 @@ impl Server {
         dev_server::stop("pg-dev.sh", &self.dir, &["--keep", "--mode", mode]);
     }
 
+    /// The postmaster's process id.
+    pub fn pid(&self) -> u32 {
+        super::faults::pid_in(&self.dir.join("data/postmaster.pid"))
+    }
+
     /// Starts it again on the same port and data.
     pub fn restart(&self) {
         start_in(&self.dir, Some(self.port), &[]);

@@ -45,6 +45,9 @@ pub struct CdcSource {
 /// Where a waiting process checks the lock again.
 const LOCK_POLL: Duration = Duration::from_millis(500);
 
+/// The longest wait between attempts to connect again while standing by.
+const LOCK_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
 #[async_trait]
 impl Source for CdcSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<()> {
@@ -129,30 +132,58 @@ pub(crate) fn classify(name: &str, info: &ConnInfo, what: &str, e: PgError) -> E
 }
 
 /// Waits for the advisory lock of `slot`, polling (cancel it to stop
-/// waiting).
+/// waiting). A first connection that fails is an error (a wrong URL is
+/// reported at start); once connected, a lost connection (the server
+/// restarting, a failover) is made again with backoff, since a standby
+/// must outlive its server's restarts.
 pub(crate) async fn acquire_lock(
     info: &ConnInfo,
     slot: &str,
     name: &str,
 ) -> Result<Connection, PgError> {
-    let mut conn = Connection::connect(info, false).await?;
+    let mut conn = Some(Connection::connect(info, false).await?);
     let sql = format!(
         "SELECT pg_try_advisory_lock(hashtext({}))",
         quote_literal(&format!("weir-postgres-cdc/{slot}"))
     );
     let mut waiting = false;
+    let mut backoff = LOCK_POLL;
     loop {
-        if conn.query(&sql).await?.scalar() == Some("t") {
-            if waiting {
-                tracing::info!(source = %name, slot, "took over: this process now streams the slot");
+        let answer = match conn.as_mut() {
+            Some(c) => c.query(&sql).await.map(|rows| rows.scalar() == Some("t")),
+            None => match Connection::connect(info, false).await {
+                Ok(c) => {
+                    tracing::info!(source = %name, slot, "connected again; waiting for the slot's lock");
+                    conn = Some(c);
+                    backoff = LOCK_POLL;
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match answer {
+            Ok(true) => {
+                if waiting {
+                    tracing::info!(source = %name, slot, "took over: this process now streams the slot");
+                }
+                return Ok(conn.take().expect("connected"));
             }
-            return Ok(conn);
+            Ok(false) => {
+                if !waiting {
+                    tracing::info!(source = %name, slot, "another process streams this slot; standing by to take over");
+                    waiting = true;
+                }
+                tokio::time::sleep(LOCK_POLL).await;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(source = %name, slot, error = %e, retry_in = ?backoff,
+                    "the connection waiting for the slot's lock failed; connecting again");
+                conn = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(LOCK_BACKOFF_MAX);
+            }
+            Err(e) => return Err(e),
         }
-        if !waiting {
-            tracing::info!(source = %name, slot, "another process streams this slot; standing by to take over");
-            waiting = true;
-        }
-        tokio::time::sleep(LOCK_POLL).await;
     }
 }
 
