@@ -27,3 +27,5 @@ cargo build --workspace --all-targets --locked
 # the Kubernetes manifests in deploy/ (schemas, references, the shipped pipeline)
 bash scripts/validate-deploy.sh
 cargo test --workspace --locked -- --test-threads="${WEIR_TEST_THREADS:-2}"
+# a short run of every fuzz target (their seeds and saved regressions first)
+WEIR_FUZZ_SECONDS="${WEIR_FUZZ_SECONDS:-20}" bash scripts/fuzz.sh

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use weir_engine::ack::AckState;
 use weir_engine::driver::{Connector, Input};
@@ -28,6 +28,7 @@ use super::conninfo::ConnInfo;
 use super::lsn::Lsn;
 use super::pgoutput::{Decoded, Decoder};
 use super::progress::Progress;
+use super::replication::{self, ReplicationMessage};
 use super::source::{acquire_lock, classify};
 use super::status::{status_loop, StatusShared};
 use super::wire::{quote_ident, quote_literal, Connection, CopyMessage, PgError, ReadSide};
@@ -259,23 +260,17 @@ impl CdcConnector {
 
     /// Handles one replication message.
     fn handle(&mut self, m: CopyMessage) -> Result<(), PgError> {
-        let CopyMessage::Data(mut data) = m else {
+        let CopyMessage::Data(data) = m else {
             return Err(PgError::Io(
                 "the server ended the replication stream".into(),
             ));
         };
-        if data.is_empty() {
-            return Ok(());
-        }
-        match data[0] {
-            b'w' if data.len() >= 25 => {
-                data.advance(9);
-                let end = data.get_u64();
-                data.advance(8);
+        match replication::parse(data)? {
+            ReplicationMessage::XLogData { end, payload } => {
                 self.shared.received.fetch_max(end, Ordering::AcqRel);
                 let decoded = self
                     .decoder
-                    .decode(&data)
+                    .decode(&payload)
                     .map_err(|e| PgError::Protocol(e.to_string()))?;
                 match decoded {
                     Decoded::Begin => self.progress.in_txn = true,
@@ -288,23 +283,14 @@ impl CdcConnector {
                     Decoded::Nothing => {}
                 }
             }
-            b'k' if data.len() >= 18 => {
-                data.advance(1);
-                let wal_end = data.get_u64();
-                data.advance(8);
-                let reply = data.get_u8();
+            ReplicationMessage::Keepalive { wal_end, reply } => {
                 self.progress.keepalive(Lsn(wal_end));
                 self.shared.received.fetch_max(wal_end, Ordering::AcqRel);
-                if reply == 1 {
+                if reply {
                     self.shared.wake.notify_one();
                 }
             }
-            other => {
-                return Err(PgError::Protocol(format!(
-                    "unknown replication message `{}`",
-                    other as char
-                )))
-            }
+            ReplicationMessage::Empty => {}
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ pub mod json;
 pub mod lsn;
 pub mod pgoutput;
 mod progress;
+pub mod replication;
 pub mod sink;
 mod sink_config;
 pub mod snapshot;

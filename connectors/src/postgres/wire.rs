@@ -375,6 +375,16 @@ impl Connection {
 }
 
 impl ReadSide {
+    /// A reader of server messages from any byte stream (a connection's
+    /// is made by [`Connection::split`]; this one serves tests and the
+    /// fuzz targets).
+    pub fn from_reader(reader: impl AsyncRead + Send + Sync + Unpin + 'static) -> ReadSide {
+        ReadSide {
+            reader: Box::new(reader),
+            rbuf: BytesMut::new(),
+        }
+    }
+
     /// The next message of a copy-both stream. Cancel safe: a partly read
     /// message stays buffered for the next call.
     pub async fn next_copy(&mut self) -> Result<CopyMessage, PgError> {
