@@ -53,16 +53,25 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `addr` and serves on the current runtime until the returned
-/// handle is dropped. Returns the bound address too.
+/// handle is dropped, over HTTPS only when `tls` names a certificate and
+/// key. Returns the bound address too.
 pub async fn serve(
     addr: SocketAddr,
     state: Arc<AdminState>,
+    tls: Option<&weir_config::TlsFiles>,
 ) -> std::io::Result<(SocketAddr, StopServer)> {
+    let tls = match tls {
+        Some(files) => Some(
+            serve::tls_acceptor(&files.cert, &files.key)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        ),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let options = ServeOptions {
         header_timeout: HEADER_TIMEOUT,
-        tls: None,
+        tls,
     };
     let stop = serve::spawn(listener, options, Arc::new(Admin(state)));
     Ok((bound, stop))

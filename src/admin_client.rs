@@ -1,10 +1,68 @@
 //! A client of a running weir's admin server, for `weir tap` and `weir top`:
 //! reads a server-sent event stream, one `data:` payload at a time.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tokio_rustls::rustls::{self, RootCertStore};
+
+/// The URL of `path` on the admin server `admin`: `HOST:PORT` is plain
+/// HTTP, `https://HOST:PORT` HTTPS (an admin server with `[admin] tls`).
+pub fn url(admin: &str, path: &str) -> String {
+    if admin.starts_with("https://") || admin.starts_with("http://") {
+        format!("{}{path}", admin.trim_end_matches('/'))
+    } else {
+        format!("http://{admin}{path}")
+    }
+}
+
+/// A client of the admin server, for HTTP or HTTPS; HTTPS verifies the
+/// server against the CA certificates in the PEM file `WEIR_ADMIN_CA` when
+/// it is set, else against the system's roots.
+pub fn client<B>() -> Result<Client<HttpsConnector<HttpConnector>, B>, String>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let mut roots = RootCertStore::empty();
+    match std::env::var_os("WEIR_ADMIN_CA") {
+        Some(path) => {
+            let shown = std::path::Path::new(&path).display().to_string();
+            let certs = CertificateDer::pem_file_iter(&path)
+                .map_err(|e| format!("WEIR_ADMIN_CA {shown}: {e}"))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("WEIR_ADMIN_CA {shown}: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("WEIR_ADMIN_CA {shown}: {e}"))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
 
 /// The admin server's address: `--admin`, else `WEIR_ADMIN_ADDR`.
 pub fn address(given: Option<String>) -> Result<String, String> {
@@ -23,8 +81,8 @@ pub async fn events(
     path: &str,
     mut each: impl FnMut(&str) -> bool,
 ) -> Result<(), String> {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut request = http::Request::get(format!("http://{admin}{path}"));
+    let client = client::<Empty<Bytes>>()?;
+    let mut request = http::Request::get(url(admin, path));
     if let Some(token) = crate::admin_functions::token_from_env()? {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }

@@ -9,8 +9,6 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 /// `weir functions` arguments.
 #[derive(Args)]
@@ -171,10 +169,10 @@ async fn send(
     body: Vec<u8>,
     wasm: bool,
 ) -> Result<(http::StatusCode, String), String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = crate::admin_client::client::<Full<Bytes>>()?;
     let mut request = http::Request::builder()
         .method(method)
-        .uri(format!("http://{admin}{path}"));
+        .uri(crate::admin_client::url(admin, path));
     if let Some(token) = crate::admin_functions::token_from_env()? {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }

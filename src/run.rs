@@ -96,9 +96,10 @@ pub fn run(file: &Path, watch: bool, admin_addr: Option<String>) -> ExitCode {
         let mut _admin = None; // the admin server runs while this is held
         if let Some(listen) = &listen {
             match listen.parse() {
-                Ok(addr) => match admin::serve(addr, Arc::clone(&state)).await {
+                Ok(addr) => match admin::serve(addr, Arc::clone(&state), config.admin.tls.as_ref()).await {
                     Ok((bound, stop)) => {
-                        tracing::info!(%bound, "admin server listening");
+                        let scheme = if config.admin.tls.is_some() { "https" } else { "http" };
+                        tracing::info!(%bound, scheme, "admin server listening");
                         _admin = Some(stop);
                     }
                     Err(e) => {

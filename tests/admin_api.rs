@@ -523,3 +523,82 @@ fn dead_letters_replay_through_the_api() {
         assert!(e["headers"]["trace"].as_str().unwrap().starts_with('t'));
     }
 }
+
+/// With `[admin] tls`, the admin server speaks HTTPS only: curl trusting
+/// the CA gets answers (and a change with the token works), curl trusting
+/// nothing or another CA and plain HTTP get none, and `weir functions`
+/// reaches it at `https://…` trusting the CA in `WEIR_ADMIN_CA`.
+#[test]
+fn with_tls_the_admin_server_speaks_only_https_and_the_clients_verify_it() {
+    common::admin::set_token();
+    let dir = tempfile::tempdir().unwrap();
+    common::certs::make(dir.path());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let p = pipeline(dir.path(), &admin, "[sinks.out]\ntype = \"blackhole\"\n");
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        &format!("listen = \"{admin}\"\n"),
+        &format!("listen = \"{admin}\"\ntls = {{ cert = \"server.crt\", key = \"server.key\" }}\n"),
+    );
+    std::fs::write(&p, text).unwrap();
+    let running = start_weir(dir.path(), &p);
+    let ca = dir.path().join("ca.crt");
+    let https = format!("https://{admin}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = curl(&["--cacert", ca.to_str().unwrap(), &format!("{https}/ready")]);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no HTTPS answer:\n{}",
+            running.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(running.log().contains("scheme=\"https\"") || running.log().contains("scheme=https"));
+    let (status, _) = curl(&[&format!("{https}/ready")]);
+    assert_eq!(
+        status, 0,
+        "a client trusting only the system's roots must refuse the server"
+    );
+    let other = dir.path().join("other.crt");
+    let (status, _) = curl(&[
+        "--cacert",
+        other.to_str().unwrap(),
+        &format!("{https}/ready"),
+    ]);
+    assert_eq!(
+        status, 0,
+        "a client trusting another CA must refuse the server"
+    );
+    let (status, _) = curl(&[&format!("http://{admin}/ready")]);
+    assert_ne!(status, 200, "plain HTTP must not be answered");
+    let (status, body) = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        &format!("{https}/api/v1/reload"),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    let out = common::weir()
+        .args(["functions", "--admin", &https, "list"])
+        .env("WEIR_ADMIN_CA", &ca)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::show(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(listed.is_array() || listed.is_object(), "{listed}");
+    let out = common::weir()
+        .args(["functions", "--admin", &https, "list"])
+        .env("WEIR_ADMIN_CA", &other)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a client trusting another CA got through"
+    );
+}

@@ -50,7 +50,7 @@ pub use load::{load, parse_str};
 pub use pipeline::PipelineConfig;
 pub use settings::{
     AdminSettings, BatchSettings, CheckpointSettings, DeadLetterSettings, OnStuck, Ordering,
-    PipelineSettings, QueueSettings, RetrySettings, ShutdownSettings,
+    PipelineSettings, QueueSettings, RetrySettings, ShutdownSettings, TlsFiles,
 };
 pub use source_text::SourceText;
 pub use suggest::suggest;

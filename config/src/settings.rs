@@ -242,4 +242,18 @@ pub struct AdminSettings {
     /// [`SocketAddr`](std::net::SocketAddr).
     #[serde(deserialize_with = "crate::fields::socket_addr")]
     pub listen: Option<String>,
+    /// `tls = { cert, key }`: serve the admin API over HTTPS only.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `tls = { cert = "...", key = "..." }`: serve HTTPS (HTTP/1.1 and HTTP/2
+/// by ALPN) with this certificate chain and key (the `http` source, the
+/// admin server).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }

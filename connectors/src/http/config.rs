@@ -1,7 +1,6 @@
 //! Options of the `http` source, checked where they are written.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -41,16 +40,7 @@ pub enum Multiple {
     Ndjson,
 }
 
-/// `tls = { cert = "...", key = "..." }`: serve HTTPS (HTTP/1.1 and HTTP/2
-/// by ALPN).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// PEM file with the certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
+pub use weir_config::TlsFiles;
 
 /// Options of the `http` source as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
