@@ -27,7 +27,7 @@ pub use scenario::{Scenario, SCENARIOS};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// The scenario: passthrough, json-map, jq-map, wasm-map, python-map,
-    /// node-map, kafka, kafka-to-kafka, jetstream, nats, cdc or http.
+    /// node-map, kafka, kafka-to-kafka, kafka-scale, jetstream, nats, cdc or http.
     pub scenario: String,
     /// Print one JSON object as the last line.
     #[arg(long)]

@@ -8,11 +8,15 @@
 //!   copy loop; then the end-to-end latency (record timestamp at produce →
 //!   read back from the output topic) at half of weir's maximum rate.
 //!
-//! Both time from the first event to the last, so group joins are not in
-//! the figures.
+//! - `kafka-scale`: the same topic read by 1, 2 and 3 `weir run`
+//!   processes in one group (see `scale.rs`).
+//!
+//! The first two time from the first event to the last, so group joins are
+//! not in their figures; `kafka-scale` includes them.
 
 mod broker;
 mod raw;
+mod scale;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,7 +35,7 @@ use super::report::{self, Baseline, BenchReport};
 use super::BenchArgs;
 
 /// Names of the Kafka scenarios.
-pub const SCENARIOS: &[&str] = &["kafka", "kafka-to-kafka"];
+pub const SCENARIOS: &[&str] = &["kafka", "kafka-to-kafka", "kafka-scale"];
 
 const PARTITIONS: i32 = 8;
 const DEFAULT_EVENTS: u64 = 2_000_000;
@@ -53,6 +57,7 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
     raw::preload(b, &input, events)?;
     match name {
         "kafka" => to_blackhole(b, &input, events, shards, &id),
+        "kafka-scale" => scale::run(b, &input, events, PARTITIONS, &id),
         _ => to_kafka(b, &input, events, shards, &id),
     }
 }
