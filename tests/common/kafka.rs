@@ -225,20 +225,26 @@ impl Client {
 
     /// The end (high watermark) offsets of `topic`'s partitions `0..partitions`.
     pub fn end_offsets(&self, topic: &str, partitions: i32) -> HashMap<i32, i64> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .unwrap();
+        let client = || -> BaseConsumer {
+            ClientConfig::new()
+                .set("bootstrap.servers", &self.bootstrap)
+                .create()
+                .unwrap()
+        };
+        let mut consumer = client();
         // a broker just back from a freeze or a restart answers "not
-        // leader" for a while: ask again for up to a minute
+        // leader" or "unknown partition" for a while: ask again for up to
+        // two minutes, each time with a new client (one keeps the metadata
+        // it first got for minutes)
         let started = Instant::now();
         (0..partitions)
             .map(|p| loop {
                 match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
                     Ok((_, high)) => break (p, high),
-                    Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                    Err(e) if started.elapsed() < Duration::from_secs(120) => {
                         eprintln!("watermarks of {topic}/{p}: {e}; asking again");
-                        std::thread::sleep(Duration::from_millis(250));
+                        std::thread::sleep(Duration::from_millis(500));
+                        consumer = client();
                     }
                     Err(e) => panic!("watermarks of {topic}/{p}: {e}"),
                 }
