@@ -185,11 +185,24 @@ fn kill_9_and_restart_loses_nothing_and_duplicates_only_what_was_uncommitted() {
     weir.child.0.kill().unwrap(); // SIGKILL: no drain, no final commit
     weir.child.0.wait().unwrap();
     // requests the broker received just before the kill (a produce, an
-    // asynchronous offset commit) may still be applied: let them land
-    // before both counts are read, or the two race by an event or so
-    std::thread::sleep(Duration::from_secs(1));
-    let committed_at_kill: i64 = broker.committed("weir-crash", "in", 4).values().sum();
-    let written_at_kill = broker.read("out", n as usize, Duration::from_secs(5)).len() as i64;
+    // asynchronous offset commit) may still be applied, later on a loaded
+    // machine: read both counts once neither has moved for a second
+    let counts = || {
+        let committed: i64 = broker.committed("weir-crash", "in", 4).values().sum();
+        let written: i64 = broker.end_offsets("out", 4).values().sum();
+        (committed, written)
+    };
+    let mut last = counts();
+    let settled = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = counts();
+        if now == last || settled.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        last = now;
+    }
+    let (committed_at_kill, written_at_kill) = last;
     assert!(
         committed_at_kill < n as i64,
         "everything was done before the kill; make the input larger"
