@@ -358,11 +358,7 @@ fn the_initial_snapshot_has_no_gap_or_duplicate_and_starts_over_when_killed() {
     assert_eq!(counts[&1], 2, "row 1: its snapshot read, then its update");
     assert!(events.iter().any(|e| e["op"] == "read"));
     // order holds per key (row), not across the shards' output
-    let row_1 = events
-        .iter()
-        .filter(|e| e["after"]["id"] == 1)
-        .next_back()
-        .unwrap();
+    let row_1 = events.iter().rfind(|e| e["after"]["id"] == 1).unwrap();
     assert_eq!(row_1["after"]["v"], "updated");
 
     // the next run streams from the slot: no second snapshot
