@@ -123,8 +123,6 @@ pub struct Members {
     pub exits: usize,
     /// Why each of them exited.
     pub exit_reasons: Vec<String>,
-    /// Every log of a member that ended (killed or stopped).
-    pub logs: Vec<String>,
     /// Per member, an output file moved aside (to `NAME.RUN`) before each
     /// start, so a run never appends to a line a kill -9 cut short.
     pub outputs: Vec<PathBuf>,
@@ -143,7 +141,6 @@ impl Members {
             kills: 0,
             exits: 0,
             exit_reasons: Vec::new(),
-            logs: Vec::new(),
             outputs: Vec::new(),
             runs: 0,
         }
@@ -199,7 +196,6 @@ impl Members {
         let mut running = self.running[i].take().expect("member runs");
         running.child.0.kill().unwrap();
         running.child.0.wait().unwrap();
-        self.logs.push(running.log());
         self.kills += 1;
     }
 
@@ -213,7 +209,6 @@ impl Members {
         let running = self.running[i].take().expect("member runs");
         let (status, log) = stop_weir(running);
         assert!(status.success(), "member {i} exited {status:?}:\n{log}");
-        self.logs.push(log);
     }
 
     /// SIGTERM to every running member.
@@ -293,7 +288,6 @@ impl Members {
         eprintln!("member {i} exited ({status:?}): {reason}");
         self.exits += 1;
         self.exit_reasons.push(reason);
-        self.logs.push(log);
         true
     }
 }
