@@ -97,6 +97,17 @@ pub trait Connector: Send {
         Ok(())
     }
 
+    /// Whether positions are committed in epochs: each commit comes only
+    /// once everything dispatched before it settled, so a commit covers
+    /// exactly the events whose output is written (a Kafka transaction
+    /// holding both a sink's records and the consumed offsets). Reading
+    /// stops while an epoch ends; a failed commit fails the source (what
+    /// the epoch wrote is aborted and read again after a restart), and a
+    /// revocation ends the epoch of every partition, not only the revoked.
+    fn commits_in_epochs(&self) -> bool {
+        false
+    }
+
     /// How dispatched batches are spread over shards.
     fn routing(&self) -> Routing {
         Routing::Partition
@@ -225,6 +236,11 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
             biased;
             _ = shutdown => break,
             _ = ctx.checkpoint_tick() => {
+                // an epoch ends when what it dispatched settled; shutdown
+                // while it waits ends it with the final drain instead
+                if connector.commits_in_epochs() && !settled(ctx).await {
+                    break;
+                }
                 commit(&mut connector, ctx, false).await?;
                 ctx.set_held(parked.events() + connector.held());
                 continue;
@@ -494,6 +510,9 @@ async fn commit<C: Connector>(
     };
     match result {
         Err(e) if last => Err(e.context("committing the final checkpoint")),
+        // the epoch's output is aborted with it: only a restart from the
+        // last committed positions writes it again
+        Err(e) if connector.commits_in_epochs() => Err(e.context("committing an epoch")),
         Err(e) => {
             tracing::warn!(source = %ctx.name(), error = %e, "checkpoint commit failed; retrying at the next tick");
             Ok(())
@@ -521,6 +540,13 @@ async fn revoke<C: Connector>(
     let started = Instant::now();
     let deadline = started + connector.revoke_timeout();
     let mut fenced = 0;
+    if connector.commits_in_epochs() && !ctx.drain_by(deadline).await {
+        // the epoch cannot end with part of its output unsettled; what it
+        // wrote is aborted when the process is gone
+        return Err(crate::error::Error::external(
+            "exactly-once: the epoch's batches did not settle within `revoke_timeout` of a revocation; stopping, and so leaving the group, so that the open transaction is aborted and its events are read again by the next owner",
+        ));
+    }
     for &partition in partitions {
         if !ctx.drain_partition(partition, deadline).await {
             let n = ctx.fence_partition(partition);

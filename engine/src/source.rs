@@ -620,6 +620,12 @@ impl SourceContext {
         Arc::clone(&self.incomplete)
     }
 
+    /// Waits until every dispatched batch completed, or the deadline passes
+    /// (the end of an epoch in a revocation). Returns whether it completed.
+    pub async fn drain_by(&mut self, deadline: Instant) -> bool {
+        self.drain_until(Some(deadline), None).await
+    }
+
     /// Waits until every dispatched batch of `partition` completed, or the
     /// deadline passes (a revoked partition). Returns whether it completed.
     pub async fn drain_partition(&mut self, partition: u32, deadline: Instant) -> bool {

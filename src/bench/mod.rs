@@ -27,7 +27,8 @@ pub use scenario::{Scenario, SCENARIOS};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// The scenario: passthrough, json-map, jq-map, wasm-map, python-map,
-    /// node-map, kafka, kafka-to-kafka, kafka-scale, jetstream, nats, cdc or http.
+    /// node-map, kafka, kafka-to-kafka, kafka-scale,
+    /// kafka-exactly-once, jetstream, nats, cdc or http.
     pub scenario: String,
     /// Print one JSON object as the last line.
     #[arg(long)]

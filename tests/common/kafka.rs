@@ -175,12 +175,55 @@ impl Client {
     }
 
     /// Reads every partition of `topic` from the start until `count`
-    /// records were read or `timeout` passed.
+    /// records were read or `timeout` passed (committed records only, the
+    /// client's default).
     pub fn read(&self, topic: &str, count: usize, timeout: Duration) -> Vec<Record> {
+        let consumer = self.reader(topic, Isolation::ReadCommitted);
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while out.len() < count && Instant::now() < deadline {
+            if let Some(record) = poll_record(&consumer, topic) {
+                out.push(record);
+            }
+        }
+        out
+    }
+
+    /// Reads every partition of `topic` from the start as a reader of
+    /// `isolation`, until nothing came for `quiet` (or `timeout` passed).
+    pub fn read_all(
+        &self,
+        topic: &str,
+        isolation: Isolation,
+        quiet: Duration,
+        timeout: Duration,
+    ) -> Vec<Record> {
+        let consumer = self.reader(topic, isolation);
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        let mut last = Instant::now();
+        while last.elapsed() < quiet && Instant::now() < deadline {
+            if let Some(record) = poll_record(&consumer, topic) {
+                out.push(record);
+                last = Instant::now();
+            }
+        }
+        out
+    }
+
+    /// A consumer assigned every partition of `topic` from the start.
+    fn reader(&self, topic: &str, isolation: Isolation) -> BaseConsumer {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .set("group.id", "weir-test-reader")
             .set("enable.auto.commit", "false")
+            .set(
+                "isolation.level",
+                match isolation {
+                    Isolation::ReadCommitted => "read_committed",
+                    Isolation::ReadUncommitted => "read_uncommitted",
+                },
+            )
             .create()
             .unwrap();
         let metadata = consumer
@@ -192,35 +235,7 @@ impl Client {
                 .unwrap();
         }
         consumer.assign(&tpl).unwrap();
-        let mut out = Vec::new();
-        let deadline = Instant::now() + timeout;
-        while out.len() < count && Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => out.push(Record {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                    headers: m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| {
-                                    (
-                                        h.key.to_string(),
-                                        String::from_utf8_lossy(h.value.unwrap_or_default())
-                                            .into_owned(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                }),
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-                None => {}
-            }
-        }
-        out
+        consumer
     }
 
     /// The end (high watermark) offsets of `topic`'s partitions `0..partitions`.
@@ -286,6 +301,42 @@ pub fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
             value: Some(*v),
         })
     })
+}
+
+/// Which records a reader sees of transactional writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Only those of committed transactions (and non-transactional ones).
+    ReadCommitted,
+    /// Also those of open and aborted transactions.
+    ReadUncommitted,
+}
+
+/// The next record of `consumer`, if one came within 100 ms.
+fn poll_record(consumer: &BaseConsumer, topic: &str) -> Option<Record> {
+    match consumer.poll(Duration::from_millis(100)) {
+        Some(Ok(m)) => Some(Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }),
+        Some(Err(e)) => panic!("reading {topic}: {e}"),
+        None => None,
+    }
 }
 
 /// One record read back.

@@ -80,6 +80,14 @@ pub struct KafkaSourceOptions {
     /// needs its own name.
     #[serde(default)]
     pub instance: Option<String>,
+    /// The name of a `kafka` sink of this pipeline with `transactional_id`
+    /// set: this source's offsets are committed in that sink's
+    /// transactions, together with the records written for them
+    /// (exactly-once Kafka → Kafka); default none. Offsets are then
+    /// committed in epochs of `[checkpoint] interval`, and records are read
+    /// with `isolation.level = read_committed`.
+    #[serde(default)]
+    pub exactly_once_sink: Option<String>,
     /// `group.instance.id` derived from `instance` and the source's name
     /// (set by [`KafkaSourceOptions::from_config`]).
     #[serde(skip)]
@@ -107,7 +115,8 @@ pub struct KafkaSinkOptions {
     )]
     pub linger: Duration,
     /// How long a record may take to be delivered, retries included,
-    /// before its delivery fails; default 120s.
+    /// before its delivery fails; default 120s (at most
+    /// `transaction_timeout` with `transactional_id`).
     #[serde(
         default = "default_delivery_timeout",
         deserialize_with = "weir_config::deserialize_duration"
@@ -118,6 +127,22 @@ pub struct KafkaSinkOptions {
     /// bytes too.
     #[serde(default = "default_max_inflight_batches")]
     pub max_inflight_batches: usize,
+    /// Turns on transactions (exactly-once, with a `kafka` source's
+    /// `exactly_once_sink`): librdkafka's `transactional.id`, which must
+    /// be stable across restarts of one process and unique among the
+    /// processes running at once (e.g. `"enricher-${HOSTNAME}"`). A
+    /// restart fences the previous producer of the id and aborts its open
+    /// transaction. Default none.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// How long a transaction may stay open before the broker aborts it
+    /// (`transaction.timeout.ms`); default 60s. It must be longer than an
+    /// epoch (`[checkpoint] interval` plus the drain of its batches).
+    #[serde(
+        default = "default_transaction_timeout",
+        deserialize_with = "weir_config::deserialize_duration"
+    )]
+    pub transaction_timeout: Duration,
     /// Any librdkafka producer property, passed through as is (TLS, SASL,
     /// compression, batch sizes...).
     #[serde(default)]
@@ -138,6 +163,10 @@ fn default_max_inflight_batches() -> usize {
 
 fn default_linger() -> Duration {
     Duration::from_millis(5)
+}
+
+fn default_transaction_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_delivery_timeout() -> Duration {
@@ -240,6 +269,10 @@ impl KafkaSourceOptions {
         }
         c.set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
+        if self.exactly_once_sink.is_some() {
+            // what an aborted transaction wrote upstream is never read
+            c.set("isolation.level", "read_committed");
+        }
         c
     }
 
@@ -270,6 +303,24 @@ impl KafkaSinkOptions {
                 "`max_inflight_batches` must be at least 1",
             ));
         }
+        if let Some(id) = &options.transactional_id {
+            if id.trim().is_empty() {
+                return Err(
+                    config.option_error("transactional_id", "`transactional_id` must not be empty")
+                );
+            }
+            if options.options.contains_key("transactional.id") {
+                return Err(config.option_error(
+                    "options",
+                    "set `transactional_id` or `options.\"transactional.id\"`, not both",
+                ));
+            }
+        } else if options.options.contains_key("transactional.id") {
+            return Err(config.option_error(
+                "options",
+                "`transactional.id` is set through `transactional_id` (and a kafka source's `exactly_once_sink`)",
+            ));
+        }
         Ok(options)
     }
 
@@ -288,6 +339,15 @@ impl KafkaSinkOptions {
             );
         for (k, v) in &self.options {
             c.set(k, v);
+        }
+        if let Some(id) = &self.transactional_id {
+            // librdkafka refuses a record timeout longer than the
+            // transaction's: a record cannot outlive its transaction
+            let transaction_ms = self.transaction_timeout.as_millis().max(1);
+            let delivery_ms = self.delivery_timeout.as_millis().clamp(1, transaction_ms);
+            c.set("transactional.id", id)
+                .set("transaction.timeout.ms", transaction_ms.to_string())
+                .set("delivery.timeout.ms", delivery_ms.to_string());
         }
         c
     }

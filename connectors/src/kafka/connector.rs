@@ -16,6 +16,7 @@ use weir_engine::driver::{Connector, Input};
 use weir_engine::{Checkpoint, Error, Result};
 
 use super::context::{KafkaContext, Message};
+use super::transaction::{self, Transactions};
 
 /// How long a failed synchronous commit waits before it is tried again.
 const COMMIT_RETRY: Duration = Duration::from_millis(100);
@@ -41,7 +42,21 @@ pub(crate) struct KafkaConnector {
     revoking: Option<Revoking>,
     /// Longest drain of a revoked partition.
     revoke_timeout: Duration,
+    /// `exactly_once_sink`: the transactional sink whose transactions
+    /// commit the offsets.
+    exactly_once: Option<ExactlyOnce>,
 }
+
+/// The transactional sink a source commits its offsets through.
+struct ExactlyOnce {
+    /// Its name.
+    sink: String,
+    /// Found at the first commit.
+    transactions: Option<Arc<Transactions>>,
+}
+
+/// How long the first exactly-once commit waits for its sink to open.
+const SINK_OPEN_WAIT: Duration = Duration::from_secs(30);
 
 impl KafkaConnector {
     /// A connector over `consumer`, receiving from its thread on `rx`.
@@ -49,12 +64,17 @@ impl KafkaConnector {
         consumer: Arc<BaseConsumer<KafkaContext>>,
         rx: mpsc::Receiver<Message>,
         revoke_timeout: Duration,
+        exactly_once_sink: Option<String>,
     ) -> Self {
         KafkaConnector {
             consumer: Some(consumer),
             rx,
             revoking: None,
             revoke_timeout,
+            exactly_once: exactly_once_sink.map(|sink| ExactlyOnce {
+                sink,
+                transactions: None,
+            }),
         }
     }
 
@@ -66,6 +86,35 @@ impl KafkaConnector {
 
     fn context(&self) -> &KafkaContext {
         self.consumer().context()
+    }
+
+    /// Commits the epoch: `tpl` and the records written for it, in one
+    /// transaction of the exactly-once sink.
+    async fn commit_transaction(&mut self, tpl: rdkafka::TopicPartitionList) -> Result<()> {
+        let name = self.context().name.clone();
+        let Some(exactly_once) = self.exactly_once.as_mut() else {
+            return Err(Error::internal("not an exactly-once source"));
+        };
+        let transactions = match &exactly_once.transactions {
+            Some(found) => Arc::clone(found),
+            None => {
+                let found = transaction::find(&exactly_once.sink, &name, SINK_OPEN_WAIT).await?;
+                exactly_once.transactions = Some(Arc::clone(&found));
+                found
+            }
+        };
+        // the member's generation goes with the offsets: a zombie's commit
+        // after a rebalance is refused (KIP-447)
+        let group = self.consumer().group_metadata().ok_or_else(|| {
+            Error::internal(format!("kafka source `{name}`: no consumer group metadata"))
+        })?;
+        let list = tpl.clone();
+        tokio::task::spawn_blocking(move || transactions.commit(&list, &group))
+            .await
+            .map_err(|e| Error::internal(format!("kafka transaction task: {e}")))?
+            .map_err(|e| e.context(format!("kafka source `{name}`")))?;
+        self.context().confirmed(&tpl);
+        Ok(())
     }
 
     /// Commits `tpl` and waits for the broker, retrying until `deadline`.
@@ -123,6 +172,15 @@ impl Connector for KafkaConnector {
                 lost,
                 done,
             }) => {
+                if lost && self.exactly_once.is_some() {
+                    // records of them may be in the open transaction, and
+                    // their new owner reads their events again: this
+                    // transaction must never commit
+                    return Err(Error::external(format!(
+                        "kafka source `{}`: partitions lost (the session timed out): stopping so that the open transaction is aborted; their new owners read their events again",
+                        self.context().name
+                    )));
+                }
                 self.revoking = Some(Revoking {
                     lost: if lost { partitions.clone() } else { Vec::new() },
                     done,
@@ -145,6 +203,10 @@ impl Connector for KafkaConnector {
     async fn commit(&mut self, positions: &[Checkpoint], last: bool) -> Result<()> {
         let skip = self.revoking.as_ref().map_or(&[][..], |r| &r.lost[..]);
         let tpl = self.context().offsets_to_commit(positions, skip);
+        if self.exactly_once.is_some() {
+            // also with no offsets: records of the epoch may be open
+            return self.commit_transaction(tpl).await;
+        }
         if tpl.count() == 0 {
             return Ok(());
         }
@@ -173,6 +235,10 @@ impl Connector for KafkaConnector {
 
     fn revoke_timeout(&self) -> Duration {
         self.revoke_timeout
+    }
+
+    fn commits_in_epochs(&self) -> bool {
+        self.exactly_once.is_some()
     }
 
     fn can_pause(&self) -> bool {

@@ -5,6 +5,9 @@
 //! - **Delivery**: at-least-once end to end. The source commits, per
 //!   partition, the offset after the longest run of acked messages, so a
 //!   crash re-reads at most what was in flight since the last commit.
+//!   Exactly-once from a `kafka` source to a transactional `kafka` sink:
+//!   records and offsets are committed in one transaction per epoch
+//!   (`transaction.rs`).
 //! - **Ordering**: per partition. A partition is owned by one shard.
 //! - **Backpressure**: per partition; a full shard pauses its partitions in
 //!   librdkafka, others keep flowing.
@@ -23,5 +26,6 @@ mod poller;
 pub mod sink;
 pub mod source;
 mod staging;
+mod transaction;
 
 pub use config::{KafkaSinkOptions, KafkaSourceOptions};

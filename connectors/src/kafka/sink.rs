@@ -9,6 +9,10 @@
 //!   dead-letters. Nothing is dropped silently.
 //! - Batches are pipelined: up to `max_inflight_batches` are handed to
 //!   librdkafka before the oldest is confirmed; acks still settle in order.
+//! - With `transactional_id` it writes inside Kafka transactions that a
+//!   `kafka` source commits together with its offsets (`transaction.rs`):
+//!   exactly-once. A record Kafka refuses then aborts its epoch's
+//!   transaction, and the source stops rather than commit past it.
 //! - As a dead-letter sink it writes the failed events with the error, the
 //!   stage and the origin in `weir.*` headers.
 
@@ -31,6 +35,7 @@ use weir_engine::{Error, Event, Result, Sink};
 
 use super::config::KafkaSinkOptions;
 use super::context::log_to_tracing;
+use super::transaction::{self, Transactions};
 
 /// Builds a `kafka` sink from its configuration.
 pub fn build(config: &ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic> {
@@ -39,6 +44,7 @@ pub fn build(config: &ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic> {
         name: config.name.clone(),
         options,
         producer: None,
+        transactions: None,
     }))
 }
 
@@ -46,7 +52,9 @@ pub fn build(config: &ComponentConfig) -> Result<Box<dyn Sink>, Diagnostic> {
 pub struct KafkaSink {
     name: String,
     options: KafkaSinkOptions,
-    producer: Option<ThreadedProducer<DeliveryContext>>,
+    producer: Option<Arc<ThreadedProducer<DeliveryContext>>>,
+    /// With `transactional_id`: the transactions the records go into.
+    transactions: Option<Arc<Transactions>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -170,6 +178,8 @@ impl Sink for KafkaSink {
         let topic = self.options.topic.clone();
         let brokers = self.options.brokers.clone();
         let timeout = Duration::from_secs(10);
+        let transactional = self.options.transactional_id.is_some();
+        let name = self.name.clone();
         let producer = tokio::task::spawn_blocking(move || {
             super::metadata::check_topics(
                 producer.client(),
@@ -177,11 +187,31 @@ impl Sink for KafkaSink {
                 Some(&topic),
                 &[&topic],
                 timeout,
-            )
-            .map(|()| producer)
+            )?;
+            if transactional {
+                // fences an earlier producer of the id and aborts what it
+                // left open
+                producer.init_transactions(timeout).map_err(|e| {
+                    Error::external(format!(
+                        "kafka sink `{name}`: initializing transactions: {e}"
+                    ))
+                    .with_cause(e)
+                })?;
+            }
+            Ok::<_, Error>(producer)
         })
         .await
         .map_err(|e| Error::internal(format!("kafka sink open: {e}")))??;
+        let producer = Arc::new(producer);
+        if transactional {
+            let transactions = Arc::new(Transactions::new(
+                self.name.clone(),
+                Arc::clone(&producer),
+                timeout.max(self.options.transaction_timeout / 2),
+            ));
+            transaction::enter(&self.name, &transactions);
+            self.transactions = Some(transactions);
+        }
         self.producer = Some(producer);
         Ok(())
     }
@@ -197,6 +227,13 @@ impl Sink for KafkaSink {
             .producer
             .as_ref()
             .and_then(|p| p.client().fatal_error());
+        if let (Some((code, reason)), Some(_)) = (&fatal, &self.transactions) {
+            // a fenced transactional producer: another process owns the id
+            return Err(Error::external(format!(
+                "kafka sink `{}`: the transactional producer failed ({code:?}): {reason}",
+                self.name
+            )));
+        }
         if let Some((code, reason)) = fatal {
             tracing::error!(sink = %self.name, ?code, reason, "fatal producer error; starting a new producer");
             self.producer = None;
@@ -206,6 +243,12 @@ impl Sink for KafkaSink {
             .producer
             .as_ref()
             .ok_or_else(|| Error::internal("the kafka sink was written to before it was opened"))?;
+        let producer = Arc::clone(producer);
+        // records go into the open transaction; its commit waits for them
+        let _writing = match &self.transactions {
+            Some(transactions) => Some(transactions.writing().await?),
+            None => None,
+        };
         let batch = Arc::new(BatchDelivery::new(events.len()));
         let topic = self.options.topic.as_str();
         for e in events {
@@ -276,6 +319,13 @@ impl Sink for KafkaSink {
     }
 
     async fn close(&mut self) -> Result<()> {
+        if let Some(transactions) = self.transactions.take() {
+            // committed by the source's last epoch; what is still open
+            // was never committed and must not become visible
+            tokio::task::spawn_blocking(move || transactions.abort())
+                .await
+                .map_err(|e| Error::internal(format!("kafka sink close: {e}")))?;
+        }
         if let Some(producer) = self.producer.take() {
             tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)))
                 .await

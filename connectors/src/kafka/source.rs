@@ -56,6 +56,7 @@ impl Source for KafkaSource {
             tx,
         );
         let revoke_timeout = options.revoke_timeout;
+        let exactly_once_sink = options.exactly_once_sink.clone();
         // creating the client and reading metadata block: off the runtime
         let consumer = tokio::task::spawn_blocking(move || subscribe(&options, context))
             .await
@@ -74,7 +75,11 @@ impl Source for KafkaSource {
             .name(format!("weir-kafka-{name}"))
             .spawn(move || poller.run())
             .map_err(|e| Error::internal(format!("starting the kafka consumer thread: {e}")))?;
-        let result = drive(KafkaConnector::new(consumer, rx, revoke_timeout), &mut ctx).await;
+        let result = drive(
+            KafkaConnector::new(consumer, rx, revoke_timeout, exactly_once_sink),
+            &mut ctx,
+        )
+        .await;
         // the connector is gone: the thread stops, closes the consumer
         // (leaving the group) and ends
         let joined = tokio::task::spawn_blocking(move || thread.join()).await;

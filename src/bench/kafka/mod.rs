@@ -10,11 +10,14 @@
 //!
 //! - `kafka-scale`: the same topic read by 1, 2 and 3 `weir run`
 //!   processes in one group (see `scale.rs`).
+//! - `kafka-exactly-once`: `kafka-to-kafka` with transactions against
+//!   the same pipeline at-least-once (see `exactly_once.rs`).
 //!
 //! The first two time from the first event to the last, so group joins are
 //! not in their figures; `kafka-scale` includes them.
 
 mod broker;
+mod exactly_once;
 mod raw;
 mod scale;
 
@@ -35,7 +38,12 @@ use super::report::{self, Baseline, BenchReport};
 use super::BenchArgs;
 
 /// Names of the Kafka scenarios.
-pub const SCENARIOS: &[&str] = &["kafka", "kafka-to-kafka", "kafka-scale"];
+pub const SCENARIOS: &[&str] = &[
+    "kafka",
+    "kafka-to-kafka",
+    "kafka-scale",
+    "kafka-exactly-once",
+];
 
 const PARTITIONS: i32 = 8;
 const DEFAULT_EVENTS: u64 = 2_000_000;
@@ -58,6 +66,7 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
     match name {
         "kafka" => to_blackhole(b, &input, events, shards, &id),
         "kafka-scale" => scale::run(b, &input, events, PARTITIONS, &id),
+        "kafka-exactly-once" => exactly_once::run(b, &input, events, shards, &id),
         _ => to_kafka(b, &input, events, shards, &id),
     }
 }

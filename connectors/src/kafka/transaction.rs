@@ -1,0 +1,182 @@
+//! Kafka transactions shared by a transactional `kafka` sink and the
+//! `kafka` source whose offsets they carry: exactly-once Kafka → Kafka.
+//!
+//! The sink writes its records inside an open transaction (begun lazily by
+//! the first write of an epoch). The source's connector commits in epochs
+//! (the engine's driver lets an epoch end only once everything it
+//! dispatched settled): it hands the consumed offsets and the consumer's
+//! group metadata to the transaction and commits it, so the records and
+//! the offsets become visible together or not at all. The group metadata
+//! carries the member's generation (KIP-447): a process that lost its
+//! partitions in a rebalance — a zombie back from a pause — has its commit
+//! refused by the broker, aborts, and stops. A restart with the same
+//! `transactional_id` fences the previous producer of that id and aborts
+//! its open transaction.
+//!
+//! The two halves find each other by the sink's name in a process-wide
+//! table: the sink enters its transactions when it opens, the source looks
+//! them up at its first commit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{Producer, ThreadedProducer};
+use rdkafka::TopicPartitionList;
+use weir_engine::{Error, Result};
+
+use super::sink::DeliveryContext;
+
+/// The producer of a transactional sink and whether a transaction is open.
+pub(crate) struct Transactions {
+    /// The sink's name, for errors and logs.
+    sink: String,
+    /// The sink's transactional producer.
+    producer: Arc<ThreadedProducer<DeliveryContext>>,
+    /// Held while records are sent and while a transaction ends, so no
+    /// record goes into a transaction that is being committed.
+    state: tokio::sync::Mutex<State>,
+    /// Longest a commit or an abort may take.
+    timeout: Duration,
+}
+
+/// Where the current transaction stands.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// A transaction was begun and not ended yet.
+    open: bool,
+}
+
+impl Transactions {
+    /// Wraps `producer`, whose `init_transactions` has succeeded.
+    pub(crate) fn new(
+        sink: String,
+        producer: Arc<ThreadedProducer<DeliveryContext>>,
+        timeout: Duration,
+    ) -> Self {
+        Transactions {
+            sink,
+            producer,
+            state: tokio::sync::Mutex::new(State::default()),
+            timeout,
+        }
+    }
+
+    /// Opens a transaction if none is open and returns the guard under
+    /// which records are sent (a commit waits for it).
+    pub(crate) async fn writing(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
+        let mut state = self.state.lock().await;
+        if !state.open {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| self.error("beginning a transaction", e))?;
+            state.open = true;
+        }
+        Ok(state)
+    }
+
+    /// Commits the open transaction with `offsets` of the consumer whose
+    /// group metadata is `group` (a transaction is begun for offsets alone
+    /// if none is open). On failure the transaction is aborted: neither
+    /// its records nor its offsets become visible. Blocks: call off the
+    /// runtime.
+    pub(crate) fn commit(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
+        let mut state = self.state.blocking_lock();
+        if offsets.count() == 0 && !state.open {
+            return Ok(());
+        }
+        if !state.open {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| self.error("beginning a transaction", e))?;
+            state.open = true;
+        }
+        let result = (|| {
+            if offsets.count() > 0 {
+                self.producer
+                    .send_offsets_to_transaction(offsets, group, self.timeout)?;
+            }
+            self.producer.commit_transaction(self.timeout)
+        })();
+        state.open = false;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.abort_after(&e);
+                Err(self.error("committing a transaction (aborted)", e))
+            }
+        }
+    }
+
+    /// Aborts the open transaction, if any (at close, after a failure).
+    /// Blocks: call off the runtime.
+    pub(crate) fn abort(&self) {
+        let mut state = self.state.blocking_lock();
+        if std::mem::take(&mut state.open) {
+            if let Err(e) = self.producer.abort_transaction(self.timeout) {
+                tracing::warn!(sink = %self.sink, error = %e, "aborting the open transaction failed; the broker aborts it at its timeout");
+            }
+        }
+    }
+
+    /// After a failed commit: abort what can be aborted (a fatal error —
+    /// a fenced producer — cannot; the broker ends that transaction).
+    fn abort_after(&self, error: &KafkaError) {
+        let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal());
+        if fatal {
+            return;
+        }
+        if let Err(e) = self.producer.abort_transaction(self.timeout) {
+            tracing::warn!(sink = %self.sink, error = %e, "aborting the failed transaction failed; the broker aborts it at its timeout");
+        }
+    }
+
+    fn error(&self, what: &str, e: KafkaError) -> Error {
+        Error::external(format!("kafka sink `{}`: {what}: {e}", self.sink)).with_cause(e)
+    }
+}
+
+/// The open transactional sinks of this process, by name.
+fn table() -> &'static Mutex<HashMap<String, Weak<Transactions>>> {
+    static TABLE: OnceLock<Mutex<HashMap<String, Weak<Transactions>>>> = OnceLock::new();
+    TABLE.get_or_init(Mutex::default)
+}
+
+/// Enters a sink's transactions under its name (replacing a closed one's).
+pub(crate) fn enter(sink: &str, transactions: &Arc<Transactions>) {
+    table()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(sink.to_string(), Arc::downgrade(transactions));
+}
+
+/// How often [`find`] looks again for a sink that is still opening.
+const FIND_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The transactions of the sink named `sink`, waiting up to `wait` for it
+/// to open.
+pub(crate) async fn find(sink: &str, source: &str, wait: Duration) -> Result<Arc<Transactions>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let found = table()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sink)
+            .and_then(Weak::upgrade);
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::user(format!(
+                "kafka source `{source}`: `exactly_once_sink = \"{sink}\"` names no open transactional sink: it must be a `kafka` sink of this pipeline with `transactional_id` set"
+            )));
+        }
+        tokio::time::sleep(FIND_INTERVAL).await;
+    }
+}
