@@ -927,4 +927,108 @@ mod tests {
         );
         driver.await.unwrap().unwrap();
     }
+
+    /// Counts what was read and what was acked; commits in epochs and
+    /// records whether each commit came with everything read settled.
+    struct Epochs {
+        inputs: VecDeque<Input>,
+        read: Arc<std::sync::atomic::AtomicUsize>,
+        acked: Arc<std::sync::atomic::AtomicUsize>,
+        /// (positions, whether every batch read was acked then): the
+        /// second field means "settled" here, not "last"
+        commits: Commits,
+        fail_commits: bool,
+    }
+
+    #[async_trait]
+    impl Connector for Epochs {
+        async fn read(&mut self) -> Result<Input> {
+            match self.inputs.pop_front() {
+                Some(input) => {
+                    if matches!(input, Input::Batch { .. }) {
+                        self.read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(input)
+                }
+                None => std::future::pending().await,
+            }
+        }
+
+        async fn commit(&mut self, positions: &[Checkpoint], _last: bool) -> Result<()> {
+            let settled = self.read.load(std::sync::atomic::Ordering::SeqCst)
+                == self.acked.load(std::sync::atomic::Ordering::SeqCst);
+            self.commits
+                .lock()
+                .unwrap()
+                .push((positions.to_vec(), settled));
+            if self.fail_commits {
+                return Err(crate::error::Error::external("the transaction was refused"));
+            }
+            Ok(())
+        }
+
+        fn commits_in_epochs(&self) -> bool {
+            true
+        }
+    }
+
+    fn epochs(inputs: Vec<Input>, fail_commits: bool) -> Epochs {
+        Epochs {
+            inputs: VecDeque::from(inputs),
+            read: Arc::default(),
+            acked: Arc::default(),
+            commits: Arc::default(),
+            fail_commits,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_epoch_commits_only_once_everything_read_has_settled() {
+        let (mut ctx, mut rx, trigger) = context(1, 1000);
+        let connector = epochs(
+            vec![
+                Input::Assigned(vec![(0, 0)]),
+                batch(0, 3, 3),
+                batch(0, 2, 5),
+            ],
+            false,
+        );
+        let (acked, commits) = (Arc::clone(&connector.acked), Arc::clone(&connector.commits));
+        let driver = tokio::spawn(async move { drive(connector, &mut ctx).await });
+        for _ in 0..2 {
+            let (b, _permit) = rx[0].recv().await.unwrap();
+            // held over several checkpoint ticks (10 ms each)
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            b.ack.ack();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        trigger.trigger();
+        driver.await.unwrap().unwrap();
+        let commits = commits.lock().unwrap();
+        assert!(
+            commits.iter().all(|(_, settled)| *settled),
+            "a commit came while a batch was unsettled: {commits:?}"
+        );
+        let committed: Vec<u64> = commits
+            .iter()
+            .flat_map(|(p, _)| p.iter().map(|c| c.position))
+            .collect();
+        assert_eq!(committed.last(), Some(&5), "{commits:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_epoch_commit_fails_the_source() {
+        let (mut ctx, mut rx, _trigger) = context(1, 1000);
+        let connector = epochs(vec![Input::Assigned(vec![(0, 0)]), batch(0, 3, 3)], true);
+        let driver = tokio::spawn(async move { drive(connector, &mut ctx).await });
+        let (b, _permit) = rx[0].recv().await.unwrap();
+        b.ack.ack();
+        let result = tokio::time::timeout(Duration::from_secs(5), driver)
+            .await
+            .expect("the source stops at the failed commit")
+            .unwrap();
+        let error = result.expect_err("a failed epoch is not retried");
+        assert!(error.to_string().contains("committing an epoch"), "{error}");
+    }
 }

@@ -9,6 +9,7 @@ mod http;
 mod kafka;
 mod nats;
 mod postgres;
+mod processes;
 mod progress;
 mod report;
 mod scenario;
@@ -28,7 +29,7 @@ pub use scenario::{Scenario, SCENARIOS};
 pub struct BenchArgs {
     /// The scenario: passthrough, json-map, jq-map, wasm-map, python-map,
     /// node-map, kafka, kafka-to-kafka, kafka-scale,
-    /// kafka-exactly-once, jetstream, nats, cdc or http.
+    /// kafka-exactly-once, jetstream, jetstream-scale, nats, cdc or http.
     pub scenario: String,
     /// Print one JSON object as the last line.
     #[arg(long)]

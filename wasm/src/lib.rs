@@ -7,6 +7,8 @@
 
 mod bindings;
 mod convert;
+#[doc(hidden)]
+pub mod fuzzing;
 mod guest_log;
 mod host;
 mod instance;

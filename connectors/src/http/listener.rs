@@ -159,6 +159,43 @@ impl Drop for RouteGuard {
     }
 }
 
+/// A dispatcher over a listener of one route that is bound nowhere (the
+/// fuzz target serves it on an in-memory connection); the listener lives
+/// as long as the dispatcher.
+pub(crate) fn dispatcher_for(
+    path: &str,
+    method: Option<Method>,
+    admission: Arc<Admission>,
+) -> Arc<impl Handler> {
+    let listener = Arc::new(Listener {
+        address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: false,
+        routes: RwLock::new(vec![Route {
+            id: 0,
+            path: path.to_string(),
+            method,
+            admission,
+        }]),
+        stop: Mutex::new(None),
+    });
+    Arc::new(Owning {
+        dispatcher: Arc::new(Dispatcher(Arc::downgrade(&listener))),
+        _listener: listener,
+    })
+}
+
+/// A [`Dispatcher`] that keeps its listener alive.
+struct Owning {
+    dispatcher: Arc<Dispatcher>,
+    _listener: Arc<Listener>,
+}
+
+impl Handler for Owning {
+    fn handle(self: Arc<Self>, request: Request<Incoming>, remote: SocketAddr) -> ResponseFuture {
+        Arc::clone(&self.dispatcher).handle(request, remote)
+    }
+}
+
 /// Routes a request of a listener to its source's admission.
 struct Dispatcher(Weak<Listener>);
 

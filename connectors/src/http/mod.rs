@@ -28,6 +28,8 @@
 //! ```
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod invoke;
 mod listener;
 mod pacing;

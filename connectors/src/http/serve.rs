@@ -100,14 +100,7 @@ async fn accept_loop<H: Handler>(
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let builder = Arc::new(connection_builder(options.header_timeout));
     let mut failures = 0u32;
     loop {
         let accepted = tokio::select! {
@@ -159,6 +152,40 @@ async fn accept_loop<H: Handler>(
             }
         });
     }
+}
+
+/// How every connection is served: HTTP/1.1 with keep-alive or HTTP/2.
+fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Serves one plain connection over `io` with `handler`, as the accept
+/// loop would (the fuzz target's way in; the remote address is fixed).
+pub(crate) async fn serve_one<IO, H>(io: IO, header_timeout: Duration, handler: Arc<H>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let remote = SocketAddr::from(([127, 0, 0, 1], 1));
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let response = Arc::clone(&handler).handle(request, remote);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let (_stop, stop) = watch::channel(false);
+    serve_connection(
+        &connection_builder(header_timeout),
+        TokioIo::new(io),
+        service,
+        stop,
+    )
+    .await;
 }
 
 async fn serve_connection<I, S>(

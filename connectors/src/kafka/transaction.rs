@@ -14,10 +14,15 @@
 //! its open transaction.
 //!
 //! The two halves find each other by the sink's name in a process-wide
-//! table: the sink enters its transactions when it opens, the source looks
-//! them up at its first commit.
+//! table: the sink enters its transactions when it opens, the source claims
+//! the sink when it starts and looks its transactions up at its first
+//! commit. A transactional sink writes nothing until a source claimed it:
+//! records in transactions that no source commits would never become
+//! visible, while a source committing offsets on its own would count them
+//! delivered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -40,6 +45,8 @@ pub(crate) struct Transactions {
     state: tokio::sync::Mutex<State>,
     /// Longest a commit or an abort may take.
     timeout: Duration,
+    /// A source claimed the sink (seen once, not asked again).
+    claimed: AtomicBool,
 }
 
 /// Where the current transaction stands.
@@ -61,12 +68,16 @@ impl Transactions {
             producer,
             state: tokio::sync::Mutex::new(State::default()),
             timeout,
+            claimed: AtomicBool::new(false),
         }
     }
 
     /// Opens a transaction if none is open and returns the guard under
     /// which records are sent (a commit waits for it).
     pub(crate) async fn writing(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
+        if !self.claimed.load(Ordering::Relaxed) {
+            self.await_claim().await?;
+        }
         let mut state = self.state.lock().await;
         if !state.open {
             self.producer
@@ -75,6 +86,25 @@ impl Transactions {
             state.open = true;
         }
         Ok(state)
+    }
+
+    /// Waits until a source claimed this sink; fails after
+    /// [`CLAIM_WAIT`] (no source names it in `exactly_once_sink`).
+    async fn await_claim(&self) -> Result<()> {
+        let deadline = Instant::now() + CLAIM_WAIT;
+        loop {
+            if claims().contains(&self.sink) {
+                self.claimed.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::user(format!(
+                    "kafka sink `{}` has `transactional_id`, but no kafka source commits its transactions: set `exactly_once_sink = \"{}\"` on the kafka source (nothing was written)",
+                    self.sink, self.sink
+                )));
+            }
+            tokio::time::sleep(FIND_INTERVAL).await;
+        }
     }
 
     /// Commits the open transaction with `offsets` of the consumer whose
@@ -155,6 +185,23 @@ pub(crate) fn enter(sink: &str, transactions: &Arc<Transactions>) {
         .unwrap_or_else(|e| e.into_inner())
         .insert(sink.to_string(), Arc::downgrade(transactions));
 }
+
+/// The sinks a source claimed, by name.
+fn claims() -> std::sync::MutexGuard<'static, HashSet<String>> {
+    static CLAIMS: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    CLAIMS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A source will commit its offsets in the transactions of `sink`.
+pub(crate) fn claim(sink: &str) {
+    claims().insert(sink.to_string());
+}
+
+/// Longest a transactional sink waits for a source to claim it.
+const CLAIM_WAIT: Duration = Duration::from_secs(30);
 
 /// How often [`find`] looks again for a sink that is still opening.
 const FIND_INTERVAL: Duration = Duration::from_millis(50);

@@ -9,7 +9,10 @@
 //!   weir (`nats` source) counts them, against a raw async-nats subscriber
 //!   counting the same publisher's events.
 //!
-//! Both time from the first event to the last.
+//! - `jetstream-scale`: the same stream read by 1, 2 and 3 `weir run`
+//!   processes sharing one durable consumer (see `scale.rs`).
+//!
+//! The first two time from the first event to the last.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -25,7 +28,9 @@ use super::report::{Baseline, BenchReport};
 use super::BenchArgs;
 
 /// Names of the NATS scenarios.
-pub const SCENARIOS: &[&str] = &["jetstream", "nats"];
+pub const SCENARIOS: &[&str] = &["jetstream", "nats", "jetstream-scale"];
+
+mod scale;
 
 /// The nats-server dev script.
 static SCRIPT: DevScript = DevScript {
@@ -65,6 +70,14 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
             args.events.unwrap_or(1_000_000),
             shards,
         ),
+        "jetstream-scale" => {
+            let events = args.events.unwrap_or(2_000_000);
+            let id = std::process::id();
+            let (stream, subject) = (format!("BENCHSCALE{id}"), format!("bench.{id}.scale"));
+            eprintln!("jetstream-scale: preloading {events} events into stream {stream}…");
+            preload(&rt, &server.address, &stream, &subject, events)?;
+            scale::run(&rt, &server.address, &stream, events)
+        }
         _ => core(&rt, &server.address, args.events.unwrap_or(500_000), shards),
     }
 }
@@ -78,34 +91,7 @@ fn jetstream(
     let stream = format!("BENCH{}", std::process::id());
     let subject = format!("bench.{}.in", std::process::id());
     eprintln!("jetstream: preloading {events} events into stream {stream}…");
-    rt.block_on(async {
-        let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
-        let js = jetstream::new(client);
-        js.create_stream(jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![subject.clone()],
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut acks = Vec::with_capacity(1024);
-        for i in 0..events {
-            acks.push(
-                js.publish(subject.clone(), payload(i))
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
-            if acks.len() == 1024 {
-                for a in acks.drain(..) {
-                    a.await.map_err(|e| e.to_string())?;
-                }
-            }
-        }
-        for a in acks {
-            a.await.map_err(|e| e.to_string())?;
-        }
-        Ok::<(), String>(())
-    })?;
+    preload(rt, url, &stream, &subject, events)?;
 
     eprintln!("jetstream: baseline (raw async-nats pull consumer, explicit acks)…");
     let cpu = cpu_seconds();
@@ -173,6 +159,45 @@ fn jetstream(
             ns_per_event(baseline_cpu, events),
         ),
     ))
+}
+
+/// Creates `stream` on `subject` and publishes `events` events to it,
+/// each acknowledged by the server.
+fn preload(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    stream: &str,
+    subject: &str,
+    events: u64,
+) -> Result<(), String> {
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+        let js = jetstream::new(client);
+        js.create_stream(jetstream::stream::Config {
+            name: stream.to_string(),
+            subjects: vec![subject.to_string()],
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut acks = Vec::with_capacity(1024);
+        for i in 0..events {
+            acks.push(
+                js.publish(subject.to_string(), payload(i))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+            if acks.len() == 1024 {
+                for a in acks.drain(..) {
+                    a.await.map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        for a in acks {
+            a.await.map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    })
 }
 
 /// Publishes `events` to `subject` as fast as the client takes them.
