@@ -115,7 +115,7 @@ impl Poller {
                     let p = self.partition(id);
                     let ts = m.timestamp().to_millis().unwrap_or(0);
                     let offset = u64::try_from(m.offset()).unwrap_or(0);
-                    p.push(
+                    let fresh = p.push(
                         m.key(),
                         m.payload(),
                         RawHeaders::of(&m),
@@ -123,7 +123,12 @@ impl Poller {
                         offset,
                         Instant::now,
                     );
-                    if (p.len() >= max_events || p.bytes() >= max_bytes) && !context.is_paused(id) {
+                    if !fresh {
+                        tracing::warn!(source = %context.name, partition = m.partition(), offset,
+                            "librdkafka delivered a message again; dropped");
+                    } else if (p.len() >= max_events || p.bytes() >= max_bytes)
+                        && !context.is_paused(id)
+                    {
                         self.send(id);
                     }
                     since_housekeeping += 1;

@@ -29,6 +29,9 @@ pub(crate) struct Staging {
     started: Option<Instant>,
     /// The offset after the last message.
     end: u64,
+    /// Whether `end` holds for the current assignment (a message was
+    /// gathered since the partition was assigned).
+    seen: bool,
     /// Bytes of the previous batch: the size to reserve for the next.
     last_bytes: usize,
 }
@@ -37,7 +40,11 @@ pub(crate) struct Staging {
 const MIN_BATCH_BUFFER: usize = 16 * 1024;
 
 impl Staging {
-    /// Appends one message. `now` is read by the caller, once per poll burst.
+    /// Appends one message; `false` (and nothing appended) if its offset is
+    /// below one already gathered: librdkafka delivered it again, which it
+    /// does for a message of a partition that was polled as the partition
+    /// was paused, once the partition is resumed. `now` is read by the
+    /// caller, once per poll burst.
     pub(crate) fn push<'h>(
         &mut self,
         key: Option<&[u8]>,
@@ -46,7 +53,10 @@ impl Staging {
         timestamp_ms: i64,
         offset: u64,
         now: impl FnOnce() -> Instant,
-    ) {
+    ) -> bool {
+        if self.seen && offset < self.end {
+            return false;
+        }
         if self.slots.is_empty() {
             self.started = Some(now());
             // one allocation per batch, sized like the previous one
@@ -68,6 +78,8 @@ impl Staging {
             offset,
         });
         self.end = offset + 1;
+        self.seen = true;
+        true
     }
 
     fn append(&mut self, bytes: &[u8]) -> Range<usize> {
@@ -127,8 +139,10 @@ impl Staging {
         Some((events, self.end))
     }
 
-    /// Drops what was gathered (its partition was revoked).
+    /// Drops what was gathered (its partition was revoked or assigned
+    /// again: the next message starts a new run of offsets).
     pub(crate) fn clear(&mut self) {
+        self.seen = false;
         self.buf.clear();
         self.slots.clear();
         self.headers.clear();
@@ -168,5 +182,25 @@ mod tests {
         assert_eq!(events[1].timestamp_ms, 99, "no timestamp: the fallback");
         assert!(s.take(0).is_none());
         assert!(s.started().is_none());
+    }
+
+    #[test]
+    fn a_message_delivered_again_is_dropped_until_the_partition_is_assigned_again() {
+        let mut s = Staging::default();
+        let now = Instant::now();
+        let push = |s: &mut Staging, offset| {
+            s.push(None, Some(b"v"), std::iter::empty(), 1, offset, || now)
+        };
+        assert!(push(&mut s, 10));
+        assert!(push(&mut s, 11));
+        let (_, end) = s.take(0).unwrap();
+        assert_eq!(end, 12);
+        // after a pause and a resume librdkafka may hand 11 over again
+        assert!(!push(&mut s, 11), "a message already gathered");
+        assert!(s.take(0).is_none(), "nothing was appended");
+        assert!(push(&mut s, 12));
+        // assigned again (after a revoke): a new run of offsets
+        s.clear();
+        assert!(push(&mut s, 5));
     }
 }
