@@ -296,7 +296,15 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
         ctx.dispatch(partition, events, end, connector.routing())
             .await?;
     }
-    ctx.drain().await;
+    let drained = ctx.drain().await;
+    if connector.commits_in_epochs() && !drained {
+        // the epoch's transaction holds writes of batches that did not
+        // settle: committing it would write them again after a restart
+        connector.close().await;
+        return Err(crate::error::Error::external(
+            "exactly-once: the last epoch's batches did not settle within the shutdown timeout; it is not committed (its transaction is aborted and its events are read again)",
+        ));
+    }
     let committed = commit(&mut connector, ctx, true).await;
     connector.close().await;
     committed
@@ -505,7 +513,20 @@ async fn commit<C: Connector>(
         },
         Positions::Upstream => {
             let moved = ctx.take_checkpoints();
-            connector.commit(&moved, last).await
+            if connector.commits_in_epochs()
+                && ctx
+                    .incomplete_flag()
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                // a batch of the epoch failed for good: its partition's
+                // position stops before it while later writes are in the
+                // epoch, so the epoch cannot commit
+                Err(crate::error::Error::external(
+                    "a batch failed for good (no dead-letter sink took it), so its epoch cannot be committed",
+                ))
+            } else {
+                connector.commit(&moved, last).await
+            }
         }
     };
     match result {

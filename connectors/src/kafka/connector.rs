@@ -103,6 +103,13 @@ impl KafkaConnector {
                 found
             }
         };
+        // partitions lost and not yet reported: their new owners read
+        // this epoch's events again, so it must never commit
+        if self.consumer().assignment_lost() {
+            return Err(Error::external(format!(
+                "kafka source `{name}`: partitions lost (the session timed out): not committing the epoch"
+            )));
+        }
         // the member's generation goes with the offsets: a zombie's commit
         // after a rebalance is refused (KIP-447)
         let group = self.consumer().group_metadata().ok_or_else(|| {

@@ -82,6 +82,12 @@ pub(crate) struct KafkaContext {
     pub(crate) paused: Mutex<HashSet<u32>>,
     /// Whether `paused` is not empty (read without the lock).
     pub(crate) any_paused: AtomicBool,
+    /// Partitions resumed since the loop last gathered a new message of
+    /// them: librdkafka may deliver again what it had handed over before
+    /// the pause, and only then is a message behind the last one a copy.
+    pub(crate) resumed: Mutex<HashSet<u32>>,
+    /// Whether `resumed` is not empty (read without the lock).
+    pub(crate) any_resumed: AtomicBool,
 }
 
 /// What rebalances changed.
@@ -108,20 +114,39 @@ impl KafkaContext {
             stop: AtomicBool::new(false),
             paused: Mutex::default(),
             any_paused: AtomicBool::new(false),
+            resumed: Mutex::default(),
+            any_resumed: AtomicBool::new(false),
         }
     }
 
     /// Marks partitions paused or not.
     pub(crate) fn set_paused(&self, ids: &[u32], paused: bool) {
         let mut set = Self::lock(&self.paused);
+        let mut resumed = Self::lock(&self.resumed);
         for &id in ids {
             if paused {
                 set.insert(id);
-            } else {
-                set.remove(&id);
+            } else if set.remove(&id) {
+                resumed.insert(id);
             }
         }
         self.any_paused.store(!set.is_empty(), Ordering::Release);
+        self.any_resumed
+            .store(!resumed.is_empty(), Ordering::Release);
+    }
+
+    /// Whether partition `id` was resumed since the loop last gathered a
+    /// new message of it.
+    pub(crate) fn is_resumed(&self, id: u32) -> bool {
+        self.any_resumed.load(Ordering::Acquire) && Self::lock(&self.resumed).contains(&id)
+    }
+
+    /// The loop gathered a new message of partition `id` after a resume.
+    pub(crate) fn clear_resumed(&self, id: u32) {
+        let mut resumed = Self::lock(&self.resumed);
+        resumed.remove(&id);
+        self.any_resumed
+            .store(!resumed.is_empty(), Ordering::Release);
     }
 
     /// Whether the driver paused partition `id`.

@@ -112,21 +112,31 @@ impl Poller {
                         KafkaContext::lock(&context.ids).id(m.topic(), m.partition())
                     });
                     let (max_events, max_bytes) = (self.max_events, self.max_bytes);
-                    let p = self.partition(id);
                     let ts = m.timestamp().to_millis().unwrap_or(0);
                     let offset = u64::try_from(m.offset()).unwrap_or(0);
-                    let fresh = p.push(
-                        m.key(),
-                        m.payload(),
-                        RawHeaders::of(&m),
-                        ts,
-                        offset,
-                        Instant::now,
-                    );
-                    if !fresh {
+                    let p = self.partition(id);
+                    // after a resume librdkafka may deliver again what it
+                    // had handed over before the pause
+                    let resumed = context.is_resumed(id);
+                    let again = resumed && p.is_behind(offset);
+                    if again {
                         tracing::warn!(source = %context.name, partition = m.partition(), offset,
-                            "librdkafka delivered a message again; dropped");
-                    } else if (p.len() >= max_events || p.bytes() >= max_bytes)
+                            "librdkafka delivered a message again after a resume; dropped");
+                    } else {
+                        p.push(
+                            m.key(),
+                            m.payload(),
+                            RawHeaders::of(&m),
+                            ts,
+                            offset,
+                            Instant::now,
+                        );
+                        if resumed {
+                            context.clear_resumed(id);
+                        }
+                    }
+                    if !again
+                        && (p.len() >= max_events || p.bytes() >= max_bytes)
                         && !context.is_paused(id)
                     {
                         self.send(id);

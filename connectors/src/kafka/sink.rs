@@ -245,7 +245,7 @@ impl Sink for KafkaSink {
             .ok_or_else(|| Error::internal("the kafka sink was written to before it was opened"))?;
         let producer = Arc::clone(producer);
         // records go into the open transaction; its commit waits for them
-        let _writing = match &self.transactions {
+        let mut writing = match &self.transactions {
             Some(transactions) => Some(transactions.writing().await?),
             None => None,
         };
@@ -279,6 +279,11 @@ impl Sink for KafkaSink {
                     }
                     Err((error, back)) => {
                         drop(back);
+                        if let Some(state) = writing.as_mut() {
+                            // the transaction holds the batch's other
+                            // records: it must never commit
+                            state.doom(format!("a record was refused: {error}"));
+                        }
                         if is_permanent(&error) {
                             batch.permanent.fetch_add(1, Ordering::Relaxed);
                         }
@@ -288,6 +293,7 @@ impl Sink for KafkaSink {
                 }
             }
         }
+        drop(writing);
         let records = events.len();
         let topic = topic.to_string();
         Ok(Box::pin(async move {

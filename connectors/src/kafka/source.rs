@@ -59,7 +59,7 @@ impl Source for KafkaSource {
         let exactly_once_sink = options.exactly_once_sink.clone();
         if let Some(sink) = &exactly_once_sink {
             // the sink writes only once a source will commit for it
-            super::transaction::claim(sink);
+            super::transaction::claim(sink, &name)?;
         }
         // creating the client and reading metadata block: off the runtime
         let consumer = tokio::task::spawn_blocking(move || subscribe(&options, context))

@@ -21,7 +21,7 @@
 //! visible, while a source committing offsets on its own would count them
 //! delivered.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -54,6 +54,16 @@ pub(crate) struct Transactions {
 pub(crate) struct State {
     /// A transaction was begun and not ended yet.
     open: bool,
+    /// Why the open transaction must not commit (a record of it was
+    /// refused before it reached the broker, so it holds part of a batch).
+    doomed: Option<String>,
+}
+
+impl State {
+    /// A record of the open transaction was refused: it must be aborted.
+    pub(crate) fn doom(&mut self, reason: String) {
+        self.doomed.get_or_insert(reason);
+    }
 }
 
 impl Transactions {
@@ -93,7 +103,7 @@ impl Transactions {
     async fn await_claim(&self) -> Result<()> {
         let deadline = Instant::now() + CLAIM_WAIT;
         loop {
-            if claims().contains(&self.sink) {
+            if claims().contains_key(&self.sink) {
                 self.claimed.store(true, Ordering::Relaxed);
                 return Ok(());
             }
@@ -127,19 +137,54 @@ impl Transactions {
                 .map_err(|e| self.error("beginning a transaction", e))?;
             state.open = true;
         }
-        let result = (|| {
-            if offsets.count() > 0 {
-                self.producer
-                    .send_offsets_to_transaction(offsets, group, self.timeout)?;
+        if let Some(reason) = state.doomed.take() {
+            state.open = false;
+            if let Err(e) = self.producer.abort_transaction(self.timeout) {
+                tracing::warn!(sink = %self.sink, error = %e, "aborting a transaction failed; the broker aborts it at its timeout");
             }
-            self.producer.commit_transaction(self.timeout)
-        })();
+            return Err(Error::external(format!(
+                "kafka sink `{}`: the epoch's transaction was aborted: {reason}",
+                self.sink
+            )));
+        }
+        let result = self.send_offsets_and_commit(offsets, group);
         state.open = false;
         match result {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.abort_after(&e);
                 Err(self.error("committing a transaction (aborted)", e))
+            }
+        }
+    }
+
+    /// `send_offsets_to_transaction` and `commit_transaction`, each tried
+    /// again after a retriable error (a timeout: the broker may still be
+    /// completing it) until the timeout is spent.
+    fn send_offsets_and_commit(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> std::result::Result<(), KafkaError> {
+        let deadline = Instant::now() + self.timeout;
+        let retry = |e: &KafkaError| {
+            matches!(e, KafkaError::Transaction(t) if t.is_retriable()) && Instant::now() < deadline
+        };
+        if offsets.count() > 0 {
+            loop {
+                match self
+                    .producer
+                    .send_offsets_to_transaction(offsets, group, self.timeout)
+                {
+                    Err(e) if retry(&e) => continue,
+                    other => break other?,
+                }
+            }
+        }
+        loop {
+            match self.producer.commit_transaction(self.timeout) {
+                Err(e) if retry(&e) => continue,
+                other => return other,
             }
         }
     }
@@ -155,11 +200,15 @@ impl Transactions {
         }
     }
 
-    /// After a failed commit: abort what can be aborted (a fatal error —
-    /// a fenced producer — cannot; the broker ends that transaction).
+    /// After a failed commit: abort what must be aborted (a fatal error —
+    /// a fenced producer — cannot be; the broker ends that transaction).
     fn abort_after(&self, error: &KafkaError) {
-        let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal());
-        if fatal {
+        let abortable = match error {
+            KafkaError::Transaction(e) => e.txn_requires_abort(),
+            // not a transaction error: abort to be safe
+            _ => true,
+        };
+        if !abortable {
             return;
         }
         if let Err(e) = self.producer.abort_transaction(self.timeout) {
@@ -186,18 +235,29 @@ pub(crate) fn enter(sink: &str, transactions: &Arc<Transactions>) {
         .insert(sink.to_string(), Arc::downgrade(transactions));
 }
 
-/// The sinks a source claimed, by name.
-fn claims() -> std::sync::MutexGuard<'static, HashSet<String>> {
-    static CLAIMS: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+/// The sinks a source claimed, by name, with the claiming source's name.
+fn claims() -> std::sync::MutexGuard<'static, HashMap<String, String>> {
+    static CLAIMS: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
     CLAIMS
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// A source will commit its offsets in the transactions of `sink`.
-pub(crate) fn claim(sink: &str) {
-    claims().insert(sink.to_string());
+/// Source `source` will commit its offsets in the transactions of `sink`.
+/// A transaction holds one source's epoch: a second source may not claim
+/// the same sink (a reload's new source of the same name may).
+pub(crate) fn claim(sink: &str, source: &str) -> Result<()> {
+    let mut claims = claims();
+    match claims.get(sink) {
+        Some(other) if other != source => Err(Error::user(format!(
+            "kafka source `{source}`: sink `{sink}` already carries the transactions of source `{other}`; a transactional sink takes one source's offsets"
+        ))),
+        _ => {
+            claims.insert(sink.to_string(), source.to_string());
+            Ok(())
+        }
+    }
 }
 
 /// Longest a transactional sink waits for a source to claim it.
