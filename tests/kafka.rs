@@ -290,7 +290,17 @@ fn the_broker_stopping_for_ten_seconds_loses_nothing() {
     let half: u64 = 20_000;
     broker.produce("in", numbered(half, 50));
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), &broker, "outage", ".seen = true", "");
+    // the outage must stay within the consumer's session: a broker that
+    // is back in 10 s can take another 30 s to serve a loaded CI machine,
+    // past librdkafka's default 45 s (partitions lost is another test's
+    // matter: tests/faults.rs)
+    let p = pipeline(
+        dir.path(),
+        &broker,
+        "outage",
+        ".seen = true",
+        "[sources.in.options]\n\"session.timeout.ms\" = \"120000\"\n",
+    );
     let weir = start_weir(dir.path(), &p);
     await_committed(&broker, "weir-outage", 2, 1_000, Duration::from_secs(60));
     broker.stop();
