@@ -272,7 +272,7 @@ fn kill_9_cycles_under_load_leave_every_event_exactly_once_for_a_read_committed_
         log.matches("delivered a message again").count()
     );
     let aborted = assert_exactly_once(&broker, n);
-    eprintln!("exactly once: {n} events through {cycles} kill -9 cycles; {aborted} records of aborted transactions skipped by the reader");
+    eprintln!("exactly once: {n} events through {cycles} kill -9 cycles; {aborted} records of aborted transactions hidden from the read_committed reader");
 }
 
 #[test]
@@ -371,6 +371,6 @@ fn a_zombie_member_back_after_a_rebalance_is_fenced_and_nothing_is_duplicated() 
     assert!(status.success(), "exit {status:?}\n{log}");
     let aborted = assert_exactly_once(&broker, n);
     eprintln!(
-        "the zombie was fenced; {aborted} records of aborted transactions skipped by the reader"
+        "the zombie was fenced; {aborted} records of aborted transactions hidden from the read_committed reader"
     );
 }

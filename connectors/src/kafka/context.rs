@@ -79,15 +79,34 @@ pub(crate) struct KafkaContext {
     /// instead of sending them, so a paused partition holds at most the
     /// batch the driver parked and the one being built, however far the
     /// loop had read ahead.
-    pub(crate) paused: Mutex<HashSet<u32>>,
-    /// Whether `paused` is not empty (read without the lock).
-    pub(crate) any_paused: AtomicBool,
+    paused: IdSet,
     /// Partitions resumed since the loop last gathered a new message of
     /// them: librdkafka may deliver again what it had handed over before
     /// the pause, and only then is a message behind the last one a copy.
-    pub(crate) resumed: Mutex<HashSet<u32>>,
-    /// Whether `resumed` is not empty (read without the lock).
-    pub(crate) any_resumed: AtomicBool,
+    resumed: IdSet,
+}
+
+/// A set of partition ids that the consumer loop asks about for every
+/// message: an empty set (nearly always) is answered without the lock.
+#[derive(Debug, Default)]
+struct IdSet {
+    ids: Mutex<HashSet<u32>>,
+    /// Whether `ids` is not empty.
+    any: AtomicBool,
+}
+
+impl IdSet {
+    fn contains(&self, id: u32) -> bool {
+        self.any.load(Ordering::Acquire) && KafkaContext::lock(&self.ids).contains(&id)
+    }
+
+    /// Applies `change` to the ids under the lock.
+    fn update<T>(&self, change: impl FnOnce(&mut HashSet<u32>) -> T) -> T {
+        let mut ids = KafkaContext::lock(&self.ids);
+        let out = change(&mut ids);
+        self.any.store(!ids.is_empty(), Ordering::Release);
+        out
+    }
 }
 
 /// What rebalances changed.
@@ -112,46 +131,42 @@ impl KafkaContext {
             staged: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
-            paused: Mutex::default(),
-            any_paused: AtomicBool::new(false),
-            resumed: Mutex::default(),
-            any_resumed: AtomicBool::new(false),
+            paused: IdSet::default(),
+            resumed: IdSet::default(),
         }
     }
 
     /// Marks partitions paused or not.
     pub(crate) fn set_paused(&self, ids: &[u32], paused: bool) {
-        let mut set = Self::lock(&self.paused);
-        let mut resumed = Self::lock(&self.resumed);
         for &id in ids {
-            if paused {
-                set.insert(id);
-            } else if set.remove(&id) {
-                resumed.insert(id);
+            let was_paused = self.paused.update(|set| {
+                if paused {
+                    set.insert(id);
+                    false
+                } else {
+                    set.remove(&id)
+                }
+            });
+            if was_paused {
+                self.resumed.update(|set| set.insert(id));
             }
         }
-        self.any_paused.store(!set.is_empty(), Ordering::Release);
-        self.any_resumed
-            .store(!resumed.is_empty(), Ordering::Release);
     }
 
     /// Whether partition `id` was resumed since the loop last gathered a
     /// new message of it.
     pub(crate) fn is_resumed(&self, id: u32) -> bool {
-        self.any_resumed.load(Ordering::Acquire) && Self::lock(&self.resumed).contains(&id)
+        self.resumed.contains(id)
     }
 
     /// The loop gathered a new message of partition `id` after a resume.
     pub(crate) fn clear_resumed(&self, id: u32) {
-        let mut resumed = Self::lock(&self.resumed);
-        resumed.remove(&id);
-        self.any_resumed
-            .store(!resumed.is_empty(), Ordering::Release);
+        self.resumed.update(|set| set.remove(&id));
     }
 
     /// Whether the driver paused partition `id`.
     pub(crate) fn is_paused(&self, id: u32) -> bool {
-        self.any_paused.load(Ordering::Acquire) && Self::lock(&self.paused).contains(&id)
+        self.paused.contains(id)
     }
 
     /// Locks a mutex that a panic elsewhere may have poisoned (the data is

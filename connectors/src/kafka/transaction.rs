@@ -89,13 +89,27 @@ impl Transactions {
             self.await_claim().await?;
         }
         let mut state = self.state.lock().await;
+        self.begin(&mut state)?;
+        Ok(state)
+    }
+
+    /// Begins a transaction unless one is open.
+    fn begin(&self, state: &mut State) -> Result<()> {
         if !state.open {
             self.producer
                 .begin_transaction()
                 .map_err(|e| self.error("beginning a transaction", e))?;
             state.open = true;
         }
-        Ok(state)
+        Ok(())
+    }
+
+    /// Aborts the open transaction; a failure is only logged (the broker
+    /// aborts it at its timeout).
+    fn abort_open(&self) {
+        if let Err(e) = self.producer.abort_transaction(self.timeout) {
+            tracing::warn!(sink = %self.sink, error = %e, "aborting a transaction failed; the broker aborts it at its timeout");
+        }
     }
 
     /// Waits until a source claimed this sink; fails after
@@ -128,25 +142,19 @@ impl Transactions {
         group: &ConsumerGroupMetadata,
     ) -> Result<()> {
         let mut state = self.state.blocking_lock();
-        if offsets.count() == 0 && !state.open {
-            return Ok(());
-        }
-        if !state.open {
-            self.producer
-                .begin_transaction()
-                .map_err(|e| self.error("beginning a transaction", e))?;
-            state.open = true;
-        }
         if let Some(reason) = state.doomed.take() {
+            // only set while a transaction is open
             state.open = false;
-            if let Err(e) = self.producer.abort_transaction(self.timeout) {
-                tracing::warn!(sink = %self.sink, error = %e, "aborting a transaction failed; the broker aborts it at its timeout");
-            }
+            self.abort_open();
             return Err(Error::external(format!(
                 "kafka sink `{}`: the epoch's transaction was aborted: {reason}",
                 self.sink
             )));
         }
+        if offsets.count() == 0 && !state.open {
+            return Ok(());
+        }
+        self.begin(&mut state)?;
         let result = self.send_offsets_and_commit(offsets, group);
         state.open = false;
         match result {
@@ -193,10 +201,9 @@ impl Transactions {
     /// Blocks: call off the runtime.
     pub(crate) fn abort(&self) {
         let mut state = self.state.blocking_lock();
+        state.doomed = None;
         if std::mem::take(&mut state.open) {
-            if let Err(e) = self.producer.abort_transaction(self.timeout) {
-                tracing::warn!(sink = %self.sink, error = %e, "aborting the open transaction failed; the broker aborts it at its timeout");
-            }
+            self.abort_open();
         }
     }
 
@@ -208,11 +215,8 @@ impl Transactions {
             // not a transaction error: abort to be safe
             _ => true,
         };
-        if !abortable {
-            return;
-        }
-        if let Err(e) = self.producer.abort_transaction(self.timeout) {
-            tracing::warn!(sink = %self.sink, error = %e, "aborting the failed transaction failed; the broker aborts it at its timeout");
+        if abortable {
+            self.abort_open();
         }
     }
 
