@@ -10,8 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::Consumer;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use weir_config::{ComponentConfig, PipelineConfig};
 
@@ -78,12 +76,6 @@ fn pass(
     let group = format!("weir-bench-{suffix}");
     let config = pipeline(b, input, &out, &group, shards, transactional_id)?;
     let offsets = raw::consumer(b, &group)?;
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        partitions
-            .add_partition_offset(input, p, Offset::Invalid)
-            .map_err(|e| e.to_string())?;
-    }
     let written = super::Watermarks::new(b, &out)?;
     let mut first: Option<Instant> = None;
     let mut last_check = Instant::now();
@@ -101,18 +93,7 @@ fn pass(
             }
             return None;
         }
-        let committed: i64 = offsets
-            .committed_offsets(partitions.clone(), Duration::from_secs(5))
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0);
+        let committed = super::scale::committed(&offsets, input, PARTITIONS);
         (committed >= events as i64).then_some(first).flatten()
     })?;
     Ok((run, cpu_seconds() - cpu))

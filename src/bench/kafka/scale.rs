@@ -100,7 +100,11 @@ fn warm_up(b: &str, input: &str) -> Result<(), String> {
 }
 
 /// The sum of the group's committed offsets on `topic`.
-fn committed(consumer: &rdkafka::consumer::BaseConsumer, topic: &str, partitions: i32) -> i64 {
+pub(super) fn committed(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> i64 {
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
