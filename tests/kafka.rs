@@ -65,12 +65,10 @@ fn committed_within(
     }
 }
 
-/// Serialises the two fault tests (kill -9, broker outage): each starts
-/// its own broker and restarts things, and on two cores two of them at
-/// once made a restarted broker take longer than the consumer's session
-/// timeout. (That case — partitions lost, then the consumer not rejoining
-/// and shutdown hanging — is a known defect recorded for the reliability
-/// issue; this test is about an outage the session survives.)
+/// Serialises the fault tests (kill -9, broker outages): each starts its
+/// own broker and restarts things, and on two cores two of them at once
+/// made a restarted broker take longer than the consumer's session
+/// timeout (which has a test of its own).
 fn one_fault_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ALONE.lock().unwrap_or_else(|e| e.into_inner())
@@ -327,6 +325,94 @@ fn the_broker_stopping_for_ten_seconds_loses_nothing() {
         2 * half as usize,
         "weir resumed after the outage"
     );
+}
+
+/// The broker away longer than the consumer's session: librdkafka
+/// declares the partitions lost (nothing of them is committed), the member
+/// rejoins once the broker is back and delivers everything. A second such
+/// outage ends with a SIGTERM while the member waits to rejoin — a
+/// restarted coordinator holds the new member's JoinGroup until the old
+/// member id's session expires, and librdkafka's close waits for that
+/// answer: weir must stop within its shutdown timeout all the same,
+/// leaving the consumer's close behind.
+#[test]
+fn the_broker_away_past_the_session_loses_nothing_and_a_sigterm_meanwhile_ends_in_time() {
+    let _alone = one_fault_test_at_a_time();
+    let broker = Broker::start();
+    broker.create_topic("in", 2);
+    broker.create_topic("out", 2);
+    let half: u64 = 10_000;
+    broker.produce("in", numbered(half, 50));
+    let dir = tempfile::tempdir().unwrap();
+    let session = Duration::from_secs(20);
+    let options = format!(
+        "[sources.in.options]\n\"session.timeout.ms\" = \"{}\"\n\"heartbeat.interval.ms\" = \"2000\"\n\"reconnect.backoff.max.ms\" = \"1000\"\n",
+        session.as_millis()
+    );
+    let p = pipeline(dir.path(), &broker, "expiry", ".seen = true", &options);
+    // a shutdown timeout well inside the session, so that a close waiting
+    // for the held JoinGroup would overrun it
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, text.replace("timeout = \"20s\"", "timeout = \"5s\"")).unwrap();
+    let weir = start_weir(dir.path(), &p);
+    await_committed(
+        &broker,
+        "weir-expiry",
+        2,
+        half as i64,
+        Duration::from_secs(60),
+    );
+    let away = session + Duration::from_secs(5);
+    broker.stop();
+    std::thread::sleep(away);
+    assert!(
+        weir.log().contains("partitions lost"),
+        "the session did not expire while the broker was away {away:?}\n{}",
+        weir.log()
+    );
+    broker.restart();
+    broker.produce(
+        "in",
+        (half..2 * half).map(|i| (Some(format!("k{}", i % 50)), format!("{{\"id\":{i}}}"))),
+    );
+    let sum = committed_within(
+        &broker,
+        "weir-expiry",
+        2,
+        2 * half as i64,
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        sum,
+        2 * half as i64,
+        "committed after the member rejoined\n{}",
+        weir.log()
+    );
+    // again; this time SIGTERM once the member had time to reconnect and
+    // ask to join, well before the old id's session ends
+    broker.stop();
+    std::thread::sleep(away);
+    broker.restart();
+    std::thread::sleep(Duration::from_secs(4));
+    let stopping = Instant::now();
+    let (status, log) = stop_weir(weir);
+    let took = stopping.elapsed();
+    eprintln!(
+        "SIGTERM while rejoining: stopped in {took:?}; consumer close left behind: {}",
+        log.contains("left behind")
+    );
+    if std::env::var_os("WEIR_DEBUG_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    // [shutdown] timeout = 5 s; the rest is the process's exit
+    assert!(
+        took < Duration::from_secs(7),
+        "SIGTERM took {took:?}, past the shutdown timeout\n{log}"
+    );
+    assert!(status.success(), "exit {status:?}\n{log}");
+    let out = broker.read("out", 4 * half as usize, Duration::from_secs(20));
+    let distinct: HashSet<u64> = ids(&out).into_iter().collect();
+    assert_eq!(distinct.len(), 2 * half as usize, "every event was written");
 }
 
 #[test]

@@ -208,7 +208,31 @@ impl<C: Connector + 'static> Source for Driven<C> {
 
 /// The loop: until the input ends or shutdown is requested, then a drain
 /// and a final commit.
+///
+/// The connector is closed whatever the outcome, within what is left of the
+/// shutdown timeout (a close that hangs — a broker that does not answer a
+/// consumer leaving its group — is left behind rather than overrunning the
+/// pipeline's shutdown).
 pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> Result<()> {
+    let mut deadline = None;
+    let result = run(&mut connector, ctx, &mut deadline).await;
+    let deadline = deadline.unwrap_or_else(|| ctx.stop_deadline(Instant::now()));
+    let left = deadline.saturating_duration_since(Instant::now());
+    if tokio::time::timeout(left, connector.close()).await.is_err() {
+        tracing::warn!(source = %ctx.name(), waited = ?left,
+            "closing the source's connections did not finish within the shutdown timeout; left behind");
+    }
+    result
+}
+
+/// [`drive`] up to the connector's close: the loop, the drain and the final
+/// commit. Sets `deadline` to when the final commit and the close must be
+/// done, once the drain is over.
+async fn run<C: Connector>(
+    connector: &mut C,
+    ctx: &mut SourceContext,
+    deadline: &mut Option<Instant>,
+) -> Result<()> {
     let parking = connector.can_pause() && connector.routing() == Routing::Partition;
     if connector.settles_each_batch() {
         ctx.settle_each_batch();
@@ -216,7 +240,7 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
     let mut parked = Parked::default();
     let mut ahead: VecDeque<Input> = VecDeque::new();
     loop {
-        if !parked.is_empty() && parked.retry(&mut connector, ctx)? == Retry::Stop {
+        if !parked.is_empty() && parked.retry(connector, ctx)? == Retry::Stop {
             break;
         }
         if let Some(input) = ahead.pop_front() {
@@ -224,7 +248,7 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
                 ahead.push_front(input);
                 break;
             }
-            if handle(&mut connector, ctx, &mut ahead, input).await? == Retry::Stop {
+            if handle(connector, ctx, &mut ahead, input).await? == Retry::Stop {
                 break;
             }
             continue;
@@ -241,7 +265,7 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
                 if connector.commits_in_epochs() && !settled(ctx).await {
                     break;
                 }
-                commit(&mut connector, ctx, false).await?;
+                commit(connector, ctx, false).await?;
                 ctx.set_held(parked.events() + connector.held());
                 continue;
             }
@@ -255,7 +279,7 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
                 end,
             } = input
             {
-                if parked.dispatch(&mut connector, ctx, partition, events, end)? == Retry::Stop {
+                if parked.dispatch(connector, ctx, partition, events, end)? == Retry::Stop {
                     break;
                 }
                 continue;
@@ -273,7 +297,7 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
                 }
             }
         }
-        if handle(&mut connector, ctx, &mut ahead, input).await? == Retry::Stop {
+        if handle(connector, ctx, &mut ahead, input).await? == Retry::Stop {
             break;
         }
     }
@@ -296,18 +320,30 @@ pub async fn drive<C: Connector>(mut connector: C, ctx: &mut SourceContext) -> R
         ctx.dispatch(partition, events, end, connector.routing())
             .await?;
     }
+    let stopping = Instant::now();
     let drained = ctx.drain().await;
+    // after a shutdown the drain's share of the timeout counts; after the
+    // input ended, the final commit and close get their own
+    let end = ctx.stop_deadline(if ctx.is_shutdown() {
+        stopping
+    } else {
+        Instant::now()
+    });
+    *deadline = Some(end);
     if connector.commits_in_epochs() && !drained {
         // the epoch's transaction holds writes of batches that did not
         // settle: committing it would write them again after a restart
-        connector.close().await;
         return Err(crate::error::Error::external(
             "exactly-once: the last epoch's batches did not settle within the shutdown timeout; it is not committed (its transaction is aborted and its events are read again)",
         ));
     }
-    let committed = commit(&mut connector, ctx, true).await;
-    connector.close().await;
-    committed
+    let left = end.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, commit(connector, ctx, true)).await {
+        Ok(committed) => committed,
+        Err(_) => Err(crate::error::Error::external(format!(
+            "the final commit did not finish within the shutdown timeout ({left:?} were left after the drain); what it would have committed is read again"
+        ))),
+    }
 }
 
 /// Handles one input (a batch of a connector that does not pause, or
@@ -1051,5 +1087,65 @@ mod tests {
             .unwrap();
         let error = result.expect_err("a failed epoch is not retried");
         assert!(error.to_string().contains("committing an epoch"), "{error}");
+    }
+
+    /// A connector whose final commit and close may never finish (a
+    /// broker that does not answer).
+    struct Unanswered {
+        /// The final commit waits forever too.
+        commit_hangs: bool,
+        closed: Arc<Mutex<bool>>,
+    }
+
+    #[async_trait]
+    impl Connector for Unanswered {
+        async fn read(&mut self) -> Result<Input> {
+            std::future::pending().await
+        }
+
+        async fn commit(&mut self, _positions: &[Checkpoint], last: bool) -> Result<()> {
+            if last && self.commit_hangs {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+
+        async fn close(&mut self) {
+            *self.closed.lock().unwrap() = true;
+            std::future::pending::<()>().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_final_commit_or_close_that_never_finishes_is_given_up_within_the_shutdown_timeout() {
+        for commit_hangs in [false, true] {
+            let (mut ctx, _rx, trigger) = context(1, 10);
+            let closed = Arc::new(Mutex::new(false));
+            let connector = Unanswered {
+                commit_hangs,
+                closed: Arc::clone(&closed),
+            };
+            trigger.trigger();
+            let started = Instant::now();
+            let limit = ctx.stop_deadline(started) - started;
+            let result = tokio::time::timeout(Duration::from_secs(10), drive(connector, &mut ctx))
+                .await
+                .expect("drive returned although the connector never answered");
+            assert!(
+                started.elapsed() < limit + Duration::from_secs(1),
+                "{:?} > {limit:?}",
+                started.elapsed()
+            );
+            assert!(*closed.lock().unwrap(), "the close was tried");
+            if commit_hangs {
+                let error = result.expect_err("an unfinished final commit fails the source");
+                assert!(
+                    error.to_string().contains("final commit did not finish"),
+                    "{error}"
+                );
+            } else {
+                result.expect("a close left behind does not fail the source");
+            }
+        }
     }
 }

@@ -308,7 +308,7 @@ impl Pipeline {
         // a source reports here what must stop the pipeline while it keeps
         // running itself (a stuck partition with on_stuck = "fail")
         let (source_failures_tx, mut source_failures) = tokio::sync::mpsc::unbounded_channel();
-        let drain_timeout = cfg.shutdown.timeout.mul_f64(0.9);
+        let drain_timeout = cfg.shutdown.timeout.mul_f64(crate::source::DRAIN_SHARE);
         for (id, s) in self.sources.into_iter().enumerate() {
             let ctx = SourceContext::new(SourceContextParts {
                 id: id as u16,

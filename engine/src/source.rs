@@ -105,6 +105,15 @@ pub struct SourceContext {
     acks_per_batch: bool,
 }
 
+/// The share of the pipeline's shutdown timeout a source's drain may take
+/// ([`SourceContextParts::shutdown_timeout`]); the rest is for the final
+/// commit and closing connections.
+pub const DRAIN_SHARE: f64 = 0.9;
+
+/// The share of the pipeline's shutdown timeout by which a source must have
+/// finished stopping altogether ([`SourceContext::stop_deadline`]).
+const STOP_SHARE: f64 = 0.97;
+
 /// Parts to build a [`SourceContext`] (used by the pipeline and by tests).
 pub struct SourceContextParts {
     /// Index of the source.
@@ -184,6 +193,15 @@ impl SourceContext {
     /// How long a drain after shutdown may take.
     pub fn shutdown_timeout(&self) -> Duration {
         self.shutdown_timeout
+    }
+
+    /// When a source that stopped reading at `stopping` must be done with
+    /// its final commit and its close: the pipeline's whole shutdown
+    /// timeout after `stopping` (the drain had [`DRAIN_SHARE`] of it), less
+    /// a margin so that the source ends before the pipeline gives up on it.
+    pub fn stop_deadline(&self, stopping: Instant) -> Instant {
+        let whole = self.shutdown_timeout.div_f64(DRAIN_SHARE);
+        stopping + whole.mul_f64(STOP_SHARE)
     }
 
     /// Batching limits for this source.

@@ -38,6 +38,8 @@ pub(crate) struct KafkaConnector {
     consumer: Option<Arc<BaseConsumer<KafkaContext>>>,
     /// From the consumer thread.
     rx: mpsc::Receiver<Message>,
+    /// The consumer thread, joined at the close.
+    thread: Option<std::thread::JoinHandle<()>>,
     /// The revocation the driver is handling.
     revoking: Option<Revoking>,
     /// Longest drain of a revoked partition.
@@ -63,12 +65,14 @@ impl KafkaConnector {
     pub(crate) fn new(
         consumer: Arc<BaseConsumer<KafkaContext>>,
         rx: mpsc::Receiver<Message>,
+        thread: std::thread::JoinHandle<()>,
         revoke_timeout: Duration,
         exactly_once_sink: Option<String>,
     ) -> Self {
         KafkaConnector {
             consumer: Some(consumer),
             rx,
+            thread: Some(thread),
             revoking: None,
             revoke_timeout,
             exactly_once: exactly_once_sink.map(|sink| ExactlyOnce {
@@ -125,15 +129,26 @@ impl KafkaConnector {
     }
 
     /// Commits `tpl` and waits for the broker, retrying until `deadline`.
+    ///
+    /// librdkafka's synchronous commit has no timeout of its own (while no
+    /// group coordinator is known it waits for one): the wait is bounded
+    /// here, and a commit still waiting then is left to librdkafka on its
+    /// blocking thread.
     async fn commit_sync(&self, tpl: rdkafka::TopicPartitionList, deadline: Instant) -> Result<()> {
         loop {
             let consumer = Arc::clone(self.consumer());
             let list = tpl.clone();
             // the broker round trip blocks: off the runtime's threads
-            let result =
-                tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
-                    .await
-                    .map_err(|e| Error::internal(format!("kafka commit task: {e}")))?;
+            let task =
+                tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(joined) = tokio::time::timeout(left, task).await else {
+                return Err(Error::external(format!(
+                    "kafka source `{}`: committing offsets: no answer from the group coordinator within {left:?}",
+                    self.context().name
+                )));
+            };
+            let result = joined.map_err(|e| Error::internal(format!("kafka commit task: {e}")))?;
             match result {
                 Ok(()) => {
                     self.context().confirmed(&tpl);
@@ -227,10 +242,17 @@ impl Connector for KafkaConnector {
                 .await;
         }
         // periodic: the commit callback confirms it on the consumer thread;
-        // what is not confirmed is committed again at the next tick
+        // what is not confirmed is committed again at a later tick. One
+        // commit at a time, and none while the assignment is lost: during
+        // an outage librdkafka would queue one per tick until a
+        // coordinator answers.
+        if !self.context().may_commit_async() || self.consumer().assignment_lost() {
+            return Ok(());
+        }
         self.consumer()
             .commit(&tpl, CommitMode::Async)
             .map_err(|e| {
+                self.context().commit_answered();
                 self.context().commit_error(&e);
                 Error::external(format!(
                     "kafka source `{}`: committing offsets: {e}",
@@ -268,6 +290,22 @@ impl Connector for KafkaConnector {
         }
     }
 
+    async fn close(&mut self) {
+        // the thread sees the flag (or the closed channel), stops, closes
+        // the consumer — leaving the group — and ends; the driver gives up
+        // on this wait at the shutdown deadline (a coordinator holding a
+        // pending join can keep the close waiting for a session)
+        let name = self.context_name();
+        self.stop();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(())) => {}
+            _ => tracing::error!(source = %name, "the kafka consumer thread panicked"),
+        }
+    }
+
     async fn revoked(&mut self, _partitions: &[u32]) {
         if let Some(revoking) = self.revoking.take() {
             let _ = revoking.done.send(());
@@ -280,11 +318,27 @@ impl Connector for KafkaConnector {
     }
 }
 
-impl Drop for KafkaConnector {
-    fn drop(&mut self) {
+impl KafkaConnector {
+    /// The source's name, also once the consumer was let go.
+    fn context_name(&self) -> String {
+        self.consumer
+            .as_ref()
+            .map_or_else(String::new, |c| c.context().name.clone())
+    }
+
+    /// Tells the consumer thread to stop and lets go of the consumer (the
+    /// thread, last owner, closes it) and of the channel (a thread waiting
+    /// to send wakes).
+    fn stop(&mut self) {
         if let Some(consumer) = self.consumer.take() {
             consumer.context().stop.store(true, Ordering::Release);
         }
-        // then `rx` is dropped: a thread waiting to send wakes and stops
+        self.rx.close();
+    }
+}
+
+impl Drop for KafkaConnector {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -79,20 +79,13 @@ impl Source for KafkaSource {
             .name(format!("weir-kafka-{name}"))
             .spawn(move || poller.run())
             .map_err(|e| Error::internal(format!("starting the kafka consumer thread: {e}")))?;
-        let result = drive(
-            KafkaConnector::new(consumer, rx, revoke_timeout, exactly_once_sink),
+        // the connector's close stops the thread, which closes the consumer
+        // (leaving the group); the driver bounds that wait
+        drive(
+            KafkaConnector::new(consumer, rx, thread, revoke_timeout, exactly_once_sink),
             &mut ctx,
         )
-        .await;
-        // the connector is gone: the thread stops, closes the consumer
-        // (leaving the group) and ends
-        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-        if !matches!(joined, Ok(Ok(()))) && result.is_ok() {
-            return Err(Error::internal(format!(
-                "kafka source `{name}`: the consumer thread panicked"
-            )));
-        }
-        result
+        .await
     }
 }
 
