@@ -242,17 +242,15 @@ impl Connector for KafkaConnector {
                 .await;
         }
         // periodic: the commit callback confirms it on the consumer thread;
-        // what is not confirmed is committed again at a later tick. One
-        // commit at a time, and none while the assignment is lost: during
-        // an outage librdkafka would queue one per tick until a
-        // coordinator answers.
-        if !self.context().may_commit_async() || self.consumer().assignment_lost() {
+        // what is not confirmed is committed again at the next tick. None
+        // while the assignment is lost: the partitions are about to be
+        // released uncommitted
+        if self.consumer().assignment_lost() {
             return Ok(());
         }
         self.consumer()
             .commit(&tpl, CommitMode::Async)
             .map_err(|e| {
-                self.context().commit_answered();
                 self.context().commit_error(&e);
                 Error::external(format!(
                     "kafka source `{}`: committing offsets: {e}",

@@ -10,9 +10,9 @@
 //! this process delivered.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -24,11 +24,6 @@ use weir_engine::telemetry::names;
 use weir_engine::{Checkpoint, Error, Event};
 
 use super::partitions::PartitionIds;
-
-/// How long a periodic commit may go unanswered before the next one is sent
-/// anyway (librdkafka answers every commit, if only with an error; this
-/// only guards against waiting forever).
-const COMMIT_ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 /// What the consumer thread hands the connector, in order.
 #[derive(Debug)]
@@ -80,11 +75,6 @@ pub(crate) struct KafkaContext {
     pub(crate) queued: AtomicUsize,
     /// Set when the connector is gone: the loop stops.
     pub(crate) stop: AtomicBool,
-    /// When the asynchronous commit not yet answered was sent (ms since
-    /// [`KafkaContext::born`]; 0: none is waiting).
-    commit_sent: AtomicU64,
-    /// The context's creation, the origin of `commit_sent`.
-    born: Instant,
     /// Partitions the driver paused: the loop keeps their batches staged
     /// instead of sending them, so a paused partition holds at most the
     /// batch the driver parked and the one being built, however far the
@@ -141,29 +131,9 @@ impl KafkaContext {
             staged: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
-            commit_sent: AtomicU64::new(0),
-            born: Instant::now(),
             paused: IdSet::default(),
             resumed: IdSet::default(),
         }
-    }
-
-    /// Whether a periodic (asynchronous) commit may be sent now: none is
-    /// waiting for its answer, or the one waiting was sent longer than
-    /// [`COMMIT_ANSWER_WAIT`] ago. If so, the commit counts as sent.
-    pub(crate) fn may_commit_async(&self) -> bool {
-        let now = (self.born.elapsed().as_millis() as u64).max(1);
-        let sent = self.commit_sent.load(Ordering::Acquire);
-        let may = sent == 0 || now.saturating_sub(sent) >= COMMIT_ANSWER_WAIT.as_millis() as u64;
-        if may {
-            self.commit_sent.store(now, Ordering::Release);
-        }
-        may
-    }
-
-    /// The asynchronous commit was answered (or could not be sent).
-    pub(crate) fn commit_answered(&self) {
-        self.commit_sent.store(0, Ordering::Release);
     }
 
     /// Marks partitions paused or not.
@@ -376,7 +346,6 @@ impl ConsumerContext for KafkaContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        self.commit_answered();
         match result {
             Ok(()) => self.confirmed(offsets),
             // an empty commit ("no offset to commit") is not a failure
