@@ -76,7 +76,9 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let server = runtime.spawn(bare_server(listener));
+    let cpu = report::cpu_seconds();
     let baseline = wrk(&script, addr, "/", seconds, connections)?;
+    let baseline_cpu = report::cpu_seconds() - cpu;
     server.abort();
     drop(runtime);
 
@@ -106,7 +108,9 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
     let run = runtime.spawn(pipeline.run(trigger.clone()));
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_listening(addr)?;
+    let cpu = report::cpu_seconds();
     let weir = wrk(&script, addr, "/fn", seconds, connections)?;
+    let weir_cpu = report::cpu_seconds() - cpu;
     trigger.trigger();
     runtime
         .block_on(run)
@@ -129,6 +133,15 @@ pub fn run(_name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
     extra.insert("baseline_p50_us".into(), json!(baseline.p50_us));
     extra.insert("baseline_p99_us".into(), json!(baseline.p99_us));
     extra.insert("cores".into(), json!(cores));
+    // the server's CPU only (wrk is another process)
+    extra.insert(
+        "cpu_ns_per_event".into(),
+        json!(report::ns_per_event(weir_cpu, weir.requests).round()),
+    );
+    extra.insert(
+        "baseline_cpu_ns_per_event".into(),
+        json!(report::ns_per_event(baseline_cpu, baseline.requests).round()),
+    );
     extra.insert(
         "requests_per_sec_per_core".into(),
         json!((weir.requests_per_sec / cores as f64).round()),

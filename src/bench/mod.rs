@@ -118,11 +118,26 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
     crate::observability::init_metrics();
 
     eprintln!("{}: baseline ({})…", scenario.name, scenario.baseline_name);
+    let cpu = report::cpu_seconds();
     let baseline_eps = (scenario.baseline)(events, shards)?;
+    let baseline_cpu = report::cpu_seconds() - cpu;
 
-    let config = pipeline_config(scenario, events, shards)?;
+    let config = pipeline_config(scenario, events, shards, None)?;
+    let cpu = report::cpu_seconds();
     let (seconds, latency) = run_pipeline(scenario.name, &config, events)?;
+    let cpu = report::cpu_seconds() - cpu;
+    let rss_peak_bytes = report::peak_rss_bytes();
     let events_per_sec = events as f64 / seconds;
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "cpu_ns_per_event".into(),
+        serde_json::json!(report::ns_per_event(cpu, events).round()),
+    );
+    extra.insert(
+        "baseline_cpu_ns_per_event".into(),
+        serde_json::json!(report::ns_per_event(baseline_cpu, events).round()),
+    );
+    half_load_latency(scenario, events_per_sec, shards, &mut extra)?;
     Ok(BenchReport {
         scenario: scenario.name.to_string(),
         events,
@@ -133,12 +148,41 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
             events_per_sec: baseline_eps,
         },
         ratio: events_per_sec / baseline_eps,
-        rss_peak_bytes: report::peak_rss_bytes(),
+        rss_peak_bytes,
         p50_us: latency.quantile_micros(0.50),
         p99_us: latency.quantile_micros(0.99),
         shards,
-        extra: serde_json::Map::new(),
+        extra,
     })
+}
+
+/// How long the half-load run lasts: long enough for a stable p99.
+const HALF_LOAD_SECONDS: f64 = 5.0;
+
+/// Runs the scenario's pipeline again with the generator paced at half the
+/// rate just measured, and records its latencies (`half_load_rate`,
+/// `half_load_p50_us`, `half_load_p99_us`): the latency a user sees below
+/// saturation, where the full-speed run measures queueing.
+fn half_load_latency(
+    scenario: &Scenario,
+    full_rate: f64,
+    shards: usize,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    let rate = (full_rate / 2.0).max(1.0);
+    let events = ((rate * HALF_LOAD_SECONDS) as u64).max(1);
+    let config = pipeline_config(scenario, events, shards, Some(rate))?;
+    let (_, latency) = run_pipeline("half load", &config, events)?;
+    extra.insert("half_load_rate".into(), serde_json::json!(rate.round()));
+    extra.insert(
+        "half_load_p50_us".into(),
+        serde_json::json!(latency.quantile_micros(0.50)),
+    );
+    extra.insert(
+        "half_load_p99_us".into(),
+        serde_json::json!(latency.quantile_micros(0.99)),
+    );
+    Ok(())
 }
 
 /// The baseline of `wasm-map`, `python-map` and `node-map`: the `json-map` scenario's pipeline.
@@ -147,7 +191,7 @@ pub fn native_json_map(events: u64, shards: usize) -> Result<f64, String> {
         .iter()
         .find(|s| s.name == "json-map")
         .ok_or("no json-map scenario")?;
-    let config = pipeline_config(scenario, events, shards)?;
+    let config = pipeline_config(scenario, events, shards, None)?;
     let (seconds, _) = run_pipeline("json-map (baseline)", &config, events)?;
     Ok(events as f64 / seconds)
 }
@@ -184,15 +228,19 @@ fn run_pipeline(
     Ok((seconds, latency))
 }
 
+/// The scenario's pipeline over `events` events, the generator paced at
+/// `rate` events per second if given.
 fn pipeline_config(
     scenario: &Scenario,
     events: u64,
     shards: usize,
+    rate: Option<f64>,
 ) -> Result<PipelineConfig, String> {
+    let pace = rate.map_or_else(String::new, |r| format!("rate = {r:.1}\n"));
     let source = ComponentConfig::from_toml(
         "generator",
         "generator",
-        &format!("count = {events}\npayload = '{}'\n", scenario.payload),
+        &format!("count = {events}\npayload = '{}'\n{pace}", scenario.payload),
     )
     .map_err(|d| d.to_string())?;
     let steps = match scenario.step {

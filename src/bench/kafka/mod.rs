@@ -71,14 +71,7 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
     }
 }
 
-/// CPU seconds this process used so far (user + system).
-pub(super) fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(usage.ru_utime) + t(usage.ru_stime)
-}
+pub(super) use super::report::{cpu_seconds, ns_per_event};
 
 fn to_blackhole(
     b: &str,
@@ -283,11 +276,6 @@ pub(super) fn run_until_counted(
         (n >= events).then_some(first).flatten()
     })?;
     Ok((run, cpu_seconds() - cpu))
-}
-
-/// CPU seconds per event, in nanoseconds.
-pub(super) fn ns_per_event(cpu_seconds: f64, events: u64) -> f64 {
-    cpu_seconds * 1e9 / events.max(1) as f64
 }
 
 /// Runs the pipeline until `done` returns when the first event went
