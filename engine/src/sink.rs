@@ -83,11 +83,16 @@ fn poll_now(delivery: &mut Delivery) -> Option<Result<()>> {
 }
 
 /// A batch handed to the sink whose delivery is not confirmed yet.
+///
+/// The batch's queue room is given back when the write starts, not when it
+/// settles: what is in flight is bounded by the sink's
+/// [`max_inflight`](Sink::max_inflight) batches of at most the sink's batch
+/// size, and holding the room as well made the queue's capacity, not the
+/// sink, the bound of a pipelined sink's rate (in-flight events over the
+/// delivery's round trip, which a producer's linger lengthens).
 struct InFlight {
     delivery: Delivery,
     batch: SinkBatch,
-    /// Queue room held until the batch is settled (bounds memory).
-    permits: Vec<Permit>,
     started: Instant,
 }
 
@@ -148,8 +153,8 @@ impl SinkRunner {
                 let next = match self.input.try_recv() {
                     Some(item) => Some(item),
                     None => {
-                        // settle deliveries that finish while we wait: they
-                        // hold queue room that upstream may need to send more
+                        // settle deliveries that finish while we wait: a
+                        // full set of them stops the next write
                         let settled = match inflight.front_mut() {
                             Some(front) => tokio::select! {
                                 biased;
@@ -194,18 +199,20 @@ impl SinkRunner {
                 inflight.push_back(InFlight {
                     delivery: Box::pin(std::future::ready(Ok(()))),
                     batch: std::mem::take(&mut pending),
-                    permits: std::mem::take(&mut permits),
                     started,
                 });
+                permits.clear();
                 continue;
             }
             match sink.start_write(&pending.events).await {
-                Ok(delivery) => inflight.push_back(InFlight {
-                    delivery,
-                    batch: std::mem::take(&mut pending),
-                    permits: std::mem::take(&mut permits),
-                    started,
-                }),
+                Ok(delivery) => {
+                    inflight.push_back(InFlight {
+                        delivery,
+                        batch: std::mem::take(&mut pending),
+                        started,
+                    });
+                    permits.clear();
+                }
                 Err(e) => {
                     // the first attempt failed at once: earlier deliveries
                     // settle first (a retry of theirs must not land after
@@ -266,7 +273,6 @@ impl SinkRunner {
         let mut rewritten = self
             .write(sink, &mut done.batch, metrics, Some(e), done.started)
             .await;
-        drop(done.permits);
         for (mut next, result) in later {
             match result {
                 Err(e) => {
@@ -424,9 +430,19 @@ mod tests {
         max_events: usize,
         max_wait: Duration,
     ) -> (QueueSender<SinkBatch>, SinkRunner) {
+        runner_with_queue(sink, max_events, max_wait, 10_000)
+    }
+
+    /// A runner whose input queue holds `queue_events` events.
+    fn runner_with_queue(
+        sink: &str,
+        max_events: usize,
+        max_wait: Duration,
+        queue_events: usize,
+    ) -> (QueueSender<SinkBatch>, SinkRunner) {
         let (tx, rx) = bounded(
             QueueLimits {
-                max_events: 10_000,
+                max_events: queue_events,
                 max_bytes: 1 << 24,
             },
             QueueMetrics::new(&format!("{sink}-test")),
@@ -474,6 +490,60 @@ mod tests {
         fn max_inflight(&self) -> usize {
             2
         }
+    }
+
+    #[tokio::test]
+    async fn a_started_delivery_gives_its_queue_room_back_and_max_inflight_still_bounds_the_sink() {
+        // a queue of one event: the room of a batch in flight is free again
+        let (tx, runner) = runner_with_queue("room", 1, Duration::from_millis(1), 1);
+        let confirms = Arc::new(Mutex::new(Vec::new()));
+        let sink = ManualSink {
+            confirms: Arc::clone(&confirms),
+            retried: Arc::default(),
+        };
+        let task = tokio::spawn(runner.run(Box::new(sink)));
+        let send = |tx: &QueueSender<SinkBatch>| {
+            let batch = SinkBatch::new(vec![Event::new("x")], AckToken::detached());
+            let tx = tx.clone();
+            async move { tx.send(batch, 1, 1).await }
+        };
+        // two deliveries start (max_inflight = 2), none confirmed: both
+        // gave their room back, so a third batch fits in the queue
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(5), send(&tx))
+                .await
+                .expect("the queue has room while deliveries are in flight")
+                .unwrap();
+        }
+        let started = tokio::time::Instant::now();
+        while confirms.lock().unwrap().len() < 2 {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // the third waits for a delivery slot holding its room: a fourth
+        // does not fit until a delivery settles
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), send(&tx))
+                .await
+                .is_err(),
+            "max_inflight deliveries plus the queue bound what the sink holds"
+        );
+        for confirm in confirms.lock().unwrap().drain(..) {
+            let _ = confirm.send(Ok(()));
+        }
+        tokio::time::timeout(Duration::from_secs(5), send(&tx))
+            .await
+            .expect("room once deliveries settled")
+            .unwrap();
+        drop(tx);
+        while !task.is_finished() {
+            for confirm in confirms.lock().unwrap().drain(..) {
+                let _ = confirm.send(Ok(()));
+            }
+            assert!(started.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        task.await.unwrap().unwrap();
     }
 
     #[tokio::test]
