@@ -31,6 +31,8 @@ java_ok() {
 
 missing=()
 java_ok || missing+=(openjdk-17-jre-headless)
+# `weir bench kafka-streams` compiles its Kafka Streams application
+command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 # librdkafka is built from source by the rdkafka crate
 command -v cc >/dev/null 2>&1 || missing+=(gcc)

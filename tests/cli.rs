@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{run_in, show, weir, write};
+use common::{bench_json, run_in, show, weir, write};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -225,15 +225,7 @@ fn admin_server_serves_health_readiness_metrics_and_pipeline_state() {
 
 #[test]
 fn bench_json_prints_one_json_object_as_its_last_line() {
-    let out = weir()
-        .args(["bench", "passthrough", "--json", "--events", "200000"])
-        .env("WEIR_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap();
-    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    let (v, last) = bench_json(&["passthrough", "--events", "200000"]);
     for key in [
         "scenario",
         "events",
@@ -253,6 +245,16 @@ fn bench_json_prints_one_json_object_as_its_last_line() {
         v["events_per_sec"].as_f64().unwrap() / v["baseline"]["events_per_sec"].as_f64().unwrap();
     assert!((ratio - v["ratio"].as_f64().unwrap()).abs() < 1e-9);
     assert!(v["rss_peak_bytes"].as_u64().unwrap() > 0);
+    assert!(v["cpu_ns_per_event"].as_f64().unwrap() > 0.0, "{last}");
+    assert!(
+        v["baseline_cpu_ns_per_event"].as_f64().unwrap() > 0.0,
+        "{last}"
+    );
+    // the half-load run: paced at half the measured rate, its latencies
+    let half = v["half_load_rate"].as_f64().unwrap();
+    let full = v["events_per_sec"].as_f64().unwrap();
+    assert!((half - full / 2.0).abs() <= 1.0, "{last}");
+    assert!(v["half_load_p99_us"].as_u64().unwrap() >= v["half_load_p50_us"].as_u64().unwrap());
     let unknown = run_in(root(), &["bench", "nope"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr)

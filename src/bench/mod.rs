@@ -29,7 +29,7 @@ pub use scenario::{Scenario, SCENARIOS};
 pub struct BenchArgs {
     /// The scenario: passthrough, json-map, jq-map, wasm-map, python-map,
     /// node-map, kafka, kafka-to-kafka, kafka-scale,
-    /// kafka-exactly-once, jetstream, jetstream-scale, nats, cdc or http.
+    /// kafka-exactly-once, kafka-streams, jetstream, jetstream-scale, nats, cdc or http.
     pub scenario: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
@@ -137,7 +137,7 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
         "baseline_cpu_ns_per_event".into(),
         serde_json::json!(report::ns_per_event(baseline_cpu, events).round()),
     );
-    half_load_latency(scenario, events_per_sec, shards, &mut extra)?;
+    half_load_latency(scenario, events, events_per_sec, shards, &mut extra)?;
     Ok(BenchReport {
         scenario: scenario.name.to_string(),
         events,
@@ -160,17 +160,18 @@ pub fn run(scenario: &Scenario, args: &BenchArgs) -> Result<BenchReport, String>
 const HALF_LOAD_SECONDS: f64 = 5.0;
 
 /// Runs the scenario's pipeline again with the generator paced at half the
-/// rate just measured, and records its latencies (`half_load_rate`,
+/// rate just measured (for 5 s, at most the full run's events), and records its latencies (`half_load_rate`,
 /// `half_load_p50_us`, `half_load_p99_us`): the latency a user sees below
 /// saturation, where the full-speed run measures queueing.
 fn half_load_latency(
     scenario: &Scenario,
+    full_events: u64,
     full_rate: f64,
     shards: usize,
     extra: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), String> {
     let rate = (full_rate / 2.0).max(1.0);
-    let events = ((rate * HALF_LOAD_SECONDS) as u64).max(1);
+    let events = ((rate * HALF_LOAD_SECONDS) as u64).clamp(1, full_events);
     let config = pipeline_config(scenario, events, shards, Some(rate))?;
     let (_, latency) = run_pipeline("half load", &config, events)?;
     extra.insert("half_load_rate".into(), serde_json::json!(rate.round()));

@@ -36,21 +36,43 @@ pub(super) fn run_processes(
     file: &Path,
     processes: usize,
     events: u64,
+    progress: impl FnMut() -> i64,
+) -> Result<ProcessRun, String> {
+    let commands = (0..processes)
+        .map(|_| weir_run(dir, file))
+        .collect::<Result<_, _>>()?;
+    run_commands(commands, events, progress)
+}
+
+/// `weir run FILE` in `dir` (this executable), logging warnings only.
+pub(super) fn weir_run(dir: &Path, file: &Path) -> Result<Command, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut command = Command::new(exe);
+    command
+        .arg("run")
+        .arg(file)
+        .current_dir(dir)
+        .env("WEIR_LOG", "warn");
+    Ok(command)
+}
+
+/// Starts `commands` (their output discarded) and samples `progress`
+/// until it reaches `events`; then stops them with SIGTERM.
+pub(super) fn run_commands(
+    commands: Vec<Command>,
+    events: u64,
     mut progress: impl FnMut() -> i64,
 ) -> Result<ProcessRun, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let processes = commands.len();
     let started = Instant::now();
-    let mut children: Vec<Child> = (0..processes)
-        .map(|_| {
-            Command::new(&exe)
-                .arg("run")
-                .arg(file)
-                .current_dir(dir)
-                .env("WEIR_LOG", "warn")
+    let mut children: Vec<Child> = commands
+        .into_iter()
+        .map(|mut command| {
+            command
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .map_err(|e| e.to_string())
+                .map_err(|e| format!("starting {:?}: {e}", command.get_program()))
         })
         .collect::<Result<_, _>>()?;
     let mut first: Option<(Instant, i64)> = None;
@@ -76,7 +98,7 @@ pub(super) fn run_processes(
             .iter_mut()
             .find_map(|c| c.try_wait().ok().flatten())
         {
-            break Err(format!("a weir process exited early: {exited}"));
+            break Err(format!("a process exited early: {exited}"));
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -188,6 +188,24 @@ pub fn stop_weir(mut running: Running) -> (std::process::ExitStatus, String) {
     )
 }
 
+/// Runs `weir bench ARGS --json` (warnings only), asserts it succeeded and
+/// returns its last stdout line parsed, and the line.
+pub fn bench_json(args: &[&str]) -> (serde_json::Value, String) {
+    let out = weir()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .env("WEIR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default().to_string();
+    let value = serde_json::from_str(&last)
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {last}"));
+    (value, last)
+}
+
 /// Asserts that a run failed and said `message` on stderr.
 pub fn assert_failed_with(out: &Output, message: &str) {
     assert!(!out.status.success(), "{}", show(out));

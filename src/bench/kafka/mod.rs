@@ -12,6 +12,8 @@
 //!   processes in one group (see `scale.rs`).
 //! - `kafka-exactly-once`: `kafka-to-kafka` with transactions against
 //!   the same pipeline at-least-once (see `exactly_once.rs`).
+//! - `kafka-streams`: a `weir run` process against a Kafka Streams
+//!   application doing the same work (see `streams.rs`).
 //!
 //! The first two time from the first event to the last, so group joins are
 //! not in their figures; `kafka-scale` includes them.
@@ -20,6 +22,7 @@ mod broker;
 mod exactly_once;
 mod raw;
 mod scale;
+mod streams;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,6 +46,7 @@ pub const SCENARIOS: &[&str] = &[
     "kafka-to-kafka",
     "kafka-scale",
     "kafka-exactly-once",
+    "kafka-streams",
 ];
 
 const PARTITIONS: i32 = 8;
@@ -67,6 +71,7 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         "kafka" => to_blackhole(b, &input, events, shards, &id),
         "kafka-scale" => scale::run(b, &input, events, PARTITIONS, &id),
         "kafka-exactly-once" => exactly_once::run(b, &input, events, shards, &id),
+        "kafka-streams" => streams::run(b, &input, events, &id),
         _ => to_kafka(b, &input, events, shards, &id),
     }
 }
@@ -327,20 +332,22 @@ pub(super) fn run_weir(
 }
 
 /// The sum of a topic's high watermarks: records written to it.
-struct Watermarks {
+pub(super) struct Watermarks {
     consumer: BaseConsumer,
     topic: String,
 }
 
 impl Watermarks {
-    fn new(b: &str, topic: &str) -> Result<Self, String> {
+    /// Watches `topic`'s end offsets.
+    pub(super) fn new(b: &str, topic: &str) -> Result<Self, String> {
         Ok(Watermarks {
             consumer: raw::consumer(b, "weir-bench-watermarks")?,
             topic: topic.to_string(),
         })
     }
 
-    fn total(&self) -> i64 {
+    /// Records in the topic, all partitions.
+    pub(super) fn total(&self) -> i64 {
         (0..PARTITIONS)
             .filter_map(|p| {
                 self.consumer

@@ -82,7 +82,7 @@ fn one(
 }
 
 /// Commits once in a throwaway group, so the broker's offsets topic exists.
-fn warm_up(b: &str, input: &str) -> Result<(), String> {
+pub(super) fn warm_up(b: &str, input: &str) -> Result<(), String> {
     let consumer = raw::consumer(b, &format!("weir-bench-scale-warm-{}", raw::unique()))?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(input, 0, Offset::Offset(0))

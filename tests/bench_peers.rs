@@ -1,0 +1,49 @@
+//! `weir bench kafka-streams`: the Kafka Streams application is built from
+//! Maven Central (scripts/kafka-streams-bench.sh), both it and a `weir run`
+//! process copy a real broker's topic (started by the bench), and the JSON
+//! line carries both sides' figures. A small run: this checks the
+//! scenario, not the performance (docs/benchmarks.md has the figures).
+
+mod common;
+
+use common::bench_json;
+
+#[test]
+fn the_kafka_streams_scenario_runs_the_peer_and_weir_on_one_broker() {
+    let (v, last) = bench_json(&["kafka-streams", "--events", "50000"]);
+    assert_eq!(v["scenario"], "kafka-streams");
+    assert_eq!(v["events"], 50000);
+    for mode in ["json", "passthrough"] {
+        for side in ["weir", "streams"] {
+            for figure in [
+                "events_per_sec",
+                "steady_events_per_sec",
+                "cpu_ns_per_event",
+                "rss_peak_bytes",
+            ] {
+                let key = format!("{mode}_{side}_{figure}");
+                let value = v[&key]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("no {key} in {last}"));
+                assert!(value > 0.0, "{key} = {value} in {last}");
+            }
+            let key = format!("{mode}_{side}_first_output_seconds");
+            assert!(v[&key].as_f64().is_some(), "no {key} in {last}");
+        }
+        let ratio = v[format!("{mode}_weir_events_per_sec")].as_f64().unwrap()
+            / v[format!("{mode}_streams_events_per_sec")]
+                .as_f64()
+                .unwrap();
+        assert!(
+            (ratio - v[format!("{mode}_ratio")].as_f64().unwrap()).abs() < 0.01,
+            "{last}"
+        );
+    }
+    assert!(
+        v["baseline"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("Kafka Streams"),
+        "{last}"
+    );
+}
