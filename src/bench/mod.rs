@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Shards (default: one per core).
     #[arg(long)]
     pub shards: Option<usize>,
+    /// `kafka-to-kafka`: events per second of the latency run (default:
+    /// half the maximum rate just measured).
+    #[arg(long)]
+    pub latency_rate: Option<f64>,
     /// Kafka scenarios: bootstrap brokers to use; without it a dev broker
     /// is started (scripts/kafka-dev.sh: needs a JDK and Maven) and stopped.
     #[arg(long)]

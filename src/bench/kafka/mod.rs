@@ -72,7 +72,7 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
         "kafka-scale" => scale::run(b, &input, events, PARTITIONS, &id),
         "kafka-exactly-once" => exactly_once::run(b, &input, events, shards, &id),
         "kafka-streams" => streams::run(b, &input, events, &id),
-        _ => to_kafka(b, &input, events, shards, &id),
+        _ => to_kafka(b, &input, events, shards, &id, args.latency_rate),
     }
 }
 
@@ -128,6 +128,7 @@ fn to_kafka(
     events: u64,
     shards: usize,
     id: &str,
+    latency_rate: Option<f64>,
 ) -> Result<BenchReport, String> {
     let raw_out = format!("weir-bench-raw-out-{id}");
     let out = format!("weir-bench-out-{id}");
@@ -167,9 +168,11 @@ fn to_kafka(
     let weir_cpu = cpu_seconds() - cpu;
     let eps = events as f64 / run.seconds;
 
-    let rate = (eps / 2.0).max(100.0);
-    eprintln!("kafka-to-kafka: end-to-end latency at {rate:.0} events/s (half the maximum)…");
-    let (p50, p99, measured) = latency_at(b, rate, shards, id)?;
+    let rate = latency_rate.unwrap_or((eps / 2.0).max(100.0));
+    eprintln!("kafka-to-kafka: end-to-end latency at {rate:.0} events/s…");
+    let latency = latency_at(b, rate, Copier::Weir(shards), id)?;
+    eprintln!("kafka-to-kafka: the same latency run through the raw copy loop…");
+    let raw_latency = latency_at(b, rate, Copier::Raw, id)?;
     let mut report = run.report(
         "kafka-to-kafka",
         events,
@@ -184,14 +187,18 @@ fn to_kafka(
             ns_per_event(baseline_cpu, events),
         ),
     );
-    report.p50_us = p50;
-    report.p99_us = p99;
+    report.p50_us = latency.p50_us;
+    report.p99_us = latency.p99_us;
     let extra = &mut report.extra;
     extra.insert("latency_rate_events_per_sec".into(), json!(rate));
-    extra.insert("latency_events".into(), json!(measured));
+    extra.insert("latency_events".into(), json!(latency.measured));
+    extra.insert("latency_inside_p50_us".into(), json!(latency.inside_p50_us));
+    extra.insert("latency_inside_p99_us".into(), json!(latency.inside_p99_us));
+    extra.insert("latency_baseline_p50_us".into(), json!(raw_latency.p50_us));
+    extra.insert("latency_baseline_p99_us".into(), json!(raw_latency.p99_us));
     extra.insert(
         "latency_note".into(),
-        json!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec; millisecond resolution"),
+        json!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation"),
     );
     Ok(report)
 }
@@ -362,29 +369,13 @@ impl Watermarks {
 /// Produces at `rate` for 10 s through a running kafka → step → kafka
 /// pipeline and measures produce-to-read-back latency. Returns p50 and p99
 /// in microseconds and how many events were measured.
-fn latency_at(b: &str, rate: f64, shards: usize, id: &str) -> Result<(u64, u64, usize), String> {
+fn latency_at(b: &str, rate: f64, copier: Copier, id: &str) -> Result<LatencyRun, String> {
+    let id = &format!("{id}-{}", copier.tag());
     let input = format!("weir-bench-lat-in-{id}");
     let out = format!("weir-bench-lat-out-{id}");
     raw::create_topic(b, &input, PARTITIONS)?;
     raw::create_topic(b, &out, PARTITIONS)?;
-    let step = ("json-add-field", "field = \"seen\"\nvalue = true\n");
-    let sink_options = format!("brokers = \"{b}\"\ntopic = \"{out}\"\n");
-    let config = pipeline(
-        b,
-        &input,
-        &format!("weir-bench-lat-{id}"),
-        Some(step),
-        ("kafka", &sink_options),
-        shards,
-    )?;
-    let pipeline = Pipeline::build(&config, &crate::registry()).map_err(|d| d.to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let (trigger, _) = shutdown_channel();
-    let task = runtime.spawn(pipeline.run(trigger.clone()));
+    let running = copier.start(b, &input, &out, id)?;
 
     // the reader: every partition of the output from the start
     let reader = raw::consumer(b, &format!("weir-bench-lat-reader-{id}"))?;
@@ -394,7 +385,9 @@ fn latency_at(b: &str, rate: f64, shards: usize, id: &str) -> Result<(u64, u64, 
             .map_err(|e| e.to_string())?;
     }
     reader.assign(&tpl).map_err(|e| e.to_string())?;
-    std::thread::sleep(Duration::from_secs(3)); // let weir join its group
+    // the copier joined its group and copies: a first record went through
+    // (a fixed wait let a slow group join count as seconds of latency)
+    warm_up_copy(b, &input, &reader)?;
 
     let mut producer = Some({
         let b = b.to_string();
@@ -456,11 +449,7 @@ fn latency_at(b: &str, rate: f64, shards: usize, id: &str) -> Result<(u64, u64, 
             }
         }
     }
-    trigger.trigger();
-    runtime
-        .block_on(task)
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let inside = running.stop()?;
     latencies.sort_unstable();
     let q = |f: f64| {
         latencies
@@ -468,7 +457,159 @@ fn latency_at(b: &str, rate: f64, shards: usize, id: &str) -> Result<(u64, u64, 
             .copied()
             .unwrap_or(0)
     };
-    Ok((q(0.50), q(0.99), latencies.len()))
+    Ok(LatencyRun {
+        p50_us: q(0.50),
+        p99_us: q(0.99),
+        measured: latencies.len(),
+        inside_p50_us: inside.as_ref().map_or(0, |h| h.quantile_micros(0.50)),
+        inside_p99_us: inside.as_ref().map_or(0, |h| h.quantile_micros(0.99)),
+    })
+}
+
+/// Produces one record to `input` and waits until `reader` read its copy.
+fn warm_up_copy(b: &str, input: &str, reader: &BaseConsumer) -> Result<(), String> {
+    let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", b)
+            .create()
+            .map_err(|e| e.to_string())?;
+    let mut value = Vec::with_capacity(128);
+    raw::payload(u64::MAX, &mut value);
+    raw::send(&producer, input, b"warm-up", &value);
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => return Ok(()),
+            Some(Err(e)) => return Err(format!("latency reader: {e}")),
+            None if Instant::now() > deadline => {
+                return Err(
+                    "the latency run's copier did not copy a first record within 120 s".into(),
+                )
+            }
+            None => {}
+        }
+    }
+}
+
+/// What copies the latency run's input topic to its output.
+#[derive(Clone, Copy)]
+enum Copier {
+    /// weir: kafka → json-add-field → kafka on this many shards.
+    Weir(usize),
+    /// The raw consume → produce loop (keeping each record's timestamp).
+    Raw,
+}
+
+/// A copier at work.
+enum Running {
+    Weir {
+        runtime: tokio::runtime::Runtime,
+        trigger: weir_engine::ShutdownTrigger,
+        task: tokio::task::JoinHandle<weir_engine::Result<weir_engine::pipeline::RunReport>>,
+        latency: Arc<LatencyHistogram>,
+    },
+    Raw {
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        thread: std::thread::JoinHandle<Result<(), String>>,
+    },
+}
+
+impl Copier {
+    fn tag(self) -> &'static str {
+        match self {
+            Copier::Weir(_) => "weir",
+            Copier::Raw => "raw",
+        }
+    }
+
+    fn start(self, b: &str, input: &str, out: &str, id: &str) -> Result<Running, String> {
+        match self {
+            Copier::Weir(shards) => {
+                let step = ("json-add-field", "field = \"seen\"\nvalue = true\n");
+                let sink_options = format!("brokers = \"{b}\"\ntopic = \"{out}\"\n");
+                let config = pipeline(
+                    b,
+                    input,
+                    &format!("weir-bench-lat-{id}"),
+                    Some(step),
+                    ("kafka", &sink_options),
+                    shards,
+                )?;
+                let pipeline =
+                    Pipeline::build(&config, &crate::registry()).map_err(|d| d.to_string())?;
+                let latency = pipeline.latency();
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let (trigger, _) = shutdown_channel();
+                let task = runtime.spawn(pipeline.run(trigger.clone()));
+                Ok(Running::Weir {
+                    runtime,
+                    trigger,
+                    task,
+                    latency,
+                })
+            }
+            Copier::Raw => {
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let thread = {
+                    let (b, input, out, stop) = (
+                        b.to_string(),
+                        input.to_string(),
+                        out.to_string(),
+                        Arc::clone(&stop),
+                    );
+                    let group = format!("weir-bench-lat-raw-{id}");
+                    std::thread::spawn(move || raw::copy_until(&b, &input, &out, &group, &stop))
+                };
+                Ok(Running::Raw { stop, thread })
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Stops the copier; weir's own batch latencies.
+    fn stop(self) -> Result<Option<Arc<LatencyHistogram>>, String> {
+        match self {
+            Running::Weir {
+                runtime,
+                trigger,
+                task,
+                latency,
+            } => {
+                trigger.trigger();
+                runtime
+                    .block_on(task)
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(latency))
+            }
+            Running::Raw { stop, thread } => {
+                stop.store(true, Ordering::Relaxed);
+                thread.join().map_err(|_| "the raw copy loop panicked")??;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The figures of a latency run.
+struct LatencyRun {
+    /// Produce timestamp to read back, median.
+    p50_us: u64,
+    /// Produce timestamp to read back, 99th percentile.
+    p99_us: u64,
+    /// Records read back.
+    measured: usize,
+    /// Inside weir (a batch's dispatch to its sink's confirmation), median.
+    inside_p50_us: u64,
+    /// Inside weir, 99th percentile.
+    inside_p99_us: u64,
 }
 
 /// Now, in milliseconds since the Unix epoch.

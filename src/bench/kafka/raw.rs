@@ -171,6 +171,51 @@ pub fn copy(bootstrap: &str, from: &str, to: &str, events: u64) -> Result<f64, S
     Ok(events as f64 / secs)
 }
 
+/// The latency baseline of `kafka-to-kafka`: copies `from` to `to` as
+/// [`copy`] does, keeping each record's key and timestamp, until `stop`.
+pub fn copy_until(
+    bootstrap: &str,
+    from: &str,
+    to: &str,
+    group: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), String> {
+    let consumer = consumer(bootstrap, group)?;
+    consumer.subscribe(&[from]).map_err(|e| e.to_string())?;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .map_err(|e| e.to_string())?;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                let mut record = BaseRecord::to(to)
+                    .key(m.key().unwrap_or_default())
+                    .payload(m.payload().unwrap_or_default());
+                if let Some(ts) = m.timestamp().to_millis() {
+                    record = record.timestamp(ts);
+                }
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((_, back)) => {
+                            record = back;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(format!("raw copy loop: {e}")),
+            None => {}
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(|e| e.to_string())
+}
+
 /// A number unique to this run, for topic and group names.
 pub fn unique() -> String {
     let nanos = std::time::SystemTime::now()
