@@ -324,10 +324,14 @@ impl KafkaConnector {
             .map_or_else(String::new, |c| c.context().name.clone())
     }
 
-    /// Tells the consumer thread to stop and lets go of the consumer (the
-    /// thread, last owner, closes it) and of the channel (a thread waiting
-    /// to send wakes).
+    /// Tells the consumer thread to stop and lets go of the revocation it
+    /// may be waiting in (its rebalance callback then returns), of the
+    /// consumer (the thread, last owner, closes it) and of the channel (a
+    /// thread waiting to send wakes).
     fn stop(&mut self) {
+        // a source that failed during a revocation still holds its answer:
+        // the consumer thread would wait for it forever
+        self.revoking = None;
         if let Some(consumer) = self.consumer.take() {
             consumer.context().stop.store(true, Ordering::Release);
         }
