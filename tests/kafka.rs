@@ -95,7 +95,15 @@ fn ids(records: &[Record]) -> Vec<u64> {
 }
 
 fn numbered(n: u64, keys: u64) -> impl Iterator<Item = (Option<String>, String)> {
-    (0..n).map(move |i| (Some(format!("k{}", i % keys)), format!("{{\"id\":{i}}}")))
+    numbered_from(0..n, keys)
+}
+
+/// Events `{"id": i}` for `i` in `ids`, keyed `k{i % keys}`.
+fn numbered_from(
+    ids: std::ops::Range<u64>,
+    keys: u64,
+) -> impl Iterator<Item = (Option<String>, String)> {
+    ids.map(move |i| (Some(format!("k{}", i % keys)), format!("{{\"id\":{i}}}")))
 }
 
 #[test]
@@ -304,10 +312,7 @@ fn the_broker_stopping_for_ten_seconds_loses_nothing() {
     broker.stop();
     std::thread::sleep(Duration::from_secs(10));
     broker.restart();
-    broker.produce(
-        "in",
-        (half..2 * half).map(|i| (Some(format!("k{}", i % 50)), format!("{{\"id\":{i}}}"))),
-    );
+    broker.produce("in", numbered_from(half..2 * half, 50));
     let sum = committed_within(
         &broker,
         "weir-outage",
@@ -371,10 +376,7 @@ fn the_broker_away_past_the_session_loses_nothing_and_a_sigterm_meanwhile_ends_i
         weir.log()
     );
     broker.restart();
-    broker.produce(
-        "in",
-        (half..2 * half).map(|i| (Some(format!("k{}", i % 50)), format!("{{\"id\":{i}}}"))),
-    );
+    broker.produce("in", numbered_from(half..2 * half, 50));
     let sum = committed_within(
         &broker,
         "weir-expiry",
@@ -401,9 +403,6 @@ fn the_broker_away_past_the_session_loses_nothing_and_a_sigterm_meanwhile_ends_i
         "SIGTERM while rejoining: stopped in {took:?}; consumer close left behind: {}",
         log.contains("left behind")
     );
-    if std::env::var_os("WEIR_DEBUG_LOG").is_some() {
-        eprintln!("{log}");
-    }
     // [shutdown] timeout = 5 s; the rest is the process's exit
     assert!(
         took < Duration::from_secs(7),

@@ -139,16 +139,7 @@ fn to_kafka(
     let baseline = raw::copy(b, input, &raw_out, events)?;
     let baseline_cpu = cpu_seconds() - cpu;
     eprintln!("kafka-to-kafka: weir (kafka → json-add-field → kafka)…");
-    let step = ("json-add-field", "field = \"seen\"\nvalue = true\n");
-    let sink_options = format!("brokers = \"{b}\"\ntopic = \"{out}\"\n");
-    let config = pipeline(
-        b,
-        input,
-        &format!("weir-bench-{id}"),
-        Some(step),
-        ("kafka", &sink_options),
-        shards,
-    )?;
+    let config = add_field_to_kafka(b, input, &out, &format!("weir-bench-{id}"), shards)?;
     let watcher = Watermarks::new(b, &out)?;
     let mut first = None;
     let mut last_check = Instant::now();
@@ -201,6 +192,26 @@ fn to_kafka(
         json!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation"),
     );
     Ok(report)
+}
+
+/// The `kafka-to-kafka` pipeline: `input` → json-add-field → `out`.
+fn add_field_to_kafka(
+    b: &str,
+    input: &str,
+    out: &str,
+    group: &str,
+    shards: usize,
+) -> Result<PipelineConfig, String> {
+    let step = ("json-add-field", "field = \"seen\"\nvalue = true\n");
+    let sink_options = format!("brokers = \"{b}\"\ntopic = \"{out}\"\n");
+    pipeline(
+        b,
+        input,
+        group,
+        Some(step),
+        ("kafka", &sink_options),
+        shards,
+    )
 }
 
 /// The in-code pipeline: kafka → optional step → sink.
@@ -527,16 +538,8 @@ impl Copier {
     fn start(self, b: &str, input: &str, out: &str, id: &str) -> Result<Running, String> {
         match self {
             Copier::Weir(shards) => {
-                let step = ("json-add-field", "field = \"seen\"\nvalue = true\n");
-                let sink_options = format!("brokers = \"{b}\"\ntopic = \"{out}\"\n");
-                let config = pipeline(
-                    b,
-                    input,
-                    &format!("weir-bench-lat-{id}"),
-                    Some(step),
-                    ("kafka", &sink_options),
-                    shards,
-                )?;
+                let config =
+                    add_field_to_kafka(b, input, out, &format!("weir-bench-lat-{id}"), shards)?;
                 let pipeline =
                     Pipeline::build(&config, &crate::registry()).map_err(|d| d.to_string())?;
                 let latency = pipeline.latency();

@@ -49,7 +49,14 @@ pub fn send(
     key: &[u8],
     value: &[u8],
 ) {
-    let mut record = BaseRecord::to(topic).key(key).payload(value);
+    send_record(producer, BaseRecord::to(topic).key(key).payload(value));
+}
+
+/// Sends `record`, waiting while librdkafka's queue is full.
+fn send_record(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) {
     loop {
         match producer.send(record) {
             Ok(()) => return,
@@ -59,6 +66,17 @@ pub fn send(
             }
         }
     }
+}
+
+/// The producer of the copy loops: idempotent, 5 ms linger, like weir's
+/// `kafka` sink.
+fn copy_producer(bootstrap: &str) -> Result<ThreadedProducer<DefaultProducerContext>, String> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .map_err(|e| e.to_string())
 }
 
 /// The ~100-byte value of event `i`.
@@ -140,12 +158,7 @@ pub fn count(bootstrap: &str, topic: &str, events: u64) -> Result<f64, String> {
 pub fn copy(bootstrap: &str, from: &str, to: &str, events: u64) -> Result<f64, String> {
     let consumer = consumer(bootstrap, &format!("weir-bench-raw-{}", unique()))?;
     consumer.subscribe(&[from]).map_err(|e| e.to_string())?;
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .map_err(|e| e.to_string())?;
+    let producer = copy_producer(bootstrap)?;
     let mut n = 0u64;
     let mut first = None;
     while n < events {
@@ -182,12 +195,7 @@ pub fn copy_until(
 ) -> Result<(), String> {
     let consumer = consumer(bootstrap, group)?;
     consumer.subscribe(&[from]).map_err(|e| e.to_string())?;
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .map_err(|e| e.to_string())?;
+    let producer = copy_producer(bootstrap)?;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
@@ -197,15 +205,7 @@ pub fn copy_until(
                 if let Some(ts) = m.timestamp().to_millis() {
                     record = record.timestamp(ts);
                 }
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((_, back)) => {
-                            record = back;
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
-                }
+                send_record(&producer, record);
             }
             Some(Err(e)) => return Err(format!("raw copy loop: {e}")),
             None => {}
