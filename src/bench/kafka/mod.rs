@@ -189,7 +189,7 @@ fn to_kafka(
     extra.insert("latency_baseline_p99_us".into(), json!(raw_latency.p99_us));
     extra.insert(
         "latency_note".into(),
-        json!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation"),
+        json!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec, after a 2 s warm-up that is not measured; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation"),
     );
     Ok(report)
 }
@@ -377,10 +377,12 @@ impl Watermarks {
     }
 }
 
-/// Produces at `rate` for 10 s through a running kafka → step → kafka
-/// pipeline and measures produce-to-read-back latency. Returns p50 and p99
-/// in microseconds and how many events were measured.
+/// Produces at `rate` for [`LATENCY_WARM_UP`] and then [`LATENCY_MEASURED`]
+/// through a running copier and measures produce-to-read-back latency of
+/// the records produced after the warm-up. Returns p50 and p99 in
+/// microseconds and how many events were measured.
 fn latency_at(b: &str, rate: f64, copier: Copier, id: &str) -> Result<LatencyRun, String> {
+    let produce_for = LATENCY_WARM_UP + LATENCY_MEASURED;
     let id = &format!("{id}-{}", copier.tag());
     let input = format!("weir-bench-lat-in-{id}");
     let out = format!("weir-bench-lat-out-{id}");
@@ -416,7 +418,7 @@ fn latency_at(b: &str, rate: f64, copier: Copier, id: &str) -> Result<LatencyRun
             let started = Instant::now();
             let mut sent = 0u64;
             let mut value = Vec::with_capacity(128);
-            while started.elapsed() < Duration::from_secs(10) {
+            while started.elapsed() < produce_for {
                 let due = (started.elapsed().as_secs_f64() / tick.as_secs_f64() + 1.0) * per_tick;
                 while (sent as f64) < due {
                     raw::payload(sent, &mut value);
@@ -435,14 +437,18 @@ fn latency_at(b: &str, rate: f64, copier: Copier, id: &str) -> Result<LatencyRun
             Ok(sent)
         })
     });
+    // records produced before this are the warm-up: read, not measured
+    let measure_from = now_ms() + i64::try_from(LATENCY_WARM_UP.as_millis()).unwrap_or(0);
     let mut latencies: Vec<u64> = Vec::new();
+    let mut read = 0u64;
     let mut sent = None;
     let mut idle_since = Instant::now();
     loop {
         match reader.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
                 let now = now_ms();
-                if let Some(ts) = m.timestamp().to_millis() {
+                read += 1;
+                if let Some(ts) = m.timestamp().to_millis().filter(|ts| *ts >= measure_from) {
                     latencies.push(u64::try_from(now - ts).unwrap_or(0) * 1000);
                 }
                 idle_since = Instant::now();
@@ -455,7 +461,7 @@ fn latency_at(b: &str, rate: f64, copier: Copier, id: &str) -> Result<LatencyRun
             sent = Some(p.join().map_err(|_| "producer panicked".to_string())??);
         }
         if let Some(s) = sent {
-            if latencies.len() as u64 >= s || idle_since.elapsed() > Duration::from_secs(10) {
+            if read >= s || idle_since.elapsed() > Duration::from_secs(10) {
                 break;
             }
         }
@@ -476,6 +482,15 @@ fn latency_at(b: &str, rate: f64, copier: Copier, id: &str) -> Result<LatencyRun
         inside_p99_us: inside.as_ref().map_or(0, |h| h.quantile_micros(0.99)),
     })
 }
+
+/// How long a latency run produces before what it produces is measured:
+/// a new topic's first writes and fetches and a copier's first batches
+/// (its sink's first produce requests, its buffers growing) are slower than
+/// its steady state, and which copier ran first decided how much of that
+/// landed in its p99.
+const LATENCY_WARM_UP: Duration = Duration::from_secs(2);
+/// How long a latency run produces records that are measured.
+const LATENCY_MEASURED: Duration = Duration::from_secs(10);
 
 /// Produces one record to `input` and waits until `reader` read its copy.
 fn warm_up_copy(b: &str, input: &str, reader: &BaseConsumer) -> Result<(), String> {
