@@ -251,7 +251,19 @@ pub(crate) fn build(
         None => read_type(source, path, spec.role, &span, table, diagnostics),
     };
     let batch = match table.get("batch") {
-        Some(batch) => decode_table(source, &path.key("batch"), batch.clone(), diagnostics),
+        Some(batch) => {
+            let settings: Option<BatchSettings> =
+                decode_table(source, &path.key("batch"), batch.clone(), diagnostics);
+            if settings
+                .as_ref()
+                .is_some_and(|b| b.latency_target.is_some())
+                && matches!(spec.role, Role::Step | Role::Sink)
+            {
+                let message = "`latency_target` applies to sources only: it sets how long a source lets a partial batch wait";
+                diagnostics.push(at(source, batch.span(), &path.key("batch"), message));
+            }
+            settings
+        }
         None => Some(BatchSettings::default()),
     };
     let (name, name_span) = match (spec.role, table.get("name")) {

@@ -86,6 +86,18 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
     deserializer.deserialize_str(DurationVisitor)
 }
 
+/// `deserialize_with` function for an optional [`Duration`] that must be
+/// more than zero when given (absent: `None`, with `#[serde(default)]`).
+pub fn deserialize_positive_option<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let d = deserialize(deserializer)?;
+    if d.is_zero() {
+        return Err(D::Error::custom("must be more than zero"));
+    }
+    Ok(Some(d))
+}
+
 /// Serde visitor accepting only duration strings.
 struct DurationVisitor;
 

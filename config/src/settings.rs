@@ -61,6 +61,12 @@ pub struct BatchSettings {
     /// Longest time a partial batch waits for more events; default 5ms.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub max_wait: Duration,
+    /// Sources only: the dispatch-to-acknowledgement latency to stay under.
+    /// When set, the wait of a partial batch adapts between zero (low load:
+    /// small batches leave at once) and `max_wait`, at most half the target
+    /// (high load: batches grow); unset, it is always `max_wait`.
+    #[serde(deserialize_with = "crate::duration::deserialize_positive_option")]
+    pub latency_target: Option<Duration>,
 }
 
 impl Default for BatchSettings {
@@ -69,6 +75,7 @@ impl Default for BatchSettings {
             max_events: 1024,
             max_bytes: 1024 * 1024,
             max_wait: Duration::from_millis(5),
+            latency_target: None,
         }
     }
 }

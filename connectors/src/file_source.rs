@@ -128,7 +128,12 @@ impl Source for FileSource {
             positions: Positions::Local,
             start,
         };
-        let connector = LineConnector::new(FileChunks(file), spec, ctx.batch_settings());
+        let connector = LineConnector::new(
+            FileChunks(file),
+            spec,
+            ctx.batch_settings(),
+            ctx.batch_wait(),
+        );
         driver::drive(connector, &mut ctx)
             .await
             .map_err(|e| e.context(format!("reading `{shown}`")))

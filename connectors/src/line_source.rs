@@ -63,12 +63,17 @@ pub(crate) struct LineConnector<R> {
 }
 
 impl<R: ChunkReader> LineConnector<R> {
-    /// A connector reading `reader` with `batch` limits.
-    pub(crate) fn new(reader: R, spec: Spec, batch: &weir_config::BatchSettings) -> Self {
+    /// A connector reading `reader` with `batch` limits and `wait`.
+    pub(crate) fn new(
+        reader: R,
+        spec: Spec,
+        batch: &weir_config::BatchSettings,
+        wait: std::sync::Arc<weir_engine::batch_wait::BatchWait>,
+    ) -> Self {
         LineConnector {
             reader,
             framer: Framer::new(spec.format),
-            pending: Pending::new(batch),
+            pending: Pending::new(batch, wait),
             position: spec.start,
             spec,
             carry: None,

@@ -1,11 +1,13 @@
 //! A batch being gathered by a source: dispatched when it holds
 //! `max_events` events or `max_bytes` bytes, or when its oldest event has
-//! waited `max_wait`, whichever comes first.
+//! waited the source's batch wait (`max_wait`, or adapted to load with a
+//! `latency_target`), whichever comes first.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 use weir_config::BatchSettings;
+use weir_engine::batch_wait::BatchWait;
 use weir_engine::driver::Input;
 use weir_engine::Event;
 
@@ -18,12 +20,13 @@ pub(crate) struct Pending {
     deadline: Option<Instant>,
     max_events: usize,
     max_bytes: usize,
-    max_wait: Duration,
+    /// Read when a batch starts.
+    wait: Arc<BatchWait>,
 }
 
 impl Pending {
-    /// An empty batch with the given limits.
-    pub(crate) fn new(settings: &BatchSettings) -> Self {
+    /// An empty batch with the given limits and wait.
+    pub(crate) fn new(settings: &BatchSettings, wait: Arc<BatchWait>) -> Self {
         let max_events = settings.max_events.max(1);
         Pending {
             events: Vec::with_capacity(max_events.min(64 * 1024)),
@@ -32,7 +35,7 @@ impl Pending {
             deadline: None,
             max_events,
             max_bytes: settings.max_bytes.max(1),
-            max_wait: settings.max_wait,
+            wait,
         }
     }
 
@@ -44,7 +47,7 @@ impl Pending {
     /// Adds an event; `end` is the position after it.
     pub(crate) fn push(&mut self, event: Event, end: u64) {
         if self.events.is_empty() {
-            self.deadline = Some(Instant::now() + self.max_wait);
+            self.deadline = Some(Instant::now() + self.wait.current());
         }
         self.bytes += event.size_bytes();
         self.events.push(event);
@@ -104,6 +107,10 @@ impl Pending {
 mod tests {
     use super::*;
 
+    fn fixed() -> Arc<BatchWait> {
+        Arc::new(BatchWait::fixed(BatchSettings::default().max_wait))
+    }
+
     fn settings(max_events: usize, max_bytes: usize) -> BatchSettings {
         BatchSettings {
             max_events,
@@ -114,7 +121,7 @@ mod tests {
 
     #[test]
     fn full_by_events_or_bytes() {
-        let mut p = Pending::new(&settings(2, 1000));
+        let mut p = Pending::new(&settings(2, 1000), fixed());
         assert!(p.take().is_none());
         assert!(p.deadline().is_none());
         p.push(Event::new("a"), 2);
@@ -126,7 +133,7 @@ mod tests {
         assert_eq!((events.len(), end), (2, 4));
         assert!(p.deadline().is_none());
 
-        let mut p = Pending::new(&settings(100, 5));
+        let mut p = Pending::new(&settings(100, 5), fixed());
         assert!(!p.would_overflow(50), "an empty batch takes any event");
         p.push(Event::new("abc"), 1);
         assert!(!p.is_full());
@@ -138,7 +145,7 @@ mod tests {
 
     #[test]
     fn advance_moves_the_end() {
-        let mut p = Pending::new(&settings(10, 1000));
+        let mut p = Pending::new(&settings(10, 1000), fixed());
         p.push(Event::new("a"), 2);
         p.advance(5);
         assert_eq!(p.take().unwrap().1, 5);

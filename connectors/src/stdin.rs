@@ -147,7 +147,12 @@ impl Source for StdinSource {
             positions: Positions::Untracked,
             start: 0,
         };
-        let connector = LineConnector::new(ThreadChunks(rx), spec, ctx.batch_settings());
+        let connector = LineConnector::new(
+            ThreadChunks(rx),
+            spec,
+            ctx.batch_settings(),
+            ctx.batch_wait(),
+        );
         driver::drive(connector, &mut ctx)
             .await
             .map_err(|e| e.context("reading stdin"))

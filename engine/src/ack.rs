@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
+use crate::batch_wait::BatchWait;
 use crate::latency::LatencyHistogram;
 
 const PENDING: u8 = 0;
@@ -80,6 +81,8 @@ pub struct AckState {
     /// a `Notify` allocates nothing until someone waits.
     done: Notify,
     latency: Option<Arc<LatencyHistogram>>,
+    /// The source's adaptive batch wait, fed this batch's latency.
+    wait: Option<Arc<BatchWait>>,
 }
 
 impl AckState {
@@ -164,8 +167,14 @@ impl AckState {
                 ACKED
             };
             self.status.store(status, Ordering::Release);
-            if let Some(latency) = &self.latency {
-                latency.record(self.created.elapsed());
+            if self.latency.is_some() || self.wait.is_some() {
+                let elapsed = self.created.elapsed();
+                if let Some(latency) = &self.latency {
+                    latency.record(elapsed);
+                }
+                if let Some(wait) = &self.wait {
+                    wait.observe(elapsed);
+                }
             }
             self.notify.notify_one();
             self.done.notify_waiters();
@@ -185,6 +194,16 @@ impl AckToken {
     /// A fresh token for a new batch. `notify` is woken when the batch
     /// completes; `latency` records dispatch-to-completion time.
     pub fn new(notify: Arc<Notify>, latency: Option<Arc<LatencyHistogram>>) -> Self {
+        AckToken::observed(notify, latency, None)
+    }
+
+    /// A fresh token whose dispatch-to-completion time also goes to `wait`
+    /// (a source's adaptive batch wait).
+    pub fn observed(
+        notify: Arc<Notify>,
+        latency: Option<Arc<LatencyHistogram>>,
+        wait: Option<Arc<BatchWait>>,
+    ) -> Self {
         let state = Arc::new(AckState {
             shares: AtomicUsize::new(1),
             failed: AtomicU8::new(0),
@@ -196,6 +215,7 @@ impl AckToken {
             notify,
             done: Notify::new(),
             latency,
+            wait,
         });
         AckToken {
             state,

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::ack::{AckState, AckStatus};
 
@@ -189,6 +190,18 @@ impl AckLedger {
             l.advance();
             l.inflight.len()
         })
+    }
+
+    /// When the oldest batch of `partition` still pending (neither
+    /// acknowledged nor failed) was dispatched. Moves the watermark first,
+    /// so the search starts at the first unsettled batch.
+    pub fn oldest_pending(&mut self, partition: u32) -> Option<Instant> {
+        let l = self.partitions.get_mut(&partition)?;
+        l.advance();
+        l.inflight
+            .iter()
+            .find(|(_, s)| s.status() == AckStatus::Pending)
+            .map(|(_, s)| s.created())
     }
 
     /// Batches in flight over all partitions.

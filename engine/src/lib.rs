@@ -11,6 +11,7 @@
 pub mod ack;
 pub mod assign;
 pub mod batch;
+pub mod batch_wait;
 pub mod chain;
 pub mod checkpoint_store;
 pub mod control;

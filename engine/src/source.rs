@@ -17,6 +17,7 @@ use weir_config::{BatchSettings, OnStuck};
 use crate::ack::{AckState, AckToken};
 use crate::assign;
 use crate::batch::{Batch, SourceId};
+use crate::batch_wait::BatchWait;
 use crate::checkpoint_store::CheckpointStore;
 use crate::error::{Error, Result};
 use crate::event::{size_of_events, Event};
@@ -84,6 +85,9 @@ pub struct SourceContext {
     incomplete: Arc<std::sync::atomic::AtomicBool>,
     metrics: SourceMetrics,
     batch: BatchSettings,
+    /// How long the source lets a partial batch wait (adaptive with
+    /// `batch.latency_target`).
+    batch_wait: Arc<BatchWait>,
     split: Vec<Vec<Event>>,
     /// Set when a dispatch was given up at shutdown. From then on nothing is
     /// dispatched: the given-up batch left a gap in its partition, and a
@@ -165,6 +169,7 @@ impl SourceContext {
             store: parts.store,
             incomplete: Arc::default(),
             metrics,
+            batch_wait: Arc::new(BatchWait::for_settings(&parts.batch)),
             batch: parts.batch,
             given_up: false,
             paused,
@@ -209,6 +214,13 @@ impl SourceContext {
         &self.batch
     }
 
+    /// How long a partial batch may wait for more events: read it again
+    /// for every batch, as it adapts to load when the source has a
+    /// `batch.latency_target` (see [`BatchWait`]).
+    pub fn batch_wait(&self) -> Arc<BatchWait> {
+        Arc::clone(&self.batch_wait)
+    }
+
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
@@ -219,8 +231,22 @@ impl SourceContext {
         assign::shard_for_partition(self.id, partition, self.shards.len())
     }
 
+    /// With an adaptive batch wait: the age of `partition`'s oldest batch
+    /// in flight, so that the wait sees work queueing before it settles.
+    fn observe_queueing(&mut self, partition: u32) {
+        if self.batch_wait.is_adaptive() {
+            if let Some(oldest) = self.ledger.oldest_pending(partition) {
+                self.batch_wait.observe_in_flight(oldest.elapsed());
+            }
+        }
+    }
+
     fn new_token(&self) -> AckToken {
-        AckToken::new(Arc::clone(&self.notify), self.latency.clone())
+        let wait = self
+            .batch_wait
+            .is_adaptive()
+            .then(|| Arc::clone(&self.batch_wait));
+        AckToken::observed(Arc::clone(&self.notify), self.latency.clone(), wait)
     }
 
     fn stamp(&self, partition: u32, events: &mut [Event]) {
@@ -298,6 +324,7 @@ impl SourceContext {
         self.stamp(partition, &mut events);
         let n = events.len();
         let bytes = size_of_events(&events);
+        self.observe_queueing(partition);
         let ack = self.new_token();
         let state = ack.state();
         self.ledger.track(partition, end, Arc::clone(&state));
@@ -417,6 +444,7 @@ impl SourceContext {
         self.stamp(partition, &mut events);
         let n = events.len();
         let bytes = size_of_events(&events);
+        self.observe_queueing(partition);
         let ack = self.new_token();
         let state = ack.state();
         let batch = Batch::new(self.id, partition, events, ack);

@@ -110,7 +110,7 @@ impl Source for HttpSource {
             Routing::Partition
         };
         let max_events = ctx.batch_settings().max_events;
-        let max_wait = ctx.batch_settings().max_wait;
+        let batch_wait = ctx.batch_wait();
         let max_bytes = ctx.batch_settings().max_bytes;
         let shards = ctx.shard_count() as u32;
         let mut next_offset = 0u64;
@@ -143,7 +143,7 @@ impl Source for HttpSource {
                     // the pipeline is busy with earlier batches: gather more
                     // until one settles (see `pacing`)
                     if pacing.busy() {
-                        let deadline = tokio::time::Instant::now() + max_wait;
+                        let deadline = tokio::time::Instant::now() + batch_wait.current();
                         while batch.len() < max_events && bytes < max_bytes {
                             tokio::select! {
                                 biased;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use tokio::sync::mpsc;
+use weir_engine::batch_wait::BatchWait;
 use weir_engine::{Error, Result};
 
 use super::context::{KafkaContext, Message};
@@ -43,8 +44,8 @@ pub(crate) struct Poller {
     pub(crate) max_events: usize,
     /// Batch limits.
     pub(crate) max_bytes: usize,
-    /// Batch limits.
-    pub(crate) max_wait: Duration,
+    /// How long a partial batch waits (adaptive with a latency target).
+    pub(crate) wait: Arc<BatchWait>,
 }
 
 impl Poller {
@@ -177,7 +178,7 @@ impl Poller {
             .filter_map(|(_, p)| p.started())
             .min();
         match oldest {
-            Some(t) => (t + self.max_wait)
+            Some(t) => (t + self.wait.current())
                 .saturating_duration_since(Instant::now())
                 .min(IDLE_POLL),
             None => IDLE_POLL,
@@ -187,9 +188,10 @@ impl Poller {
     /// Sends every staged batch whose wait is over, or that is full, of
     /// the partitions not paused.
     fn send_due(&mut self, now: Instant) {
+        let wait = self.wait.current();
         for id in 0..self.partitions.len() {
             let p = &self.partitions[id];
-            let due = p.started().is_some_and(|t| now >= t + self.max_wait)
+            let due = p.started().is_some_and(|t| now >= t + wait)
                 || p.len() >= self.max_events
                 || p.bytes() >= self.max_bytes;
             if due && !self.consumer.context().is_paused(id as u32) {

@@ -73,7 +73,7 @@ impl Source for KafkaSource {
             last: LastId::default(),
             max_events: batch.max_events,
             max_bytes: batch.max_bytes,
-            max_wait: batch.max_wait,
+            wait: ctx.batch_wait(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("weir-kafka-{name}"))

@@ -63,7 +63,7 @@ impl Source for NatsSource {
             name,
             client,
             messages: futures_util::stream::select_all(subscriptions),
-            pending: Pending::new(ctx.batch_settings()),
+            pending: Pending::new(ctx.batch_settings(), ctx.batch_wait()),
             position: 0,
             last_subject: None,
             clock: now_ms(),

@@ -132,7 +132,7 @@ impl Source for JetStreamSource {
             },
             name,
             messages,
-            pending: Pending::new(ctx.batch_settings()),
+            pending: Pending::new(ctx.batch_settings(), ctx.batch_wait()),
             replies: Vec::new(),
             carry: None,
             position: 0,

@@ -105,7 +105,7 @@ impl Source for CdcSource {
                 tracing::info!(source = %name, slot = %o.slot, at = %progress.confirmed, "created the replication slot");
             }
         }
-        let pending = Pending::new(ctx.batch_settings());
+        let pending = Pending::new(ctx.batch_settings(), ctx.batch_wait());
         let mut connector = CdcConnector::new(name.clone(), info.clone(), o, progress, pending);
         connector.lock = lock;
         connector.first = Some(conn);

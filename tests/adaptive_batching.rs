@@ -1,0 +1,156 @@
+//! `batch.latency_target`: a source's partial batches wait less at low load
+//! and more once work queues, against a real nats-server.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::metrics::metric;
+use common::nats::Server;
+use weir_config::{ComponentConfig, PipelineConfig};
+use weir_engine::{Event, Step, StepFactory, StepOutput};
+
+/// Milliseconds the `slow` step spends on each batch.
+static STEP_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Passes events on after `STEP_DELAY_MS`: a function whose cost makes work
+/// queue behind it.
+struct SlowStep;
+
+#[async_trait(?Send)]
+impl Step for SlowStep {
+    async fn process(&mut self, input: &mut Vec<Event>, output: &mut StepOutput) {
+        let delay = STEP_DELAY_MS.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        for e in input.drain(..) {
+            output.emit(e);
+        }
+    }
+}
+
+struct SlowFactory;
+
+impl StepFactory for SlowFactory {
+    fn build(&self) -> Result<Box<dyn Step>, String> {
+        Ok(Box::new(SlowStep))
+    }
+}
+
+/// Events per source batch so far: (sum, count) of the batch-size
+/// histogram.
+fn batches() -> (f64, f64) {
+    (
+        metric("weir_source_batch_events_sum{source=\"in\"}"),
+        metric("weir_source_batch_events_count{source=\"in\"}"),
+    )
+}
+
+/// Publishes `n` messages `every` apart on the pipeline's runtime, then
+/// waits until `total` events went through the step.
+fn publish_paced(
+    running: &common::in_process::InProcess,
+    url: &str,
+    first: usize,
+    n: usize,
+    every: Duration,
+) {
+    running.runtime.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let mut tick = tokio::time::interval(every);
+        for i in first..first + n {
+            tick.tick().await;
+            client
+                .publish("events.x", format!("{{\"i\":{i}}}").into())
+                .await
+                .expect("publish");
+        }
+        client.flush().await.expect("flush");
+    });
+}
+
+/// Waits until the source dispatched `total` events.
+fn await_dispatched(total: usize, limit: Duration) {
+    let started = Instant::now();
+    while batches().0 < total as f64 {
+        assert!(
+            started.elapsed() < limit,
+            "only {} of {total} events dispatched within {limit:?}",
+            batches().0
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// With `max_wait = "200ms"` a fixed wait would gather ~20 events per batch
+/// at 100 events/s. With `latency_target = "100ms"` and a quick pipeline
+/// the wait shrinks to nothing: events leave one by one. Once the step
+/// takes 120 ms a batch and 1000 events come 1 ms apart (work queues;
+/// dispatch-to-ack latency passes half the target) the wait grows and
+/// batches grow with it.
+#[test]
+fn a_latency_target_sends_events_at_once_at_low_load_and_grows_batches_when_work_queues() {
+    common::metrics::recorder();
+    let server = Server::start();
+    let mut registry = weir::registry();
+    registry.step("slow", |_, _| Ok(Arc::new(SlowFactory)));
+    let source = ComponentConfig::from_toml(
+        "in",
+        "nats",
+        &format!(
+            "url = '{}'\nsubjects = ['events.>']\nbatch = {{ max_events = 1000, max_wait = '200ms', latency_target = '100ms' }}\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let step = ComponentConfig::from_toml("slow", "slow", "").unwrap();
+    let sink = ComponentConfig::from_toml("out", "blackhole", "").unwrap();
+    let mut config = PipelineConfig::new_in_code(vec![source], vec![step], vec![sink]);
+    config.pipeline.shards = Some(1);
+    config.checkpoint.dir = tempfile::tempdir().unwrap().keep();
+    let running = common::in_process::start(&config, &registry);
+    // the subscription is up once a first message goes through
+    let started = Instant::now();
+    while batches().1 < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the nats source never subscribed"
+        );
+        publish_paced(&running, &server.url, 0, 1, Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (sum0, count0) = batches();
+
+    // low load, quick pipeline: 40 events, 10 ms apart
+    publish_paced(&running, &server.url, 1000, 40, Duration::from_millis(10));
+    await_dispatched(sum0 as usize + 40, Duration::from_secs(30));
+    let (sum1, count1) = batches();
+    let low = (sum1 - sum0) / (count1 - count0);
+    assert!(
+        low <= 2.0,
+        "at low load events should leave almost one by one, got {low:.1} per batch ({} batches)",
+        count1 - count0
+    );
+
+    // the step now takes 120 ms a batch: 1000 events, 1 ms apart
+    STEP_DELAY_MS.store(120, Ordering::Relaxed);
+    publish_paced(&running, &server.url, 2000, 1000, Duration::from_millis(1));
+    await_dispatched(sum1 as usize + 1000, Duration::from_secs(60));
+    let (sum2, count2) = batches();
+    let high = (sum2 - sum1) / (count2 - count1);
+    assert!(
+        high >= 5.0 * low.max(1.0),
+        "with work queueing batches should grow: {high:.1} events per batch against {low:.1} at low load"
+    );
+    eprintln!(
+        "events per batch: {low:.1} at low load ({} batches), {high:.1} with work queueing ({} batches)",
+        count1 - count0,
+        count2 - count1
+    );
+    STEP_DELAY_MS.store(0, Ordering::Relaxed);
+    running.stop();
+}
