@@ -50,6 +50,14 @@ pub trait Sink: Send {
         1
     }
 
+    /// Whether the sink's client gathers records into requests itself
+    /// (librdkafka's `linger`): the engine then hands it what is queued
+    /// without waiting `batch.max_wait` for more, which would only add
+    /// latency. Default false.
+    fn batches_itself(&self) -> bool {
+        false
+    }
+
     /// Flushes and releases resources at shutdown.
     async fn close(&mut self) -> Result<()> {
         Ok(())
@@ -108,6 +116,7 @@ impl SinkRunner {
         let mut pending = SinkBatch::default();
         let mut permits: Vec<Permit> = Vec::new();
         let mut carry: Option<(SinkBatch, Permit)> = None;
+        let batches_itself = sink.batches_itself();
         loop {
             let first = match carry.take() {
                 Some(item) => item,
@@ -134,9 +143,14 @@ impl SinkRunner {
                 }
             };
             let now = tokio::time::Instant::now();
+            let max_wait = if batches_itself {
+                std::time::Duration::ZERO
+            } else {
+                self.batch.max_wait
+            };
             // an absurdly long max_wait means "wait for a full batch"
             let deadline = now
-                .checked_add(self.batch.max_wait)
+                .checked_add(max_wait)
                 .unwrap_or(now + std::time::Duration::from_secs(86_400 * 365));
             // settle what already finished before gathering more
             while let Some(front) = inflight.front_mut() {
@@ -544,6 +558,55 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         task.await.unwrap().unwrap();
+    }
+
+    /// Records the size of each write; `batches_itself` as told.
+    struct SizeSink {
+        sizes: Arc<Mutex<Vec<usize>>>,
+        batches_itself: bool,
+    }
+
+    #[async_trait]
+    impl Sink for SizeSink {
+        async fn write(&mut self, events: &[Event]) -> Result<()> {
+            self.sizes.lock().unwrap().push(events.len());
+            Ok(())
+        }
+
+        fn batches_itself(&self) -> bool {
+            self.batches_itself
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_batches_itself_gets_what_is_queued_without_waiting_max_wait() {
+        for batches_itself in [true, false] {
+            let (tx, runner) = runner("sizes", 100, Duration::from_secs(3600));
+            let sizes = Arc::new(Mutex::new(Vec::new()));
+            let sink = SizeSink {
+                sizes: Arc::clone(&sizes),
+                batches_itself,
+            };
+            let task = tokio::spawn(runner.run(Box::new(sink)));
+            let token = AckToken::detached();
+            let state = token.state();
+            tx.send(SinkBatch::new(vec![Event::new("x")], token), 1, 1)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if batches_itself {
+                assert_eq!(*sizes.lock().unwrap(), vec![1], "written at once");
+                assert_eq!(state.status(), AckStatus::Acked);
+            } else {
+                assert!(
+                    sizes.lock().unwrap().is_empty(),
+                    "a partial batch waits max_wait for more"
+                );
+            }
+            drop(tx);
+            task.await.unwrap().unwrap();
+            assert_eq!(state.status(), AckStatus::Acked);
+        }
     }
 
     #[tokio::test]

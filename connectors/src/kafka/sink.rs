@@ -324,6 +324,11 @@ impl Sink for KafkaSink {
         self.options.max_inflight_batches
     }
 
+    fn batches_itself(&self) -> bool {
+        // librdkafka gathers records for `linger` per partition
+        true
+    }
+
     async fn close(&mut self) -> Result<()> {
         if let Some(transactions) = self.transactions.take() {
             // committed by the source's last epoch; what is still open

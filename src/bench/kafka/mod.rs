@@ -161,7 +161,12 @@ fn to_kafka(
 
     let rate = latency_rate.unwrap_or((eps / 2.0).max(100.0));
     eprintln!("kafka-to-kafka: end-to-end latency at {rate:.0} events/s…");
-    let latency = latency_at(b, rate, Copier::Weir(shards), id)?;
+    let latency = latency_at(b, rate, Copier::Weir(shards, None), id)?;
+    eprintln!(
+        "kafka-to-kafka: the same latency run with batch.latency_target = {:?}…",
+        ADAPTIVE_TARGET
+    );
+    let adaptive = latency_at(b, rate, Copier::Weir(shards, Some(ADAPTIVE_TARGET)), id)?;
     eprintln!("kafka-to-kafka: the same latency run through the raw copy loop…");
     let raw_latency = latency_at(b, rate, Copier::Raw, id)?;
     let mut report = run.report(
@@ -185,11 +190,21 @@ fn to_kafka(
     extra.insert("latency_events".into(), json!(latency.measured));
     extra.insert("latency_inside_p50_us".into(), json!(latency.inside_p50_us));
     extra.insert("latency_inside_p99_us".into(), json!(latency.inside_p99_us));
+    extra.insert("latency_adaptive_p50_us".into(), json!(adaptive.p50_us));
+    extra.insert("latency_adaptive_p99_us".into(), json!(adaptive.p99_us));
+    extra.insert(
+        "latency_adaptive_inside_p50_us".into(),
+        json!(adaptive.inside_p50_us),
+    );
+    extra.insert(
+        "latency_adaptive_inside_p99_us".into(),
+        json!(adaptive.inside_p99_us),
+    );
     extra.insert("latency_baseline_p50_us".into(), json!(raw_latency.p50_us));
     extra.insert("latency_baseline_p99_us".into(), json!(raw_latency.p99_us));
     extra.insert(
         "latency_note".into(),
-        json!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec, after a 2 s warm-up that is not measured; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation"),
+        json!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec, after a 2 s warm-up that is not measured; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation; latency_adaptive_*: the same with the source's batch.latency_target = 20ms"),
     );
     Ok(report)
 }
@@ -489,6 +504,9 @@ fn latency_at(b: &str, rate: f64, copier: Copier, id: &str) -> Result<LatencyRun
 /// its steady state, and which copier ran first decided how much of that
 /// landed in its p99.
 const LATENCY_WARM_UP: Duration = Duration::from_secs(2);
+/// The source's `batch.latency_target` of the adaptive latency run.
+const ADAPTIVE_TARGET: Duration = Duration::from_millis(20);
+
 /// How long a latency run produces records that are measured.
 const LATENCY_MEASURED: Duration = Duration::from_secs(10);
 
@@ -522,8 +540,9 @@ fn warm_up_copy(b: &str, input: &str, reader: &BaseConsumer) -> Result<(), Strin
 /// What copies the latency run's input topic to its output.
 #[derive(Clone, Copy)]
 enum Copier {
-    /// weir: kafka → json-add-field → kafka on this many shards.
-    Weir(usize),
+    /// weir: kafka → json-add-field → kafka on this many shards, with the
+    /// source's `batch.latency_target` if set.
+    Weir(usize, Option<Duration>),
     /// The raw consume → produce loop (keeping each record's timestamp).
     Raw,
 }
@@ -545,16 +564,20 @@ enum Running {
 impl Copier {
     fn tag(self) -> &'static str {
         match self {
-            Copier::Weir(_) => "weir",
+            Copier::Weir(_, None) => "weir",
+            Copier::Weir(_, Some(_)) => "weir-adaptive",
             Copier::Raw => "raw",
         }
     }
 
     fn start(self, b: &str, input: &str, out: &str, id: &str) -> Result<Running, String> {
         match self {
-            Copier::Weir(shards) => {
-                let config =
+            Copier::Weir(shards, target) => {
+                let mut config =
                     add_field_to_kafka(b, input, out, &format!("weir-bench-lat-{id}"), shards)?;
+                for source in &mut config.sources {
+                    source.batch.latency_target = target;
+                }
                 let pipeline =
                     Pipeline::build(&config, &crate::registry()).map_err(|d| d.to_string())?;
                 let latency = pipeline.latency();
