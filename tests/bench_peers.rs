@@ -1,3 +1,5 @@
+//! The Kafka benches that compare weir with what a user would run instead.
+//!
 //! `weir bench kafka-streams`: the Kafka Streams application is built from
 //! Maven Central (scripts/kafka-streams-bench.sh), both it and a `weir run`
 //! process copy a real broker's topic (started by the bench), and the JSON
@@ -45,5 +47,48 @@ fn the_kafka_streams_scenario_runs_the_peer_and_weir_on_one_broker() {
             .unwrap()
             .contains("Kafka Streams"),
         "{last}"
+    );
+}
+
+/// `weir bench kafka-to-kafka`: the throughput run against the raw copy
+/// loop, then the latency runs (default batching, `latency_target`, the raw
+/// loop) at a low rate, each measuring what it produced after its warm-up.
+#[test]
+fn the_kafka_to_kafka_scenario_reports_latency_with_and_without_a_latency_target() {
+    let rate = 2000;
+    let (v, last) = bench_json(&[
+        "kafka-to-kafka",
+        "--events",
+        "50000",
+        "--latency-rate",
+        &rate.to_string(),
+    ]);
+    assert_eq!(v["scenario"], "kafka-to-kafka");
+    for key in [
+        "events_per_sec",
+        "ratio",
+        "cpu_ns_per_event",
+        "p50_us",
+        "p99_us",
+        "latency_adaptive_p50_us",
+        "latency_adaptive_p99_us",
+        "latency_baseline_p50_us",
+        "latency_baseline_p99_us",
+    ] {
+        let value = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key} in {last}"));
+        assert!(value > 0.0, "{key} = {value} in {last}");
+    }
+    assert!(
+        v["p99_us"].as_f64() >= v["p50_us"].as_f64(),
+        "p99 below p50: {last}"
+    );
+    // 10 s measured at the rate, nothing measured twice
+    let measured = v["latency_events"].as_f64().unwrap();
+    let expected = 10.0 * rate as f64;
+    assert!(
+        (measured - expected).abs() <= expected * 0.05,
+        "{measured} events measured, expected about {expected}: {last}"
     );
 }
