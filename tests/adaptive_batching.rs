@@ -136,6 +136,10 @@ fn a_latency_target_sends_events_at_once_at_low_load_and_grows_batches_when_work
         count1 - count0
     );
 
+    // the wait shrank to nothing (the gauge is set every checkpoint tick)
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(metric("weir_source_batch_wait_seconds{source=\"in\"}"), 0.0);
+
     // the step now takes 120 ms a batch: 1000 events, 1 ms apart
     STEP_DELAY_MS.store(120, Ordering::Relaxed);
     publish_paced(&running, &server.url, 2000, 1000, Duration::from_millis(1));
@@ -146,8 +150,15 @@ fn a_latency_target_sends_events_at_once_at_low_load_and_grows_batches_when_work
         high >= 5.0 * low.max(1.0),
         "with work queueing batches should grow: {high:.1} events per batch against {low:.1} at low load"
     );
+    // the wait grew (to at most half the target)
+    std::thread::sleep(Duration::from_millis(1_500));
+    let wait = metric("weir_source_batch_wait_seconds{source=\"in\"}");
+    assert!(
+        wait > 0.0 && wait <= 0.0501,
+        "the adaptive wait after queueing: {wait} s"
+    );
     eprintln!(
-        "events per batch: {low:.1} at low load ({} batches), {high:.1} with work queueing ({} batches)",
+        "events per batch: {low:.1} at low load ({} batches), {high:.1} with work queueing ({} batches); wait {wait} s",
         count1 - count0,
         count2 - count1
     );

@@ -541,6 +541,7 @@ impl SourceContext {
     /// Watermarks that moved since the last call: the positions to commit.
     /// Also records checkpoint metrics and warns about stuck partitions.
     pub fn take_checkpoints(&mut self) -> Vec<Checkpoint> {
+        self.metrics.batch_wait(self.batch_wait.current());
         let cps = self.ledger.take_checkpoints();
         for cp in &cps {
             let lag = self

@@ -26,6 +26,9 @@ pub mod names {
     pub const SOURCE_PARTITIONS_STUCK: &str = "weir_source_partitions_stuck";
     /// Events a source read and holds but has not dispatched yet.
     pub const SOURCE_HELD_EVENTS: &str = "weir_source_held_events";
+    /// How long the source currently lets a partial batch wait (adaptive
+    /// with `batch.latency_target`), in seconds, by `source`.
+    pub const SOURCE_BATCH_WAIT: &str = "weir_source_batch_wait_seconds";
     /// Events per dispatched batch, by `source`.
     pub const SOURCE_BATCH_EVENTS: &str = "weir_source_batch_events";
     /// Committed position per `source` and `partition`.
@@ -114,6 +117,7 @@ pub mod names {
         SOURCE_PAUSES,
         SOURCE_PARTITIONS_STUCK,
         SOURCE_HELD_EVENTS,
+        SOURCE_BATCH_WAIT,
         SOURCE_BATCH_EVENTS,
         CHECKPOINT_POSITION,
         CHECKPOINT_LAG,
@@ -244,6 +248,8 @@ pub struct SourceMetrics {
     commit_errors: Tally,
     stuck: Level,
     held: Level,
+    /// `weir_source_batch_wait_seconds`.
+    batch_wait: metrics::Gauge,
     tap: std::sync::Arc<crate::tap::Tap>,
 }
 
@@ -302,6 +308,7 @@ impl SourceMetrics {
                 source,
                 "held",
             ),
+            batch_wait: gauge!(names::SOURCE_BATCH_WAIT, "source" => s.clone()),
             tap: crate::tap::tap(&format!("source:{source}")),
             source: s,
         }
@@ -345,6 +352,11 @@ impl SourceMetrics {
     /// dispatched (batches being built, batches a full shard refused).
     pub fn held(&self, events: usize) {
         self.held.set(events as u64);
+    }
+
+    /// The source's current batch wait.
+    pub fn batch_wait(&self, wait: std::time::Duration) {
+        self.batch_wait.set(wait.as_secs_f64());
     }
 
     /// A commit failed.
