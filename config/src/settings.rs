@@ -61,10 +61,12 @@ pub struct BatchSettings {
     /// Longest time a partial batch waits for more events; default 5ms.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub max_wait: Duration,
-    /// Sources only: the dispatch-to-acknowledgement latency to stay under.
-    /// When set, the wait of a partial batch adapts between zero (low load:
-    /// small batches leave at once) and `max_wait`, at most half the target
-    /// (high load: batches grow); unset, it is always `max_wait`.
+    /// Sources only: the dispatch-to-acknowledgement latency the batch wait
+    /// steers by. When set, the wait of a partial batch shrinks towards
+    /// zero while that latency is under a quarter of the target (low load:
+    /// small batches leave at once) and grows once it passes half (work
+    /// queues: latency is traded for larger batches), up to `max_wait` and
+    /// at most half the target; unset, it is always `max_wait`.
     #[serde(deserialize_with = "crate::duration::deserialize_positive_option")]
     pub latency_target: Option<Duration>,
 }

@@ -47,6 +47,9 @@ impl Pending {
     /// Adds an event; `end` is the position after it.
     pub(crate) fn push(&mut self, event: Event, end: u64) {
         if self.events.is_empty() {
+            // the wait of the moment the batch starts: an adaptive wait
+            // that shrinks meanwhile does not shorten it (bounded by
+            // max_wait, at most half the latency target)
             self.deadline = Some(Instant::now() + self.wait.current());
         }
         self.bytes += event.size_bytes();

@@ -193,11 +193,19 @@ impl AckLedger {
     }
 
     /// When the oldest batch of `partition` still pending (neither
-    /// acknowledged nor failed) was dispatched. Moves the watermark first,
-    /// so the search starts at the first unsettled batch.
+    /// acknowledged nor failed) was dispatched. Moves the watermark past
+    /// acknowledged batches first, so the search starts near the first
+    /// unsettled one; a failed head is left to the checkpoint tick (which
+    /// marks the partition stuck).
     pub fn oldest_pending(&mut self, partition: u32) -> Option<Instant> {
         let l = self.partitions.get_mut(&partition)?;
-        l.advance();
+        while let Some((end, state)) = l.inflight.front() {
+            if state.status() != AckStatus::Acked {
+                break;
+            }
+            l.watermark = Some(*end);
+            l.inflight.pop_front();
+        }
         l.inflight
             .iter()
             .find(|(_, s)| s.status() == AckStatus::Pending)
