@@ -53,8 +53,7 @@ fn batches() -> (f64, f64) {
     )
 }
 
-/// Publishes `n` messages `every` apart on the pipeline's runtime, then
-/// waits until `total` events went through the step.
+/// Publishes `n` messages `every` apart on the pipeline's runtime.
 fn publish_paced(
     running: &common::in_process::InProcess,
     url: &str,
@@ -89,6 +88,25 @@ fn await_dispatched(total: usize, limit: Duration) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Publishes `n` messages `every` apart, waits until the source dispatched
+/// them (within `limit`) and returns the events per batch it cut meanwhile,
+/// and how many batches.
+fn phase(
+    running: &common::in_process::InProcess,
+    url: &str,
+    first: usize,
+    n: usize,
+    every: Duration,
+    limit: Duration,
+) -> (f64, f64) {
+    let (sum, count) = batches();
+    publish_paced(running, url, first, n, every);
+    await_dispatched(sum as usize + n, limit);
+    let (sum_after, count_after) = batches();
+    let cut = count_after - count;
+    ((sum_after - sum) / cut, cut)
 }
 
 /// With `max_wait = "200ms"` a fixed wait would gather ~20 events per batch
@@ -130,17 +148,13 @@ fn a_latency_target_sends_events_at_once_at_low_load_grows_batches_when_work_que
         publish_paced(&running, &server.url, 0, 1, Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (sum0, count0) = batches();
 
     // low load, quick pipeline: 40 events, 10 ms apart
-    publish_paced(&running, &server.url, 1000, 40, Duration::from_millis(10));
-    await_dispatched(sum0 as usize + 40, Duration::from_secs(30));
-    let (sum1, count1) = batches();
-    let low = (sum1 - sum0) / (count1 - count0);
+    let ms = Duration::from_millis;
+    let (low, low_batches) = phase(&running, &server.url, 1000, 40, ms(10), ms(30_000));
     assert!(
         low <= 2.0,
-        "at low load events should leave almost one by one, got {low:.1} per batch ({} batches)",
-        count1 - count0
+        "at low load events should leave almost one by one, got {low:.1} per batch ({low_batches} batches)"
     );
 
     // the wait stayed at nothing (the gauge is set every checkpoint tick)
@@ -149,10 +163,7 @@ fn a_latency_target_sends_events_at_once_at_low_load_grows_batches_when_work_que
 
     // the step now takes 120 ms a batch: 1000 events, 1 ms apart
     STEP_DELAY_MS.store(120, Ordering::Relaxed);
-    publish_paced(&running, &server.url, 2000, 1000, Duration::from_millis(1));
-    await_dispatched(sum1 as usize + 1000, Duration::from_secs(60));
-    let (sum2, count2) = batches();
-    let high = (sum2 - sum1) / (count2 - count1);
+    let (high, high_batches) = phase(&running, &server.url, 2000, 1000, ms(1), ms(60_000));
     assert!(
         high >= 5.0,
         "with work queueing batches should grow: {high:.1} events per batch against {low:.1} at low load"
@@ -168,13 +179,8 @@ fn a_latency_target_sends_events_at_once_at_low_load_grows_batches_when_work_que
     // the step is quick again: the backlog drains, 150 events 10 ms apart
     // bring the wait down, and the next 40 leave one by one again
     STEP_DELAY_MS.store(0, Ordering::Relaxed);
-    publish_paced(&running, &server.url, 4000, 150, Duration::from_millis(10));
-    await_dispatched(sum2 as usize + 150, Duration::from_secs(60));
-    let (sum3, count3) = batches();
-    publish_paced(&running, &server.url, 5000, 40, Duration::from_millis(10));
-    await_dispatched(sum3 as usize + 40, Duration::from_secs(30));
-    let (sum4, count4) = batches();
-    let low_again = (sum4 - sum3) / (count4 - count3);
+    phase(&running, &server.url, 4000, 150, ms(10), ms(60_000));
+    let (low_again, _) = phase(&running, &server.url, 5000, 40, ms(10), ms(30_000));
     assert!(
         low_again <= 2.0,
         "once the queue is gone the wait should shrink again: {low_again:.1} events per batch"
@@ -186,9 +192,7 @@ fn a_latency_target_sends_events_at_once_at_low_load_grows_batches_when_work_que
         "the wait is back at zero"
     );
     eprintln!(
-        "events per batch: {low:.1} at low load ({} batches), {high:.1} with work queueing ({} batches, wait then {wait} s), {low_again:.1} at low load again",
-        count1 - count0,
-        count2 - count1
+        "events per batch: {low:.1} at low load ({low_batches} batches), {high:.1} with work queueing ({high_batches} batches, wait then {wait} s), {low_again:.1} at low load again"
     );
     running.stop();
 }

@@ -116,7 +116,12 @@ impl SinkRunner {
         let mut pending = SinkBatch::default();
         let mut permits: Vec<Permit> = Vec::new();
         let mut carry: Option<(SinkBatch, Permit)> = None;
-        let batches_itself = sink.batches_itself();
+        // a sink whose client batches gets what is queued without a wait
+        let max_wait = if sink.batches_itself() {
+            std::time::Duration::ZERO
+        } else {
+            self.batch.max_wait
+        };
         loop {
             let first = match carry.take() {
                 Some(item) => item,
@@ -143,11 +148,6 @@ impl SinkRunner {
                 }
             };
             let now = tokio::time::Instant::now();
-            let max_wait = if batches_itself {
-                std::time::Duration::ZERO
-            } else {
-                self.batch.max_wait
-            };
             // an absurdly long max_wait means "wait for a full batch"
             let deadline = now
                 .checked_add(max_wait)

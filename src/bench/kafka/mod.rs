@@ -209,7 +209,7 @@ fn to_kafka(
     extra.insert("latency_baseline_p99_us".into(), json!(raw_latency.p99_us));
     extra.insert(
         "latency_note".into(),
-        json!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec, after a 2 s warm-up that is not measured; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation; latency_adaptive_*: the same with the source's batch.latency_target = 20ms"),
+        json!(format!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec, after a {LATENCY_WARM_UP:?} warm-up that is not measured; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation; latency_adaptive_*: the same with the source's batch.latency_target = {ADAPTIVE_TARGET:?}")),
     );
     Ok(report)
 }
