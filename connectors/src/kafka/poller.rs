@@ -68,6 +68,9 @@ impl Poller {
     fn poll_loop(&mut self) -> Result<()> {
         let mut since_housekeeping = 0u32;
         let mut flowing = false;
+        // one reference for the whole loop (the messages borrow it while
+        // `self` is borrowed mutably), not an atomic add and sub per poll
+        let consumer = Arc::clone(&self.consumer);
         loop {
             // while messages flow, poll without waiting (and without
             // computing a timeout); once the queue is empty, wait until the
@@ -77,7 +80,6 @@ impl Poller {
             } else {
                 self.poll_timeout()
             };
-            let consumer = Arc::clone(&self.consumer);
             let message = consumer.poll(timeout);
             flowing = matches!(message, Some(Ok(_)));
             let rebalanced = &self.context().rebalanced;
