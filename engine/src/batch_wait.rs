@@ -235,8 +235,9 @@ mod tests {
 
     #[test]
     fn the_wait_moves_at_most_once_per_step_interval_however_many_batches_report() {
-        let w = BatchWait::adaptive(50 * MS, 32 * MS); // a step per 1 ms
-                                                       // queueing seen by a thousand dispatches within one millisecond
+        // a target of 32 ms allows a step per millisecond; queueing is
+        // seen by a thousand dispatches within one millisecond
+        let w = BatchWait::adaptive(50 * MS, 32 * MS);
         for i in 0..1000u64 {
             w.observe_in_flight_at(40 * MS, || 1_000_000 + i * 500);
         }
