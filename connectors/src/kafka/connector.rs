@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::Offset;
 use tokio::sync::{mpsc, oneshot};
 use weir_engine::driver::{Connector, Input};
 use weir_engine::{Checkpoint, Error, Result};
@@ -47,6 +48,11 @@ pub(crate) struct KafkaConnector {
     /// `exactly_once_sink`: the transactional sink whose transactions
     /// commit the offsets.
     exactly_once: Option<ExactlyOnce>,
+    /// A failure found outside `read` (a seek before a resume), returned
+    /// by the next `read`.
+    failed: Option<Error>,
+    /// The partition of the last batch `read` returned.
+    last_batch: Option<u32>,
 }
 
 /// The transactional sink a source commits its offsets through.
@@ -79,6 +85,8 @@ impl KafkaConnector {
                 sink,
                 transactions: None,
             }),
+            failed: None,
+            last_batch: None,
         }
     }
 
@@ -173,6 +181,13 @@ impl KafkaConnector {
 #[async_trait]
 impl Connector for KafkaConnector {
     async fn read(&mut self) -> Result<Input> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        // the driver reads again once it handled the last batch
+        if let Some(partition) = self.last_batch.take() {
+            self.context().handled(partition);
+        }
         // `recv` is cancel safe: a message is either returned or kept
         match self.rx.recv().await {
             Some(Message::Batch {
@@ -183,6 +198,7 @@ impl Connector for KafkaConnector {
                 self.context()
                     .queued
                     .fetch_sub(events.len(), Ordering::Relaxed);
+                self.last_batch = Some(partition);
                 Ok(Input::Batch {
                     partition,
                     events,
@@ -276,11 +292,26 @@ impl Connector for KafkaConnector {
         let tpl = self.context().list_of(&[partition]);
         tracing::debug!(source = %self.context().name, partition, paused, "kafka partition pause/resume");
         // librdkafka drops the partition's prefetched messages at a pause
-        // and fetches again from the last one polled at the resume
-        self.context().set_paused(&[partition], paused);
+        // and fetches again from the last one handed over at the resume
         let result = if paused {
+            self.context().set_paused(&[partition], true);
             self.consumer().pause(&tpl)
         } else {
+            if let Some(next) = self.context().unpause(partition) {
+                // the consumer thread dropped messages of it while it was
+                // paused: fetch again from the first one dropped (a seek
+                // drops whatever librdkafka still holds of it from before)
+                if let Err(e) = self.seek(partition, next) {
+                    // resuming without it would skip what was dropped: the
+                    // source fails instead (nothing past it is committed)
+                    self.failed = Some(Error::external(format!(
+                        "kafka source `{}`: seeking partition {partition} back to offset {next} before resuming it: {e}",
+                        self.context().name
+                    )));
+                    return;
+                }
+            }
+            self.context().refetch_done(partition);
             self.consumer().resume(&tpl)
         };
         if let Err(e) = result {
@@ -317,6 +348,26 @@ impl Connector for KafkaConnector {
 }
 
 impl KafkaConnector {
+    /// Sets where partition `id` is fetched from next, without waiting
+    /// (librdkafka drops what it fetched of it before, at once).
+    fn seek(&self, id: u32, offset: u64) -> rdkafka::error::KafkaResult<()> {
+        let mut tpl = self.context().list_of(&[id]);
+        let offset = Offset::Offset(i64::try_from(offset).unwrap_or(i64::MAX));
+        let named = tpl
+            .elements()
+            .first()
+            .map(|e| (e.topic().to_string(), e.partition()));
+        if let Some((topic, partition)) = named {
+            tpl.set_partition_offset(&topic, partition, offset)?;
+        }
+        let sought = self.consumer().seek_partitions(tpl, Duration::ZERO)?;
+        // per-partition errors are in the list
+        for e in sought.elements() {
+            e.error()?;
+        }
+        Ok(())
+    }
+
     /// The source's name, also once the consumer was let go.
     fn context_name(&self) -> String {
         self.consumer

@@ -9,7 +9,7 @@
 //! librdkafka release them, and the next owner starts exactly after what
 //! this process delivered.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -84,6 +84,15 @@ pub(crate) struct KafkaContext {
     /// them: librdkafka may deliver again what it had handed over before
     /// the pause, and only then is a message behind the last one a copy.
     resumed: IdSet,
+    /// Partitions with a batch sent that the driver has not finished
+    /// handling (dispatching it, or parking it and pausing the partition):
+    /// the loop sends a partition's next batch only after that, so a
+    /// partition the driver pauses has at most one batch parked.
+    in_flight: IdSet,
+    /// Paused partitions whose messages the loop dropped, with the offset
+    /// to fetch them again from: the connector seeks there before it
+    /// resumes them. Locked only when a paused partition overflows.
+    refetch: Mutex<HashMap<u32, u64>>,
 }
 
 /// A set of partition ids that the consumer loop asks about for every
@@ -133,7 +142,70 @@ impl KafkaContext {
             stop: AtomicBool::new(false),
             paused: IdSet::default(),
             resumed: IdSet::default(),
+            refetch: Mutex::default(),
+            in_flight: IdSet::default(),
         }
+    }
+
+    /// The loop sent a batch of partition `id`.
+    pub(crate) fn sent(&self, id: u32) {
+        self.in_flight.update(|set| set.insert(id));
+    }
+
+    /// The driver finished handling the last batch of partition `id` (or
+    /// the partition was revoked or assigned anew).
+    pub(crate) fn handled(&self, id: u32) {
+        self.in_flight.update(|set| set.remove(&id));
+    }
+
+    /// Whether a batch of partition `id` was sent and not yet handled.
+    pub(crate) fn is_in_flight(&self, id: u32) -> bool {
+        self.in_flight.contains(id)
+    }
+
+    /// The loop is about to drop a message of partition `id`, whose batch
+    /// is full, because the partition is paused: records that it must be
+    /// fetched again from `next`. Checked under the pause's lock, so a
+    /// resume either comes first (then this returns false and the message
+    /// is kept) or finds the offset to seek to.
+    pub(crate) fn drop_while_paused(&self, id: u32, next: u64) -> bool {
+        self.paused.update(|set| {
+            let paused = set.contains(&id);
+            if paused {
+                Self::lock(&self.refetch).entry(id).or_insert(next);
+            }
+            paused
+        })
+    }
+
+    /// Unpauses partition `id` and returns the offset to seek it back to
+    /// first, if the loop dropped messages of it (the entry stays until
+    /// [`refetch_done`](Self::refetch_done)).
+    pub(crate) fn unpause(&self, id: u32) -> Option<u64> {
+        let (was_paused, refetch) = self.paused.update(|set| {
+            let was_paused = set.remove(&id);
+            (was_paused, Self::lock(&self.refetch).get(&id).copied())
+        });
+        if was_paused {
+            self.resumed.update(|set| set.insert(id));
+        }
+        refetch
+    }
+
+    /// Partition `id` was sought back: every message of it the loop takes
+    /// from now on comes from the refetch.
+    pub(crate) fn refetch_done(&self, id: u32) {
+        Self::lock(&self.refetch).remove(&id);
+    }
+
+    /// Whether partition `id` still waits to be sought back.
+    pub(crate) fn refetch_pending(&self, id: u32) -> bool {
+        Self::lock(&self.refetch).contains_key(&id)
+    }
+
+    /// Forgets a refetch of a partition revoked or assigned anew.
+    pub(crate) fn forget_refetch(&self, id: u32) {
+        Self::lock(&self.refetch).remove(&id);
     }
 
     /// Marks partitions paused or not.

@@ -1,5 +1,7 @@
 //! A Kafka message's headers, read as raw bytes.
 
+use super::fetch_queue::FetchedMessage;
+
 /// A message's headers as raw bytes. rdkafka's own header reader panics on
 /// a key that is not UTF-8, which any producer may send; weir keeps such a
 /// key as it is.
@@ -10,12 +12,25 @@ pub(crate) struct RawHeaders<'m> {
 }
 
 impl<'m> RawHeaders<'m> {
+    /// The headers of a message `poll` lent.
     pub(crate) fn of(message: &'m rdkafka::message::BorrowedMessage<'_>) -> Self {
+        // SAFETY: the message is valid while borrowed
+        unsafe { Self::of_ptr(message.ptr()) }
+    }
+
+    /// The headers of a message a batch call took.
+    pub(crate) fn of_fetched(message: &FetchedMessage<'m>) -> Self {
+        // SAFETY: the message is valid for 'm
+        unsafe { Self::of_ptr(message.ptr()) }
+    }
+
+    /// # Safety
+    /// `message` must stay valid for `'m`.
+    unsafe fn of_ptr(message: *const rdkafka::bindings::rd_kafka_message_t) -> Self {
         let mut headers = std::ptr::null_mut();
-        // SAFETY: the message is valid while borrowed; librdkafka fills
-        // `headers` with a pointer owned by the message, or leaves it null.
-        let err =
-            unsafe { rdkafka::bindings::rd_kafka_message_headers(message.ptr(), &mut headers) };
+        // SAFETY: librdkafka fills `headers` with a pointer owned by the
+        // message, or leaves it null.
+        let err = unsafe { rdkafka::bindings::rd_kafka_message_headers(message, &mut headers) };
         if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             headers = std::ptr::null_mut();
         }

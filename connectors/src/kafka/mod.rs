@@ -19,6 +19,7 @@
 pub mod config;
 mod connector;
 mod context;
+mod fetch_queue;
 mod headers;
 mod metadata;
 mod partitions;

@@ -1,5 +1,7 @@
-//! The consumer thread: polls librdkafka, gathers messages per partition
-//! (max events, max bytes, max wait) and sends each batch to the connector.
+//! The consumer thread: takes messages from librdkafka a batch call at a
+//! time (`fetch_queue.rs`), serves the consumer's events (rebalances) with
+//! `poll`, gathers messages per partition (max events, max bytes, max
+//! wait) and sends each batch to the connector.
 //!
 //! A thread of its own because librdkafka's poll blocks and calls the
 //! rebalance callback, which waits for the source driver: on the runtime
@@ -18,18 +20,17 @@ use weir_engine::batch_wait::BatchWait;
 use weir_engine::{Error, Result};
 
 use super::context::{KafkaContext, Message};
+use super::fetch_queue::FetchQueue;
 use super::headers::RawHeaders;
 use super::partitions::LastId;
 use super::staging::Staging;
 use crate::control::now_ms;
 
-/// How often the loop looks at the clock and the stop flag while messages
-/// keep coming.
-const HOUSEKEEPING_EVERY: u32 = 256;
 /// Longest poll when nothing is due.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// How long the loop waits before it looks again at a full channel (and
-/// at whether the batch's partition was paused meanwhile).
+/// How long the loop waits before it looks again at a full channel or at a
+/// partition whose last batch the driver is handling (and at whether the
+/// partition was paused meanwhile).
 const CHANNEL_FULL_WAIT: Duration = Duration::from_micros(100);
 
 /// The consumer thread's state.
@@ -46,6 +47,9 @@ pub(crate) struct Poller {
     pub(crate) max_bytes: usize,
     /// How long a partial batch waits (adaptive with a latency target).
     pub(crate) wait: Arc<BatchWait>,
+    /// Partitions whose messages are dropped until the connector has
+    /// sought them back (see [`Poller::gather`]).
+    pub(crate) gaps: Vec<u32>,
 }
 
 impl Poller {
@@ -66,98 +70,176 @@ impl Poller {
     }
 
     fn poll_loop(&mut self) -> Result<()> {
-        let mut since_housekeeping = 0u32;
-        let mut flowing = false;
         // one reference for the whole loop (the messages borrow it while
         // `self` is borrowed mutably), not an atomic add and sub per poll
         let consumer = Arc::clone(&self.consumer);
+        let mut fetch = FetchQueue::new(&consumer);
+        let result = self.fetch_loop(&consumer, &mut fetch);
+        // before the consumer's close: the partitions go back to its queue
+        drop(fetch);
+        result
+    }
+
+    fn fetch_loop(
+        &mut self,
+        consumer: &BaseConsumer<KafkaContext>,
+        fetch: &mut FetchQueue,
+    ) -> Result<()> {
+        let mut flowing = false;
         loop {
-            // while messages flow, poll without waiting (and without
-            // computing a timeout); once the queue is empty, wait until the
-            // oldest staged batch is due
-            let timeout = if flowing {
-                Duration::ZERO
-            } else {
-                self.poll_timeout()
-            };
-            let message = consumer.poll(timeout);
-            flowing = matches!(message, Some(Ok(_)));
-            let rebalanced = &self.context().rebalanced;
-            if rebalanced.load(Ordering::Relaxed) && rebalanced.swap(false, Ordering::Acquire) {
-                self.apply_rebalance();
-            }
-            let mut housekeeping = true;
-            match message {
-                None => {}
-                Some(Err(e)) => {
-                    // a fatal error (e.g. a fenced static member) ends
-                    // consumption for good: fail rather than look healthy
-                    if let Some((code, reason)) = consumer.client().fatal_error() {
-                        return Err(Error::external(format!(
-                            "kafka source `{}`: fatal consumer error {code:?}: {reason}",
-                            self.context().name
-                        )));
+            // the consumer queue first: rebalances (served by `poll`, which
+            // runs the callbacks) and what was fetched for a partition
+            // before it was forwarded, which comes before the rest of it
+            while fetch.consumer_queue_pending() {
+                match consumer.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        let id = self.id_of(consumer, m.topic(), m.partition());
+                        let offset = u64::try_from(m.offset()).unwrap_or(0);
+                        let ts = m.timestamp().to_millis().unwrap_or(0);
+                        self.gather(id, m.key(), m.payload(), RawHeaders::of(&m), ts, offset);
                     }
-                    if let rdkafka::error::KafkaError::MessageConsumptionFatal(code) = e {
+                    Some(Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code))) => {
                         return Err(Error::external(format!(
                             "kafka source `{}`: fatal consumer error: {code:?}",
                             self.context().name
                         )));
                     }
-                    tracing::warn!(source = %self.context().name, error = %e, "kafka consumer error");
+                    Some(Err(e)) => self.consumer_error(consumer, &e.to_string(), false)?,
                 }
-                Some(Ok(m)) => {
-                    let context = consumer.context();
-                    // SAFETY: `ptr` is the message librdkafka lent us for
-                    // this borrow; we read one field of it.
-                    let topic_handle = unsafe { (*m.ptr()).rkt } as usize;
-                    let id = self.last.lookup(topic_handle, m.partition(), || {
-                        KafkaContext::lock(&context.ids).id(m.topic(), m.partition())
-                    });
-                    let (max_events, max_bytes) = (self.max_events, self.max_bytes);
-                    let ts = m.timestamp().to_millis().unwrap_or(0);
-                    let offset = u64::try_from(m.offset()).unwrap_or(0);
-                    let p = self.partition(id);
-                    // after a resume librdkafka may deliver again what it
-                    // had handed over before the pause
-                    let resumed = context.is_resumed(id);
-                    let again = resumed && p.is_behind(offset);
-                    if again {
-                        tracing::warn!(source = %context.name, partition = m.partition(), offset,
-                            "librdkafka delivered a message again after a resume; dropped");
-                    } else {
-                        p.push(
-                            m.key(),
-                            m.payload(),
-                            RawHeaders::of(&m),
-                            ts,
-                            offset,
-                            Instant::now,
-                        );
-                        if resumed {
-                            context.clear_resumed(id);
-                        }
-                    }
-                    if !again
-                        && (p.len() >= max_events || p.bytes() >= max_bytes)
-                        && !context.is_paused(id)
-                    {
-                        self.send(id);
-                    }
-                    since_housekeeping += 1;
-                    housekeeping = since_housekeeping >= HOUSEKEEPING_EVERY;
-                }
+                self.apply_rebalance_if_any(fetch);
             }
-            if housekeeping {
-                since_housekeeping = 0;
-                if self.context().stop.load(Ordering::Acquire) {
-                    return Ok(());
+            self.apply_rebalance_if_any(fetch);
+            self.close_gaps();
+            // while messages flow, take what is there without waiting; once
+            // the queue is empty, wait until the oldest staged batch is due
+            // (an event on the consumer queue wakes the wait)
+            let timeout = if flowing {
+                Duration::ZERO
+            } else {
+                self.poll_timeout()
+            };
+            let fetched = fetch.fetch(timeout);
+            flowing = fetched.len() > 0;
+            for m in fetched.iter() {
+                if let Some(code) = m.error() {
+                    self.consumer_error(consumer, &format!("{code:?}"), true)?;
+                    continue;
                 }
-                self.send_due(Instant::now());
-                let staged: usize = self.partitions.iter().map(Staging::len).sum();
-                self.context().staged.store(staged, Ordering::Relaxed);
+                let id = self.last.lookup(m.topic_handle(), m.partition(), || {
+                    KafkaContext::lock(&consumer.context().ids).id(m.topic(), m.partition())
+                });
+                let offset = u64::try_from(m.offset()).unwrap_or(0);
+                let ts = m.timestamp_ms().unwrap_or(0);
+                self.gather(id, m.key(), m.payload(), RawHeaders::of_fetched(&m), ts, offset);
+            }
+            // housekeeping once per call: at most FETCH_BATCH messages apart
+            if self.context().stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            self.send_due(Instant::now());
+            let staged: usize = self.partitions.iter().map(Staging::len).sum();
+            self.context().staged.store(staged, Ordering::Relaxed);
+        }
+    }
+
+    /// The weir id of a partition, from the last message's when it is the
+    /// same.
+    fn id_of(&mut self, consumer: &BaseConsumer<KafkaContext>, topic: &str, partition: i32) -> u32 {
+        // a name lookup: only for messages polled from the consumer queue,
+        // which are few (those fetched before their partition was forwarded)
+        self.last.reset();
+        KafkaContext::lock(&consumer.context().ids).id(topic, partition)
+    }
+
+    /// A consumer error: fatal ones end consumption for good (fail rather
+    /// than look healthy), others are logged.
+    fn consumer_error(
+        &self,
+        consumer: &BaseConsumer<KafkaContext>,
+        error: &str,
+        in_batch: bool,
+    ) -> Result<()> {
+        if let Some((code, reason)) = consumer.client().fatal_error() {
+            return Err(Error::external(format!(
+                "kafka source `{}`: fatal consumer error {code:?}: {reason}",
+                self.context().name
+            )));
+        }
+        tracing::warn!(source = %self.context().name, error, in_batch, "kafka consumer error");
+        Ok(())
+    }
+
+    fn apply_rebalance_if_any(&mut self, fetch: &mut FetchQueue) {
+        let rebalanced = &self.context().rebalanced;
+        if rebalanced.load(Ordering::Relaxed) && rebalanced.swap(false, Ordering::Acquire) {
+            self.apply_rebalance(fetch);
+        }
+    }
+
+    /// Gathers one message into its partition's batch, and sends the batch
+    /// once it is full (unless the driver paused the partition).
+    ///
+    /// A paused partition whose batch is full drops the message: a batch
+    /// call can hand over up to [`FETCH_BATCH`](super::fetch_queue::FETCH_BATCH) messages of it after the
+    /// pause, and keeping them would hold that much more per partition.
+    /// librdkafka already counts them as consumed, so the connector seeks
+    /// the partition back to the batch's end before resuming it (see
+    /// [`KafkaContext::drop_while_paused`]); until then every message of it is
+    /// dropped, so a batch never skips one.
+    fn gather<'h>(
+        &mut self,
+        id: u32,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+        ts: i64,
+        offset: u64,
+    ) {
+        let (max_events, max_bytes) = (self.max_events, self.max_bytes);
+        let consumer = Arc::clone(&self.consumer);
+        let context = consumer.context();
+        if !self.gaps.is_empty() && self.gaps.contains(&id) {
+            return;
+        }
+        let p = self.partition(id);
+        // after a resume librdkafka may deliver again what it had handed
+        // over before the pause
+        let resumed = context.is_resumed(id);
+        if resumed && p.is_behind(offset) {
+            tracing::debug!(source = %context.name, partition = id, offset,
+                "librdkafka delivered a message again after a resume; dropped");
+            return;
+        }
+        let full = |p: &Staging| p.len() >= max_events || p.bytes() >= max_bytes;
+        let paused = context.is_paused(id);
+        if paused && full(p) {
+            if let Some(next) = p.next_offset() {
+                // checked again under the pause's lock: a resume that came
+                // meanwhile has no refetch to do, and the message is kept
+                if context.drop_while_paused(id, next) {
+                    self.gaps.push(id);
+                    return;
+                }
             }
         }
+        p.push(key, payload, headers, ts, offset, Instant::now);
+        if resumed {
+            context.clear_resumed(id);
+        }
+        if full(p) && !paused {
+            self.send(id);
+        }
+    }
+
+    /// Forgets the gaps of partitions the connector has sought back: every
+    /// message of them fetched from now on comes from the refetch.
+    fn close_gaps(&mut self) {
+        if self.gaps.is_empty() {
+            return;
+        }
+        let context = self.consumer.context();
+        self.gaps.retain(|&id| context.refetch_pending(id));
     }
 
     fn partition(&mut self, id: u32) -> &mut Staging {
@@ -202,21 +284,26 @@ impl Poller {
         }
     }
 
-    /// Sends a partition's staged batch to the connector once the channel
-    /// has room, unless the driver paused the partition meanwhile (then
-    /// the batch stays staged: a paused partition never has more than one
-    /// batch in the channel). The channel drains quickly: the driver parks
-    /// what a full shard refuses instead of waiting.
+    /// Sends a partition's staged batch to the connector once the driver
+    /// has handled the partition's previous batch and the channel has
+    /// room, unless the driver paused the partition meanwhile (then the
+    /// batch stays staged: a paused partition never has more than one
+    /// batch parked). Both waits are short: the driver parks what a full
+    /// shard refuses instead of waiting.
     fn send(&mut self, id: u32) {
         let consumer = Arc::clone(&self.consumer);
         let context = consumer.context();
         let permit = loop {
+            if context.is_paused(id) || context.stop.load(Ordering::Acquire) {
+                return;
+            }
+            if context.is_in_flight(id) {
+                std::thread::sleep(CHANNEL_FULL_WAIT);
+                continue;
+            }
             match context.tx.try_reserve() {
                 Ok(permit) => break permit,
                 Err(mpsc::error::TrySendError::Full(())) => {
-                    if context.is_paused(id) || context.stop.load(Ordering::Acquire) {
-                        return;
-                    }
                     std::thread::sleep(CHANNEL_FULL_WAIT);
                 }
                 Err(mpsc::error::TrySendError::Closed(())) => {
@@ -230,6 +317,7 @@ impl Poller {
             return;
         };
         context.queued.fetch_add(events.len(), Ordering::Relaxed);
+        context.sent(id);
         permit.send(Message::Batch {
             partition: id,
             events,
@@ -238,19 +326,27 @@ impl Poller {
     }
 
     /// Drops what was staged for revoked partitions (never sent: the next
-    /// owner reads it); resumes newly assigned ones.
-    fn apply_rebalance(&mut self) {
+    /// owner reads it); forwards newly assigned ones to the fetch queue and
+    /// resumes them.
+    fn apply_rebalance(&mut self, fetch: &mut FetchQueue) {
         self.last.reset();
         let changes = std::mem::take(&mut *KafkaContext::lock(&self.context().changes));
-        // librdkafka may keep a pause across a revoke and a re-assignment
         if !changes.assigned.is_empty() {
             let tpl = self.context().list_of(&changes.assigned);
+            for e in tpl.elements() {
+                fetch.forward(e.topic(), e.partition());
+            }
+            // librdkafka may keep a pause across a revoke and a
+            // re-assignment
             if let Err(e) = self.consumer.resume(&tpl) {
                 tracing::warn!(source = %self.context().name, error = %e, "kafka resume of assigned partitions failed");
             }
         }
         for id in changes.revoked.into_iter().chain(changes.assigned) {
             self.partition(id).clear();
+            self.gaps.retain(|&g| g != id);
+            self.context().forget_refetch(id);
+            self.context().handled(id);
             self.context().set_paused(&[id], false);
         }
     }

@@ -74,6 +74,7 @@ impl Source for KafkaSource {
             max_events: batch.max_events,
             max_bytes: batch.max_bytes,
             wait: ctx.batch_wait(),
+            gaps: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("weir-kafka-{name}"))

@@ -91,6 +91,12 @@ impl Staging {
     }
 
     /// Messages gathered.
+    /// The offset after the last message gathered since the partition was
+    /// assigned, if any was.
+    pub(crate) fn next_offset(&self) -> Option<u64> {
+        self.seen.then_some(self.end)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
