@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Offset;
 use tokio::sync::{mpsc, oneshot};
 use weir_engine::driver::{Connector, Input};
@@ -361,9 +363,13 @@ impl KafkaConnector {
             tpl.set_partition_offset(&topic, partition, offset)?;
         }
         let sought = self.consumer().seek_partitions(tpl, Duration::ZERO)?;
-        // per-partition errors are in the list
+        // per-partition errors are in the list; "in progress" is how a
+        // seek that does not wait says it was started
         for e in sought.elements() {
-            e.error()?;
+            match e.error() {
+                Ok(()) | Err(KafkaError::OffsetFetch(RDKafkaErrorCode::InProgress)) => {}
+                Err(err) => return Err(err),
+            }
         }
         Ok(())
     }
