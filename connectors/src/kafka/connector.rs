@@ -313,7 +313,6 @@ impl Connector for KafkaConnector {
                     return;
                 }
             }
-            self.context().refetch_done(partition);
             self.consumer().resume(&tpl)
         };
         if let Err(e) = result {

@@ -80,10 +80,6 @@ pub(crate) struct KafkaContext {
     /// batch the driver parked and the one being built, however far the
     /// loop had read ahead.
     paused: IdSet,
-    /// Partitions resumed since the loop last gathered a new message of
-    /// them: librdkafka may deliver again what it had handed over before
-    /// the pause, and only then is a message behind the last one a copy.
-    resumed: IdSet,
     /// Partitions with a batch sent that the driver has not finished
     /// handling (dispatching it, or parking it and pausing the partition):
     /// the loop sends a partition's next batch only after that, so a
@@ -141,7 +137,6 @@ impl KafkaContext {
             queued: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             paused: IdSet::default(),
-            resumed: IdSet::default(),
             refetch: Mutex::default(),
             in_flight: IdSet::default(),
         }
@@ -179,28 +174,12 @@ impl KafkaContext {
     }
 
     /// Unpauses partition `id` and returns the offset to seek it back to
-    /// first, if the loop dropped messages of it (the entry stays until
-    /// [`refetch_done`](Self::refetch_done)).
+    /// first, if the loop dropped messages of it.
     pub(crate) fn unpause(&self, id: u32) -> Option<u64> {
-        let (was_paused, refetch) = self.paused.update(|set| {
-            let was_paused = set.remove(&id);
-            (was_paused, Self::lock(&self.refetch).get(&id).copied())
-        });
-        if was_paused {
-            self.resumed.update(|set| set.insert(id));
-        }
-        refetch
-    }
-
-    /// Partition `id` was sought back: every message of it the loop takes
-    /// from now on comes from the refetch.
-    pub(crate) fn refetch_done(&self, id: u32) {
-        Self::lock(&self.refetch).remove(&id);
-    }
-
-    /// Whether partition `id` still waits to be sought back.
-    pub(crate) fn refetch_pending(&self, id: u32) -> bool {
-        Self::lock(&self.refetch).contains_key(&id)
+        self.paused.update(|set| {
+            set.remove(&id);
+            Self::lock(&self.refetch).remove(&id)
+        })
     }
 
     /// Forgets a refetch of a partition revoked or assigned anew.
@@ -210,30 +189,15 @@ impl KafkaContext {
 
     /// Marks partitions paused or not.
     pub(crate) fn set_paused(&self, ids: &[u32], paused: bool) {
-        for &id in ids {
-            let was_paused = self.paused.update(|set| {
+        self.paused.update(|set| {
+            for &id in ids {
                 if paused {
                     set.insert(id);
-                    false
                 } else {
-                    set.remove(&id)
+                    set.remove(&id);
                 }
-            });
-            if was_paused {
-                self.resumed.update(|set| set.insert(id));
             }
-        }
-    }
-
-    /// Whether partition `id` was resumed since the loop last gathered a
-    /// new message of it.
-    pub(crate) fn is_resumed(&self, id: u32) -> bool {
-        self.resumed.contains(id)
-    }
-
-    /// The loop gathered a new message of partition `id` after a resume.
-    pub(crate) fn clear_resumed(&self, id: u32) {
-        self.resumed.update(|set| set.remove(&id));
+        });
     }
 
     /// Whether the driver paused partition `id`.

@@ -113,7 +113,8 @@ impl FetchQueue {
     /// a message of a partition not forwarded yet.
     pub(crate) fn consumer_queue_pending(&self) -> bool {
         // SAFETY: live handle
-        !self.consumer_queue.is_null() && unsafe { rd::rd_kafka_queue_length(self.consumer_queue) } > 0
+        !self.consumer_queue.is_null()
+            && unsafe { rd::rd_kafka_queue_length(self.consumer_queue) } > 0
     }
 
     /// Destroys the last call's messages and takes up to [`FETCH_BATCH`]
@@ -254,7 +255,8 @@ impl<'q> FetchedMessage<'q> {
     pub(crate) fn key(&self) -> Option<&'q [u8]> {
         let f = self.fields();
         // SAFETY: librdkafka's key pointer and length describe the key
-        (!f.key.is_null()).then(|| unsafe { std::slice::from_raw_parts(f.key.cast::<u8>(), f.key_len) })
+        (!f.key.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(f.key.cast::<u8>(), f.key_len) })
     }
 
     /// The value, if any (none for a tombstone).

@@ -47,9 +47,9 @@ pub(crate) struct Poller {
     pub(crate) max_bytes: usize,
     /// How long a partial batch waits (adaptive with a latency target).
     pub(crate) wait: Arc<BatchWait>,
-    /// Partitions whose messages are dropped until the connector has
-    /// sought them back (see [`Poller::gather`]).
-    pub(crate) gaps: Vec<u32>,
+    /// Partitions whose messages are dropped until their refetch begins,
+    /// with the last offset dropped (see [`Poller::gather`]).
+    pub(crate) gaps: Vec<(u32, u64)>,
 }
 
 impl Poller {
@@ -110,7 +110,6 @@ impl Poller {
                 self.apply_rebalance_if_any(fetch);
             }
             self.apply_rebalance_if_any(fetch);
-            self.close_gaps();
             // while messages flow, take what is there without waiting; once
             // the queue is empty, wait until the oldest staged batch is due
             // (an event on the consumer queue wakes the wait)
@@ -131,7 +130,14 @@ impl Poller {
                 });
                 let offset = u64::try_from(m.offset()).unwrap_or(0);
                 let ts = m.timestamp_ms().unwrap_or(0);
-                self.gather(id, m.key(), m.payload(), RawHeaders::of_fetched(&m), ts, offset);
+                self.gather(
+                    id,
+                    m.key(),
+                    m.payload(),
+                    RawHeaders::of_fetched(&m),
+                    ts,
+                    offset,
+                );
             }
             // housekeeping once per call: at most FETCH_BATCH messages apart
             if self.context().stop.load(Ordering::Acquire) {
@@ -181,12 +187,14 @@ impl Poller {
     /// once it is full (unless the driver paused the partition).
     ///
     /// A paused partition whose batch is full drops the message: a batch
-    /// call can hand over up to [`FETCH_BATCH`](super::fetch_queue::FETCH_BATCH) messages of it after the
-    /// pause, and keeping them would hold that much more per partition.
-    /// librdkafka already counts them as consumed, so the connector seeks
-    /// the partition back to the batch's end before resuming it (see
-    /// [`KafkaContext::drop_while_paused`]); until then every message of it is
-    /// dropped, so a batch never skips one.
+    /// call can hand over up to [`FETCH_BATCH`](super::fetch_queue::FETCH_BATCH)
+    /// messages of it after the pause, and keeping them would hold that
+    /// much more per partition. librdkafka already counts them as
+    /// consumed, so the connector seeks the partition back to the batch's
+    /// end before it resumes it (see [`KafkaContext::drop_while_paused`]).
+    /// Until the refetch begins — a message at or before the last one
+    /// dropped: the stream went back — every message of it is dropped, so
+    /// a batch never skips one.
     fn gather<'h>(
         &mut self,
         id: u32,
@@ -199,16 +207,20 @@ impl Poller {
         let (max_events, max_bytes) = (self.max_events, self.max_bytes);
         let consumer = Arc::clone(&self.consumer);
         let context = consumer.context();
-        if !self.gaps.is_empty() && self.gaps.contains(&id) {
-            return;
+        if !self.gaps.is_empty() {
+            if let Some(i) = self.gaps.iter().position(|&(g, _)| g == id) {
+                if offset > self.gaps[i].1 {
+                    self.gaps[i].1 = offset;
+                    return;
+                }
+                self.gaps.swap_remove(i);
+            }
         }
         let p = self.partition(id);
-        // after a resume librdkafka may deliver again what it had handed
-        // over before the pause
-        let resumed = context.is_resumed(id);
-        if resumed && p.is_behind(offset) {
-            tracing::debug!(source = %context.name, partition = id, offset,
-                "librdkafka delivered a message again after a resume; dropped");
+        // a partition's messages go forward: one behind the last gathered
+        // is one librdkafka hands over again (after a resume or a seek
+        // starts fetching from an earlier position)
+        if p.is_behind(offset) {
             return;
         }
         let full = |p: &Staging| p.len() >= max_events || p.bytes() >= max_bytes;
@@ -218,28 +230,15 @@ impl Poller {
                 // checked again under the pause's lock: a resume that came
                 // meanwhile has no refetch to do, and the message is kept
                 if context.drop_while_paused(id, next) {
-                    self.gaps.push(id);
+                    self.gaps.push((id, offset));
                     return;
                 }
             }
         }
         p.push(key, payload, headers, ts, offset, Instant::now);
-        if resumed {
-            context.clear_resumed(id);
-        }
         if full(p) && !paused {
             self.send(id);
         }
-    }
-
-    /// Forgets the gaps of partitions the connector has sought back: every
-    /// message of them fetched from now on comes from the refetch.
-    fn close_gaps(&mut self) {
-        if self.gaps.is_empty() {
-            return;
-        }
-        let context = self.consumer.context();
-        self.gaps.retain(|&id| context.refetch_pending(id));
     }
 
     fn partition(&mut self, id: u32) -> &mut Staging {
@@ -344,7 +343,7 @@ impl Poller {
         }
         for id in changes.revoked.into_iter().chain(changes.assigned) {
             self.partition(id).clear();
-            self.gaps.retain(|&g| g != id);
+            self.gaps.retain(|&(g, _)| g != id);
             self.context().forget_refetch(id);
             self.context().handled(id);
             self.context().set_paused(&[id], false);
