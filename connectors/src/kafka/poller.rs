@@ -113,7 +113,9 @@ impl Poller {
             // while messages flow, take what is there without waiting; once
             // the queue is empty, wait until the oldest staged batch is due
             // (an event on the consumer queue wakes the wait)
-            let timeout = if flowing {
+            // (a rebalance served above can leave more on the consumer
+            // queue: then no wait either)
+            let timeout = if flowing || fetch.consumer_queue_pending() {
                 Duration::ZERO
             } else {
                 self.poll_timeout()
