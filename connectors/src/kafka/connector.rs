@@ -296,7 +296,7 @@ impl Connector for KafkaConnector {
         // librdkafka drops the partition's prefetched messages at a pause
         // and fetches again from the last one handed over at the resume
         let result = if paused {
-            self.context().set_paused(&[partition], true);
+            self.context().pause(partition);
             self.consumer().pause(&tpl)
         } else {
             if let Some(next) = self.context().unpause(partition) {

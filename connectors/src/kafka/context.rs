@@ -174,7 +174,8 @@ impl KafkaContext {
     }
 
     /// Unpauses partition `id` and returns the offset to seek it back to
-    /// first, if the loop dropped messages of it.
+    /// first, if the loop dropped messages of it (for a partition revoked
+    /// or assigned anew: forgets it).
     pub(crate) fn unpause(&self, id: u32) -> Option<u64> {
         self.paused.update(|set| {
             set.remove(&id);
@@ -182,22 +183,9 @@ impl KafkaContext {
         })
     }
 
-    /// Forgets a refetch of a partition revoked or assigned anew.
-    pub(crate) fn forget_refetch(&self, id: u32) {
-        Self::lock(&self.refetch).remove(&id);
-    }
-
-    /// Marks partitions paused or not.
-    pub(crate) fn set_paused(&self, ids: &[u32], paused: bool) {
-        self.paused.update(|set| {
-            for &id in ids {
-                if paused {
-                    set.insert(id);
-                } else {
-                    set.remove(&id);
-                }
-            }
-        });
+    /// Marks partition `id` paused.
+    pub(crate) fn pause(&self, id: u32) {
+        self.paused.update(|set| set.insert(id));
     }
 
     /// Whether the driver paused partition `id`.

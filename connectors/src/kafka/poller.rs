@@ -151,8 +151,7 @@ impl Poller {
         }
     }
 
-    /// The weir id of a partition, from the last message's when it is the
-    /// same.
+    /// The weir id of a polled message's partition, looked up by name.
     fn id_of(&mut self, consumer: &BaseConsumer<KafkaContext>, topic: &str, partition: i32) -> u32 {
         // a name lookup: only for messages polled from the consumer queue,
         // which are few (those fetched before their partition was forwarded)
@@ -207,8 +206,6 @@ impl Poller {
         offset: u64,
     ) {
         let (max_events, max_bytes) = (self.max_events, self.max_bytes);
-        let consumer = Arc::clone(&self.consumer);
-        let context = consumer.context();
         if !self.gaps.is_empty() {
             if let Some(i) = self.gaps.iter().position(|&(g, _)| g == id) {
                 if offset > self.gaps[i].1 {
@@ -218,7 +215,9 @@ impl Poller {
                 self.gaps.swap_remove(i);
             }
         }
-        let p = self.partition(id);
+        // borrowed field by field: no reference count taken per message
+        let context = self.consumer.context();
+        let p = staging_of(&mut self.partitions, id);
         // a partition's messages go forward: one behind the last gathered
         // is one librdkafka hands over again (after a resume or a seek
         // starts fetching from an earlier position)
@@ -241,14 +240,6 @@ impl Poller {
         if full(p) && !paused {
             self.send(id);
         }
-    }
-
-    fn partition(&mut self, id: u32) -> &mut Staging {
-        let i = id as usize;
-        if i >= self.partitions.len() {
-            self.partitions.resize_with(i + 1, Staging::default);
-        }
-        &mut self.partitions[i]
     }
 
     /// Until the oldest staged batch of a partition not paused is due,
@@ -344,11 +335,19 @@ impl Poller {
             }
         }
         for id in changes.revoked.into_iter().chain(changes.assigned) {
-            self.partition(id).clear();
+            staging_of(&mut self.partitions, id).clear();
             self.gaps.retain(|&(g, _)| g != id);
-            self.context().forget_refetch(id);
             self.context().handled(id);
-            self.context().set_paused(&[id], false);
+            self.context().unpause(id);
         }
     }
+}
+
+/// Partition `id`'s staging, made on first use.
+fn staging_of(partitions: &mut Vec<Staging>, id: u32) -> &mut Staging {
+    let i = id as usize;
+    if i >= partitions.len() {
+        partitions.resize_with(i + 1, Staging::default);
+    }
+    &mut partitions[i]
 }
