@@ -291,32 +291,36 @@ impl Connector for KafkaConnector {
     }
 
     fn pause(&mut self, partition: u32, paused: bool) {
-        let tpl = self.context().list_of(&[partition]);
         tracing::debug!(source = %self.context().name, partition, paused, "kafka partition pause/resume");
-        // librdkafka drops the partition's prefetched messages at a pause
-        // and fetches again from the last one handed over at the resume
-        let result = if paused {
+        // a pause is weir's only: librdkafka would drop the partition's
+        // prefetched messages and fetch them again at the resume, which
+        // under steady backpressure (a pause per batch) costs more than
+        // the work. The consumer thread waits a little for the resume and
+        // only then holds the partition in librdkafka too (`poller.rs`).
+        if paused {
             self.context().pause(partition);
-            self.consumer().pause(&tpl)
-        } else {
-            if let Some(next) = self.context().unpause(partition) {
-                // the consumer thread dropped messages of it while it was
-                // paused: fetch again from the first one dropped (a seek
-                // drops whatever librdkafka still holds of it from before)
-                if let Err(e) = self.seek(partition, next) {
-                    // resuming without it would skip what was dropped: the
-                    // source fails instead (nothing past it is committed)
-                    self.failed = Some(Error::external(format!(
-                        "kafka source `{}`: seeking partition {partition} back to offset {next} before resuming it: {e}",
-                        self.context().name
-                    )));
-                    return;
-                }
-            }
-            self.consumer().resume(&tpl)
+            return;
+        }
+        let Some(refetch) = self.context().unpause(partition) else {
+            return;
         };
-        if let Err(e) = result {
-            tracing::warn!(source = %self.context().name, partition, error = %e, paused, "kafka pause/resume failed");
+        if let Some(next) = refetch {
+            // the consumer thread dropped messages of it while it was
+            // held: fetch again from the first one dropped (a seek drops
+            // whatever librdkafka still holds of it from before)
+            if let Err(e) = self.seek(partition, next) {
+                // resuming without it would skip what was dropped: the
+                // source fails instead (nothing past it is committed)
+                self.failed = Some(Error::external(format!(
+                    "kafka source `{}`: seeking partition {partition} back to offset {next} before resuming it: {e}",
+                    self.context().name
+                )));
+                return;
+            }
+        }
+        let tpl = self.context().list_of(&[partition]);
+        if let Err(e) = self.consumer().resume(&tpl) {
+            tracing::warn!(source = %self.context().name, partition, error = %e, "kafka resume failed");
         }
     }
 

@@ -85,10 +85,25 @@ pub(crate) struct KafkaContext {
     /// the loop sends a partition's next batch only after that, so a
     /// partition the driver pauses has at most one batch parked.
     in_flight: IdSet,
-    /// Paused partitions whose messages the loop dropped, with the offset
-    /// to fetch them again from: the connector seeks there before it
-    /// resumes them. Locked only when a paused partition overflows.
-    refetch: Mutex<HashMap<u32, u64>>,
+    /// Paused partitions the loop also paused in librdkafka (held: it
+    /// stopped waiting for their resume), with the offset to fetch them
+    /// again from if it dropped messages of them: the connector seeks
+    /// there and resumes them in librdkafka. Changed only under the lock
+    /// of [`paused`](Self::paused).
+    held: Mutex<HashMap<u32, Option<u64>>>,
+}
+
+/// Where a partition stands with respect to the driver's backpressure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PauseState {
+    /// Not paused: its batches are sent.
+    Running,
+    /// Paused by the driver: its batches stay staged, and librdkafka still
+    /// fetches it (a pause there would drop what it prefetched, to be
+    /// fetched again at the resume).
+    Paused,
+    /// Paused in librdkafka too: the loop stopped waiting for the resume.
+    Held,
 }
 
 /// A set of partition ids that the consumer loop asks about for every
@@ -137,7 +152,7 @@ impl KafkaContext {
             queued: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             paused: IdSet::default(),
-            refetch: Mutex::default(),
+            held: Mutex::default(),
             in_flight: IdSet::default(),
         }
     }
@@ -158,32 +173,51 @@ impl KafkaContext {
         self.in_flight.contains(id)
     }
 
-    /// The loop is about to drop a message of partition `id`, whose batch
-    /// is full, because the partition is paused: records that it must be
-    /// fetched again from `next`. Checked under the pause's lock, so a
-    /// resume either comes first (then this returns false and the message
-    /// is kept) or finds the offset to seek to.
-    pub(crate) fn drop_while_paused(&self, id: u32, next: u64) -> bool {
+    /// The loop stopped waiting for paused partition `id` to resume: pauses
+    /// it in librdkafka too (`pause_client`, called under the pause's lock
+    /// so that a resume comes either before it, and this returns false, or
+    /// after it and resumes it in librdkafka).
+    pub(crate) fn hold(&self, id: u32, pause_client: impl FnOnce()) -> bool {
         self.paused.update(|set| {
             let paused = set.contains(&id);
             if paused {
-                Self::lock(&self.refetch).entry(id).or_insert(next);
+                Self::lock(&self.held).entry(id).or_insert_with(|| {
+                    pause_client();
+                    None
+                });
             }
             paused
         })
     }
 
-    /// Unpauses partition `id` and returns the offset to seek it back to
-    /// first, if the loop dropped messages of it (for a partition revoked
-    /// or assigned anew: forgets it).
-    pub(crate) fn unpause(&self, id: u32) -> Option<u64> {
+    /// The loop is about to drop a message of held partition `id`, whose
+    /// batch is full: records that it must be fetched again from `next`.
+    /// Checked under the pause's lock, so a resume either comes first
+    /// (then this returns false and the message is kept) or finds the
+    /// offset to seek to.
+    pub(crate) fn drop_while_paused(&self, id: u32, next: u64) -> bool {
         self.paused.update(|set| {
-            set.remove(&id);
-            Self::lock(&self.refetch).remove(&id)
+            let paused = set.contains(&id);
+            if paused {
+                let mut held = Self::lock(&self.held);
+                held.entry(id).or_default().get_or_insert(next);
+            }
+            paused
         })
     }
 
-    /// Marks partition `id` paused.
+    /// Unpauses partition `id`. `None` if the loop never held it (nothing
+    /// to do in librdkafka); else it must be resumed there, after a seek
+    /// back to the offset returned, if the loop dropped messages of it
+    /// (for a partition revoked or assigned anew: forgets it).
+    pub(crate) fn unpause(&self, id: u32) -> Option<Option<u64>> {
+        self.paused.update(|set| {
+            set.remove(&id);
+            Self::lock(&self.held).remove(&id)
+        })
+    }
+
+    /// Marks partition `id` paused (in weir only: see [`PauseState`]).
     pub(crate) fn pause(&self, id: u32) {
         self.paused.update(|set| set.insert(id));
     }
@@ -191,6 +225,18 @@ impl KafkaContext {
     /// Whether the driver paused partition `id`.
     pub(crate) fn is_paused(&self, id: u32) -> bool {
         self.paused.contains(id)
+    }
+
+    /// Partition `id`'s pause state.
+    pub(crate) fn pause_state(&self, id: u32) -> PauseState {
+        if !self.paused.contains(id) {
+            return PauseState::Running;
+        }
+        if Self::lock(&self.held).contains_key(&id) {
+            PauseState::Held
+        } else {
+            PauseState::Paused
+        }
     }
 
     /// Locks a mutex that a panic elsewhere may have poisoned (the data is

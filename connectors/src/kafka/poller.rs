@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use weir_engine::batch_wait::BatchWait;
 use weir_engine::{Error, Result};
 
-use super::context::{KafkaContext, Message};
+use super::context::{KafkaContext, Message, PauseState};
 use super::fetch_queue::FetchQueue;
 use super::headers::RawHeaders;
 use super::partitions::LastId;
@@ -32,6 +32,13 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// partition whose last batch the driver is handling (and at whether the
 /// partition was paused meanwhile).
 const CHANNEL_FULL_WAIT: Duration = Duration::from_micros(100);
+
+/// How long the loop waits for a paused partition's resume before it holds
+/// the partition (pauses it in librdkafka) and goes on with the others.
+const PAUSE_PATIENCE: Duration = Duration::from_millis(50);
+/// How long a held partition is held again at once at its next pause,
+/// without the loop waiting for it.
+const HELD_MEMORY: Duration = Duration::from_secs(1);
 
 /// The consumer thread's state.
 pub(crate) struct Poller {
@@ -50,6 +57,9 @@ pub(crate) struct Poller {
     /// Partitions whose messages are dropped until their refetch begins,
     /// with the last offset dropped (see [`Poller::gather`]).
     pub(crate) gaps: Vec<(u32, u64)>,
+    /// When each partition's (by id) last wait for its resume that ran out
+    /// began.
+    pub(crate) held_at: Vec<Option<Instant>>,
 }
 
 impl Poller {
@@ -187,7 +197,14 @@ impl Poller {
     /// Gathers one message into its partition's batch, and sends the batch
     /// once it is full (unless the driver paused the partition).
     ///
-    /// A paused partition whose batch is full drops the message: a batch
+    /// A message of a paused partition whose batch is full waits (and the
+    /// whole loop with it) for the resume, up to [`PAUSE_PATIENCE`]: under
+    /// steady backpressure every shard is about as busy, the resume comes
+    /// within a batch's work, and reading on would only pile messages up.
+    /// A partition not resumed by then is held: paused in librdkafka too
+    /// (see [`Poller::hold`]), and the loop goes on with the others.
+    ///
+    /// A held partition whose batch is full drops the message: a batch
     /// call can hand over up to [`FETCH_BATCH`](super::fetch_queue::FETCH_BATCH)
     /// messages of it after the pause, and keeping them would hold that
     /// much more per partition. librdkafka already counts them as
@@ -215,8 +232,7 @@ impl Poller {
                 self.gaps.swap_remove(i);
             }
         }
-        // borrowed field by field: no reference count taken per message
-        let context = self.consumer.context();
+        let full = |p: &Staging| p.len() >= max_events || p.bytes() >= max_bytes;
         let p = staging_of(&mut self.partitions, id);
         // a partition's messages go forward: one behind the last gathered
         // is one librdkafka hands over again (after a resume or a seek
@@ -224,22 +240,98 @@ impl Poller {
         if p.is_behind(offset) {
             return;
         }
-        let full = |p: &Staging| p.len() >= max_events || p.bytes() >= max_bytes;
-        let paused = context.is_paused(id);
-        if paused && full(p) {
-            if let Some(next) = p.next_offset() {
+        let mut paused = false;
+        if full(p) {
+            let state = self.consumer.context().pause_state(id);
+            paused = state != PauseState::Running;
+            if state == PauseState::Running {
+                // resumed with its batch still staged: that goes first
+                self.send(id);
+            } else if state == PauseState::Paused && self.wait_for_resume(id) {
+                // the full batch went out: this message starts the next
+                paused = false;
+            } else if paused {
+                let next = self.partitions[id as usize].next_offset();
                 // checked again under the pause's lock: a resume that came
                 // meanwhile has no refetch to do, and the message is kept
-                if context.drop_while_paused(id, next) {
-                    self.gaps.push((id, offset));
-                    return;
+                if let Some(next) = next {
+                    if self.consumer.context().drop_while_paused(id, next) {
+                        self.gaps.push((id, offset));
+                        return;
+                    }
                 }
             }
         }
+        let p = &mut self.partitions[id as usize];
         p.push(key, payload, headers, ts, offset, Instant::now);
         if full(p) && !paused {
             self.send(id);
         }
+    }
+
+    /// Waits for paused partition `id`'s resume, up to [`PAUSE_PATIENCE`]
+    /// (not at all if a wait of it ran out less than [`HELD_MEMORY`] ago: a
+    /// partition whose shard is that much slower than the others must not
+    /// stall them at every pause). Resumed: sends its full batch and
+    /// returns true. Else holds it.
+    fn wait_for_resume(&mut self, id: u32) -> bool {
+        let now = Instant::now();
+        let slow = self
+            .held_at
+            .get(id as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|at| now < at + HELD_MEMORY);
+        if !slow {
+            let deadline = now + PAUSE_PATIENCE;
+            loop {
+                let context = self.consumer.context();
+                if !context.is_paused(id) {
+                    self.send(id);
+                    return true;
+                }
+                if context.stop.load(Ordering::Acquire) || Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(CHANNEL_FULL_WAIT);
+            }
+        }
+        if !slow {
+            // remembered from the wait that ran out, not renewed by the
+            // holds at once that follow: a partition gets its patience back
+            // after HELD_MEMORY, however often it was paused meanwhile
+            self.ran_out(id, now);
+        }
+        if self.hold(id) {
+            return false;
+        }
+        // resumed meanwhile
+        self.send(id);
+        true
+    }
+
+    /// Remembers that partition `id`'s wait for its resume, begun at `at`,
+    /// ran out.
+    fn ran_out(&mut self, id: u32, at: Instant) {
+        let i = id as usize;
+        if i >= self.held_at.len() {
+            self.held_at.resize(i + 1, None);
+        }
+        self.held_at[i] = Some(at);
+    }
+
+    /// Pauses partition `id` in librdkafka too, unless the driver resumed
+    /// it meanwhile (then returns false).
+    fn hold(&mut self, id: u32) -> bool {
+        tracing::debug!(source = %self.context().name, partition = id, "kafka partition held: paused in librdkafka too");
+        let consumer = &self.consumer;
+        let context = consumer.context();
+        context.hold(id, || {
+            let tpl = context.list_of(&[id]);
+            if let Err(e) = consumer.pause(&tpl) {
+                tracing::warn!(source = %context.name, partition = id, error = %e, "kafka pause failed");
+            }
+        })
     }
 
     /// Until the oldest staged batch of a partition not paused is due,
@@ -337,6 +429,9 @@ impl Poller {
         for id in changes.revoked.into_iter().chain(changes.assigned) {
             staging_of(&mut self.partitions, id).clear();
             self.gaps.retain(|&(g, _)| g != id);
+            if let Some(at) = self.held_at.get_mut(id as usize) {
+                *at = None;
+            }
             self.context().handled(id);
             self.context().unpause(id);
         }

@@ -75,6 +75,7 @@ impl Source for KafkaSource {
             max_bytes: batch.max_bytes,
             wait: ctx.batch_wait(),
             gaps: Vec::new(),
+            held_at: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("weir-kafka-{name}"))

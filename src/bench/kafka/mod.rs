@@ -64,16 +64,24 @@ pub fn run(name: &str, args: &BenchArgs) -> Result<BenchReport, String> {
     let b = broker.address.as_str();
     let id = raw::unique();
     let input = format!("weir-bench-in-{id}");
-    raw::create_topic(b, &input, PARTITIONS)?;
-    eprintln!("{name}: preloading {events} events into {input} ({PARTITIONS} partitions)…");
-    raw::preload(b, &input, events)?;
-    match name {
-        "kafka" => to_blackhole(b, &input, events, shards, &id),
-        "kafka-scale" => scale::run(b, &input, events, PARTITIONS, &id),
-        "kafka-exactly-once" => exactly_once::run(b, &input, events, shards, &id),
-        "kafka-streams" => streams::run(b, &input, events, &id),
-        _ => to_kafka(b, &input, events, shards, &id, args.latency_rate),
+    let report = raw::create_topic(b, &input, PARTITIONS).and_then(|()| {
+        eprintln!("{name}: preloading {events} events into {input} ({PARTITIONS} partitions)…");
+        raw::preload(b, &input, events)?;
+        match name {
+            "kafka" => to_blackhole(b, &input, events, shards, &id),
+            "kafka-scale" => scale::run(b, &input, events, PARTITIONS, &id),
+            "kafka-exactly-once" => exactly_once::run(b, &input, events, shards, &id),
+            "kafka-streams" => streams::run(b, &input, events, &id),
+            _ => to_kafka(b, &input, events, shards, &id, args.latency_rate),
+        }
+    });
+    // the run's topics go, whatever its outcome (a dev broker started for
+    // the run is removed with its directory anyway)
+    match raw::delete_topics_of_run(b, &id) {
+        Ok(n) => eprintln!("{name}: deleted the run's {n} topics"),
+        Err(e) => eprintln!("{name}: could not delete the run's topics: {e}"),
     }
+    report
 }
 
 pub(super) use super::report::{cpu_seconds, ns_per_event};

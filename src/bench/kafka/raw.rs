@@ -28,7 +28,70 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(),
     for r in results {
         r.map_err(|(t, e)| format!("creating topic {t}: {e}"))?;
     }
-    Ok(())
+    // created on the controller: a broker's metadata can lag behind it, and
+    // a sink opened in that window finds no topic
+    let lister: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = lister
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|m| {
+                m.topics()
+                    .first()
+                    .map(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
+            })
+            .unwrap_or(false);
+        if seen {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "topic {topic} was created but its metadata did not show it within 30 s"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Deletes every topic whose name starts with `weir-bench-` and holds the
+/// run id `id`: a benchmark against a long-lived broker must not leave its
+/// gigabytes behind at every run.
+pub fn delete_topics_of_run(bootstrap: &str, id: &str) -> Result<usize, String> {
+    let config = {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap);
+        c
+    };
+    let lister: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let metadata = lister
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| format!("listing topics: {e}"))?;
+    let names: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|n| n.starts_with("weir-bench-") && n.contains(id))
+        .collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let results = rt
+        .block_on(admin.delete_topics(&refs, &AdminOptions::new()))
+        .map_err(|e| format!("deleting topics: {e}"))?;
+    for r in results {
+        r.map_err(|(t, e)| format!("deleting topic {t}: {e}"))?;
+    }
+    Ok(names.len())
 }
 
 /// A producer tuned for bulk loading.
