@@ -89,6 +89,12 @@ fn sixty_four_partitions_into_a_stalled_sink_stay_within_the_memory_bound() {
         metric("weir_source_pauses_total{source=\"in\"}") >= 1.0,
         "the source never met a full shard"
     );
+    // a stalled shard never makes room within the source's patience: its
+    // partitions end up paused in librdkafka too
+    assert!(
+        metric("weir_kafka_partition_holds_total{source=\"in\"}") >= 1.0,
+        "no partition of a stalled shard was held"
+    );
     assert!(stall_sink::written().is_empty());
 
     // release: everything flows, once

@@ -90,6 +90,10 @@ pub mod names {
     /// Kafka partitions revoked or assigned, by `source` and `kind`
     /// (`revoke`, `assign`).
     pub const KAFKA_REBALANCES: &str = "weir_kafka_rebalances_total";
+    /// Kafka partitions paused in librdkafka too because their shard did
+    /// not make room within the source's patience (50 ms): a shard slower
+    /// than the others, or stalled; by `source`.
+    pub const KAFKA_PARTITION_HOLDS: &str = "weir_kafka_partition_holds_total";
     /// Records a Kafka sink could not deliver (after librdkafka's own
     /// retries), by `sink`.
     pub const KAFKA_DELIVERY_ERRORS: &str = "weir_kafka_delivery_errors_total";
@@ -147,6 +151,7 @@ pub mod names {
         END_TO_END_LATENCY,
         KAFKA_CONSUMER_LAG,
         KAFKA_REBALANCES,
+        KAFKA_PARTITION_HOLDS,
         KAFKA_DELIVERY_ERRORS,
         NATS_SLOW_CONSUMER,
         JETSTREAM_REDELIVERIES,

@@ -17,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use tokio::sync::mpsc;
 use weir_engine::batch_wait::BatchWait;
+use weir_engine::telemetry::names;
 use weir_engine::{Error, Result};
 
 use super::context::{KafkaContext, Message, PauseState};
@@ -326,12 +327,19 @@ impl Poller {
         tracing::debug!(source = %self.context().name, partition = id, "kafka partition held: paused in librdkafka too");
         let consumer = &self.consumer;
         let context = consumer.context();
-        context.hold(id, || {
+        let mut paused_now = false;
+        let held = context.hold(id, || {
+            paused_now = true;
             let tpl = context.list_of(&[id]);
             if let Err(e) = consumer.pause(&tpl) {
                 tracing::warn!(source = %context.name, partition = id, error = %e, "kafka pause failed");
             }
-        })
+        });
+        if paused_now {
+            metrics::counter!(names::KAFKA_PARTITION_HOLDS, "source" => context.name.clone())
+                .increment(1);
+        }
+        held
     }
 
     /// Until the oldest staged batch of a partition not paused is due,
