@@ -324,7 +324,6 @@ impl Poller {
     /// Pauses partition `id` in librdkafka too, unless the driver resumed
     /// it meanwhile (then returns false).
     fn hold(&mut self, id: u32) -> bool {
-        tracing::debug!(source = %self.context().name, partition = id, "kafka partition held: paused in librdkafka too");
         let consumer = &self.consumer;
         let context = consumer.context();
         let mut paused_now = false;
@@ -336,6 +335,7 @@ impl Poller {
             }
         });
         if paused_now {
+            tracing::debug!(source = %context.name, partition = id, "kafka partition held: paused in librdkafka too");
             metrics::counter!(names::KAFKA_PARTITION_HOLDS, "source" => context.name.clone())
                 .increment(1);
         }
