@@ -9,10 +9,12 @@
 //! value = "prod"          # any TOML value: string, number, table, array…
 //! ```
 //!
-//! The value is parsed with serde_json, entry by entry: keys are decoded
-//! and the other fields' values are copied through as raw JSON text (never
-//! decoded), then the object is written back compactly with the field set
-//! (replaced in place if present, else appended). All of a batch's new
+//! The value is parsed with serde_json, entry by entry: keys are read (a
+//! key without escapes is copied as it was spelled, one with escapes is
+//! decoded and written again) and the other fields' values are copied
+//! through as raw JSON text (validated, never decoded), then the object is
+//! written back compactly with the field set (replaced in place if
+//! present, else appended). All of a batch's new
 //! values share one buffer. Values that are not JSON objects fail.
 
 use std::borrow::Cow;
@@ -171,7 +173,18 @@ impl<'de> Visitor<'de> for RewriteObject<'_> {
                 out.extend_from_slice(self.entry);
                 replaced = true;
             } else {
-                serde_json::to_writer(out.writer(), &*key).map_err(de::Error::custom)?;
+                match key {
+                    // borrowed: the input spelled it without escapes, so
+                    // its text is already the compact JSON string
+                    Cow::Borrowed(key) => {
+                        out.put_u8(b'"');
+                        out.extend_from_slice(key.as_bytes());
+                        out.put_u8(b'"');
+                    }
+                    Cow::Owned(key) => {
+                        serde_json::to_writer(out.writer(), &key).map_err(de::Error::custom)?;
+                    }
+                }
                 out.put_u8(b':');
                 out.extend_from_slice(value.get().as_bytes());
             }

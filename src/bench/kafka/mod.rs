@@ -174,12 +174,19 @@ fn to_kafka(
     // and 8 ms / 36 ms for the next two): one run warms it, not measured
     eprintln!("kafka-to-kafka: warming the broker up with a latency run (not measured)…");
     latency_at(b, rate, Copier::Raw, &format!("{id}-warm"))?;
-    let latency = latency_at(b, rate, Copier::Weir(shards, None), id)?;
+    let weir = |latency_target, step| Copier::Weir {
+        shards,
+        latency_target,
+        step,
+    };
+    let latency = latency_at(b, rate, weir(None, true), id)?;
     eprintln!(
         "kafka-to-kafka: the same latency run with batch.latency_target = {:?}…",
         ADAPTIVE_TARGET
     );
-    let adaptive = latency_at(b, rate, Copier::Weir(shards, Some(ADAPTIVE_TARGET)), id)?;
+    let adaptive = latency_at(b, rate, weir(Some(ADAPTIVE_TARGET), true), id)?;
+    eprintln!("kafka-to-kafka: the same latency run without the step (kafka → kafka)…");
+    let no_step = latency_at(b, rate, weir(None, false), id)?;
     eprintln!("kafka-to-kafka: the same latency run through the raw copy loop…");
     let raw_latency = latency_at(b, rate, Copier::Raw, id)?;
     let mut report = run.report(
@@ -213,11 +220,13 @@ fn to_kafka(
         "latency_adaptive_inside_p99_us".into(),
         json!(adaptive.inside_p99_us),
     );
+    extra.insert("latency_no_step_p50_us".into(), json!(no_step.p50_us));
+    extra.insert("latency_no_step_p99_us".into(), json!(no_step.p99_us));
     extra.insert("latency_baseline_p50_us".into(), json!(raw_latency.p50_us));
     extra.insert("latency_baseline_p99_us".into(), json!(raw_latency.p99_us));
     extra.insert(
         "latency_note".into(),
-        json!(format!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec, after a {LATENCY_WARM_UP:?} warm-up that is not measured; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation; latency_adaptive_*: the same with the source's batch.latency_target = {ADAPTIVE_TARGET:?}")),
+        json!(format!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec, after a {LATENCY_WARM_UP:?} warm-up that is not measured; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation; latency_adaptive_*: the same with the source's batch.latency_target = {ADAPTIVE_TARGET:?}; latency_no_step_*: weir without the json-add-field step, as the raw loop copies")),
     );
     Ok(report)
 }
@@ -553,9 +562,17 @@ fn warm_up_copy(b: &str, input: &str, reader: &BaseConsumer) -> Result<(), Strin
 /// What copies the latency run's input topic to its output.
 #[derive(Clone, Copy)]
 enum Copier {
-    /// weir: kafka → json-add-field → kafka on this many shards, with the
-    /// source's `batch.latency_target` if set.
-    Weir(usize, Option<Duration>),
+    /// weir: kafka → json-add-field → kafka.
+    Weir {
+        /// Shards of the pipeline.
+        shards: usize,
+        /// The source's `batch.latency_target`, if set.
+        latency_target: Option<Duration>,
+        /// Whether the pipeline has its `json-add-field` step (without
+        /// it weir copies as the raw loop does, and the two latencies
+        /// compare weir's path alone).
+        step: bool,
+    },
     /// The raw consume → produce loop (keeping each record's timestamp).
     Raw,
 }
@@ -577,19 +594,32 @@ enum Running {
 impl Copier {
     fn tag(self) -> &'static str {
         match self {
-            Copier::Weir(_, None) => "weir",
-            Copier::Weir(_, Some(_)) => "weir-adaptive",
+            Copier::Weir { step: false, .. } => "weir-no-step",
+            Copier::Weir {
+                latency_target: None,
+                ..
+            } => "weir",
+            Copier::Weir { .. } => "weir-adaptive",
             Copier::Raw => "raw",
         }
     }
 
     fn start(self, b: &str, input: &str, out: &str, id: &str) -> Result<Running, String> {
         match self {
-            Copier::Weir(shards, target) => {
-                let mut config =
-                    add_field_to_kafka(b, input, out, &format!("weir-bench-lat-{id}"), shards)?;
+            Copier::Weir {
+                shards,
+                latency_target,
+                step,
+            } => {
+                let group = format!("weir-bench-lat-{id}");
+                let mut config = if step {
+                    add_field_to_kafka(b, input, out, &group, shards)?
+                } else {
+                    let sink_options = format!("brokers = \"{b}\"\ntopic = \"{out}\"\n");
+                    pipeline(b, input, &group, None, ("kafka", &sink_options), shards)?
+                };
                 for source in &mut config.sources {
-                    source.batch.latency_target = target;
+                    source.batch.latency_target = latency_target;
                 }
                 let pipeline =
                     Pipeline::build(&config, &crate::registry()).map_err(|d| d.to_string())?;
