@@ -6,8 +6,9 @@
 //! - `kafka-to-kafka`: the same topic through a trivial step
 //!   (`json-add-field`) into another topic, against a raw consume → produce
 //!   copy loop; then the end-to-end latency (record timestamp at produce →
-//!   read back from the output topic) at half of weir's maximum rate.
-//!
+//!   read back from the output topic) at half of weir's maximum rate,
+//!   through weir (with the step; with a batch latency target; without
+//!   the step) and through the raw loop, one after the other.
 //! - `kafka-scale`: the same topic read by 1, 2 and 3 `weir run`
 //!   processes in one group (see `scale.rs`).
 //! - `kafka-exactly-once`: `kafka-to-kafka` with transactions against
