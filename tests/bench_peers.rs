@@ -51,8 +51,9 @@ fn the_kafka_streams_scenario_runs_the_peer_and_weir_on_one_broker() {
 }
 
 /// `weir bench kafka-to-kafka`: the throughput run against the raw copy
-/// loop, then the latency runs (default batching, `latency_target`, the raw
-/// loop) at a low rate, each measuring what it produced after its warm-up.
+/// loop, then the latency runs (default batching, `latency_target`, no
+/// step, the raw loop, in a random order) at a low rate, each measuring
+/// what it produced after its warm-up.
 #[test]
 fn the_kafka_to_kafka_scenario_reports_latency_with_and_without_a_latency_target() {
     let rate = 2000;
@@ -72,6 +73,8 @@ fn the_kafka_to_kafka_scenario_reports_latency_with_and_without_a_latency_target
         "p99_us",
         "latency_adaptive_p50_us",
         "latency_adaptive_p99_us",
+        "latency_no_step_p50_us",
+        "latency_no_step_p99_us",
         "latency_baseline_p50_us",
         "latency_baseline_p99_us",
     ] {
@@ -80,6 +83,18 @@ fn the_kafka_to_kafka_scenario_reports_latency_with_and_without_a_latency_target
             .unwrap_or_else(|| panic!("no {key} in {last}"));
         assert!(value > 0.0, "{key} = {value} in {last}");
     }
+    let mut order: Vec<&str> = v["latency_order"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no latency_order in {last}"))
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    order.sort_unstable();
+    assert_eq!(
+        order,
+        ["raw", "weir", "weir-adaptive", "weir-no-step"],
+        "every copier ran once: {last}"
+    );
     assert!(
         v["p99_us"].as_f64() >= v["p50_us"].as_f64(),
         "p99 below p50: {last}"

@@ -234,6 +234,7 @@ mod tests {
             r#"{"env": "dev", "id": 2}"#,
             "{}",
             r#" {"a\"b": [1, 2 ], "\u00e9": 1.50} "#,
+            "{\"é/\u{7f}\": 0, \"env\" : 1}",
         ];
         let out = run_values("json-add-field", "field = 'env'\nvalue = 'prod'", &inputs).await;
         assert_eq!(
@@ -243,6 +244,7 @@ mod tests {
                 r#"{"env":"prod","id":2}"#,
                 r#"{"env":"prod"}"#,
                 r#"{"a\"b":[1, 2 ],"é":1.50,"env":"prod"}"#,
+                "{\"é/\u{7f}\":0,\"env\":\"prod\"}",
             ]
         );
         assert!(out.dead.is_empty());

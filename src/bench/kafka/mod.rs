@@ -186,19 +186,22 @@ fn to_kafka(
         weir(None, false),
         Copier::Raw,
     ];
-    // the copiers run one after the other on the same broker, and the
-    // place in that order moved a copier's p99 (the third of a series was
-    // the slowest more often than not): each run starts at another one
-    let first = latency_first_copier(copiers.len());
-    let mut runs: [Option<LatencyRun>; 4] = Default::default();
-    for i in (0..copiers.len()).map(|k| (first + k) % copiers.len()) {
+    // the copiers run one after the other on the same broker, and a
+    // copier's place in a fixed series (and the copier before it) may move
+    // its p99: each run takes them in a random order
+    let order = latency_order(copiers.len());
+    let mut runs: Vec<Option<LatencyRun>> = copiers.iter().map(|_| None).collect();
+    for &i in &order {
         eprintln!(
             "kafka-to-kafka: the latency run through {}…",
             copiers[i].describe()
         );
         runs[i] = Some(latency_at(b, rate, copiers[i], id)?);
     }
-    let [Some(latency), Some(adaptive), Some(no_step), Some(raw_latency)] = runs else {
+    let mut runs = runs.into_iter().flatten();
+    let (Some(latency), Some(adaptive), Some(no_step), Some(raw_latency)) =
+        (runs.next(), runs.next(), runs.next(), runs.next())
+    else {
         return Err("a latency run did not report".into());
     };
     let mut report = run.report(
@@ -221,9 +224,7 @@ fn to_kafka(
     extra.insert("latency_rate_events_per_sec".into(), json!(rate));
     extra.insert(
         "latency_order".into(),
-        json!((0..copiers.len())
-            .map(|k| copiers[(first + k) % copiers.len()].tag())
-            .collect::<Vec<_>>()),
+        json!(order.iter().map(|&i| copiers[i].tag()).collect::<Vec<_>>()),
     );
     extra.insert("latency_events".into(), json!(latency.measured));
     extra.insert("latency_inside_p50_us".into(), json!(latency.inside_p50_us));
@@ -244,7 +245,7 @@ fn to_kafka(
     extra.insert("latency_baseline_p99_us".into(), json!(raw_latency.p99_us));
     extra.insert(
         "latency_note".into(),
-        json!(format!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec, after a {LATENCY_WARM_UP:?} warm-up that is not measured; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation; latency_adaptive_*: the same with the source's batch.latency_target = {ADAPTIVE_TARGET:?}; latency_no_step_*: weir without the json-add-field step, as the raw loop copies; the copiers run one after the other in latency_order, which starts at another copier each run")),
+        json!(format!("p50_us/p99_us: produce timestamp to read back from the output topic, at latency_rate_events_per_sec, after a {LATENCY_WARM_UP:?} warm-up that is not measured; millisecond resolution; latency_baseline_*: the same through the raw copy loop; latency_inside_*: weir's batch dispatch to sink confirmation; latency_adaptive_*: the same with the source's batch.latency_target = {ADAPTIVE_TARGET:?}; latency_no_step_*: weir without the json-add-field step, as the raw loop copies; the copiers run one after the other in latency_order, a random order")),
     );
     Ok(report)
 }
@@ -609,13 +610,22 @@ enum Running {
     },
 }
 
-/// Which latency copier runs first: the run's process id and clock, so
-/// that over a series of runs each place is taken by each copier.
-fn latency_first_copier(copiers: usize) -> usize {
+/// A random order of `n` latency copiers (indices), seeded from the
+/// process id and the clock: a bench needs no better randomness than that.
+fn latency_order(n: usize) -> Vec<usize> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    (std::process::id() as usize + nanos as usize / 1000) % copiers
+    let mut x = (u64::from(std::process::id()) << 32 | u64::from(nanos)) | 1;
+    let mut order: Vec<usize> = (0..n).collect();
+    // Fisher–Yates with xorshift64
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    order
 }
 
 impl Copier {
