@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::kafka::Broker;
 use common::metrics::{metric, recorder as metrics};
-use rdkafka::producer::{BaseRecord, Producer};
 use weir_config::{ComponentConfig, Diagnostic, PipelineConfig};
 use weir_engine::{Event, Sink, Step, StepFactory, StepOutput};
 
@@ -95,18 +94,10 @@ fn a_stopped_shard_does_not_stop_the_other_shards_partitions() {
     // the same number of events in every partition: each shard's four
     // partitions (ids split by `shard_of`) hold half of them
     let n = 40_000usize;
-    let producer = broker.producer();
-    for i in 0..n {
-        let value = format!("{{\"id\":{i}}}");
-        let mut record = BaseRecord::<(), _>::to("in")
-            .payload(value.as_bytes())
-            .partition((i % PARTITIONS as usize) as i32);
-        while let Err((_, back)) = producer.send(record) {
-            record = back;
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    broker.produce_to_partitions(
+        "in",
+        (0..n).map(|i| ((i % PARTITIONS as usize) as i32, format!("{{\"id\":{i}}}"))),
+    );
 
     let mut registry = weir::registry();
     registry.step("stop-shard-zero", |_, _| Ok(Arc::new(StopShardZeroFactory)));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, ToBytes};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -158,16 +158,26 @@ impl Client {
             if let Some(k) = &key {
                 record = record.key(k.as_bytes());
             }
-            let mut record = record;
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-            }
+            send_when_queue_has_room(&producer, record);
+        }
+        producer
+            .flush(Duration::from_secs(60))
+            .expect("all records acknowledged");
+    }
+
+    /// Produces `records` (partition, value) to `topic`, unkeyed, and waits
+    /// until all are acknowledged.
+    pub fn produce_to_partitions(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = (i32, String)>,
+    ) {
+        let producer = self.producer();
+        for (partition, value) in records {
+            let record = BaseRecord::<(), _>::to(topic)
+                .payload(value.as_bytes())
+                .partition(partition);
+            send_when_queue_has_room(&producer, record);
         }
         producer
             .flush(Duration::from_secs(60))
@@ -290,6 +300,17 @@ impl Client {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// Sends `record`, waiting while the producer's queue is full.
+fn send_when_queue_has_room<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, K, P>,
+) {
+    while let Err((_, back)) = producer.send(record) {
+        record = back;
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

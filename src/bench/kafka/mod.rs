@@ -34,6 +34,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use weir_config::{ComponentConfig, PipelineConfig};
+use weir_connectors::template::XorShift;
 use weir_engine::{shutdown_channel, LatencyHistogram, Pipeline};
 
 use super::count_sink;
@@ -190,7 +191,7 @@ fn to_kafka(
     // copier's place in a fixed series (and the copier before it) may move
     // its p99: each run takes them in a random order
     let order = latency_order(copiers.len());
-    let mut runs: Vec<Option<LatencyRun>> = copiers.iter().map(|_| None).collect();
+    let mut runs: [Option<LatencyRun>; 4] = copiers.map(|_| None);
     for &i in &order {
         eprintln!(
             "kafka-to-kafka: the latency run through {}…",
@@ -198,10 +199,7 @@ fn to_kafka(
         );
         runs[i] = Some(latency_at(b, rate, copiers[i], id)?);
     }
-    let mut runs = runs.into_iter().flatten();
-    let (Some(latency), Some(adaptive), Some(no_step), Some(raw_latency)) =
-        (runs.next(), runs.next(), runs.next(), runs.next())
-    else {
+    let [Some(latency), Some(adaptive), Some(no_step), Some(raw_latency)] = runs else {
         return Err("a latency run did not report".into());
     };
     let mut report = run.report(
@@ -616,14 +614,11 @@ fn latency_order(n: usize) -> Vec<usize> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let mut x = (u64::from(std::process::id()) << 32 | u64::from(nanos)) | 1;
+    let mut rng = XorShift::new(u64::from(std::process::id()) << 32 | u64::from(nanos));
     let mut order: Vec<usize> = (0..n).collect();
-    // Fisher–Yates with xorshift64
+    // Fisher–Yates
     for i in (1..n).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        order.swap(i, (x % (i as u64 + 1)) as usize);
+        order.swap(i, rng.between(0, i as i64) as usize);
     }
     order
 }
